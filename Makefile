@@ -1,0 +1,33 @@
+# Breach Responder: `make demo` runs the end-to-end demo, `make test` runs the tests.
+# Both install what they need first through `make setup` (idempotent).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup demo test dev clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Azure Functions runtime)"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(VENV)/bin/responder demo
+
+dev: setup
+	$(VENV)/bin/responder dev
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) node_modules .localdev

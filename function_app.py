@@ -1,0 +1,11 @@
+"""Azure Functions entry point: wires the blueprints, nothing else."""
+import azure.functions as func
+
+from functions.ingest import bp as ingest_bp
+from functions.operator import bp as operator_bp
+from functions.steps import bp as steps_bp
+
+app = func.FunctionApp()
+app.register_functions(ingest_bp)
+app.register_functions(steps_bp)
+app.register_functions(operator_bp)

@@ -1,0 +1,1 @@
+"""Thin trigger adapters (blueprints): decode the input, call shared/, record the outcome."""

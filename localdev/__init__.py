@@ -1,0 +1,1 @@
+"""Dev-only tooling: tenant simulator, local Functions host, stack control. Never deployed."""

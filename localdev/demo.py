@@ -1,0 +1,150 @@
+"""``responder demo``: one real alert through the real queues into the real steps.
+
+Starts the local stack, puts incident requests on the alerts queue exactly as a person
+would with Storage Explorer (the compromised demo user, and the break-glass account that
+policy must hold), follows the incidents from Table storage until they are terminal,
+prints the ledger, checks the simulator's request log (exactly one password PATCH and
+one revoke for the demo user; nothing changed for the break-glass account), stops
+everything, and exits 0 only if all of that holds.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from shared.adapters.ledger import Ledger
+from shared.adapters.queues import QueueSender
+from shared.adapters.storage import build_storage
+from shared.model import IncidentRequest
+from shared.status import incident_view
+
+from .stack import SEED_FILE, LocalStack
+
+TERMINAL = ("succeeded", "failed", "dry-run")
+MUTATING = ("PATCH", "POST", "PUT", "DELETE")
+
+
+def demo_users(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    users = seed["users"]
+    demo = next(u for u in users if u.get("demo") or u["userPrincipalName"].startswith("adele.vance@"))
+    glass = next(u for u in users if "breakglass" in u["userPrincipalName"])
+    return demo, glass
+
+
+async def _find_incident(ledger: Ledger, user_key: str) -> str | None:
+    found = await ledger.get_open(user_key)
+    return found[0]["incident_id"] if found else None
+
+
+async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_terminal: dict[str, tuple[str, ...]], timeout_s: float, progress) -> dict[str, dict]:
+    clients = build_storage({"AzureWebJobsStorage": stack.azurite.connection_string})
+    ledger, queues = Ledger(clients.tables), QueueSender(clients.queues)
+    views: dict[str, dict] = {}
+    try:
+        await queues.ensure(["alerts"])
+        for request in requests:
+            await queues.send(stack.env.get("ALERTS_QUEUE", "alerts"), request.to_json())
+            progress(f"alert queued for {request.user_key}")
+        deadline = time.monotonic() + timeout_s
+        seen: dict[tuple[str, str], str] = {}
+        while time.monotonic() < deadline:
+            done = True
+            for request in requests:
+                incident_id = await _find_incident(ledger, request.user_key)
+                if incident_id is None:
+                    done = False
+                    continue
+                view = await incident_view(ledger, incident_id)
+                if view is None:
+                    done = False
+                    continue
+                views[request.user_key] = view
+                for step in view["steps"]:
+                    key = (incident_id, step["name"])
+                    if step["state"] != "pending" and seen.get(key) != step["state"]:
+                        seen[key] = step["state"]
+                        progress(f"{request.user_key:<40} {step['name']:<16} {step['state']}")
+                if view["state"] not in expect_terminal[request.user_key]:
+                    done = False
+            if done:
+                return views
+            await asyncio.sleep(0.25)
+        return views
+    finally:
+        await clients.close()
+
+
+def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
+    client = stack.simulator.client
+    log = client.requests()
+    demo_id, glass_id = demo["id"], glass["id"]
+
+    def hits(method: str, suffix: str, user_id: str) -> int:
+        return sum(
+            1 for r in log
+            if r.get("service") == "graph" and r.get("method") == method and r.get("status", 0) < 300
+            and r.get("path", "").rstrip("/").endswith(suffix.format(id=user_id))
+        )
+
+    demo_view = views.get(demo["userPrincipalName"].lower(), {})
+    glass_view = views.get(glass["userPrincipalName"].lower(), {})
+    glass_changes = [
+        r for r in log
+        if r.get("method") in MUTATING and r.get("service") in ("graph", "exo")
+        and (glass_id in r.get("path", "") or glass["userPrincipalName"].lower() in json.dumps(r.get("body") or {}).lower())
+    ]
+    checks = [
+        {"check": "demo incident succeeded", "ok": demo_view.get("state") == "succeeded", "value": demo_view.get("state")},
+        {"check": "demo reset-password step succeeded",
+         "ok": any(s["name"] == "reset-password" and s["state"] == "succeeded" for s in demo_view.get("steps", [])),
+         "value": next((s["state"] for s in demo_view.get("steps", []) if s["name"] == "reset-password"), None)},
+        {"check": "exactly one password PATCH for the demo user", "ok": hits("PATCH", "/users/{id}", demo_id) == 1,
+         "value": hits("PATCH", "/users/{id}", demo_id)},
+        {"check": "exactly one session revoke for the demo user", "ok": hits("POST", "/users/{id}/revokeSignInSessions", demo_id) == 1,
+         "value": hits("POST", "/users/{id}/revokeSignInSessions", demo_id)},
+        {"check": "break-glass incident held", "ok": glass_view.get("state") == "held", "value": glass_view.get("state")},
+        {"check": "nothing changed for the break-glass account", "ok": not glass_changes, "value": len(glass_changes)},
+    ]
+    return checks
+
+
+def run_demo(json_output: bool = False, timeout_s: float = 180.0) -> int:
+    seed = json.loads(SEED_FILE.read_text())
+    demo, glass = demo_users(seed)
+
+    def progress(line: str) -> None:
+        print(f"  {line}", file=sys.stderr if json_output else sys.stdout, flush=True)
+
+    started = time.monotonic()
+    progress("starting Azurite, tenant simulator and the local Functions host ...")
+    with LocalStack() as stack:
+        progress(f"stack up in {time.monotonic() - started:.1f}s (functions {stack.host.url}/api)")
+        requests = [
+            IncidentRequest(user_id=None, user_principal_name=demo["userPrincipalName"], source="manual",
+                            risk_level="high", alert_ids=("demo-alert-1",), reason="demo: compromised mailbox"),
+            IncidentRequest(user_id=None, user_principal_name=glass["userPrincipalName"], source="manual",
+                            risk_level="high", alert_ids=("demo-alert-2",), reason="demo: break-glass account flagged"),
+        ]
+        expect = {requests[0].user_key: TERMINAL, requests[1].user_key: TERMINAL + ("held",)}
+        views = asyncio.run(_follow(stack, requests, expect, timeout_s, progress))
+        checks = _checks(stack, demo, glass, views)
+    ok = all(c["ok"] for c in checks)
+    elapsed = round(time.monotonic() - started, 1)
+    if json_output:
+        from shared.cli import compact
+
+        print(json.dumps({"ok": ok, "seconds": elapsed, "incidents": [compact(v) for v in views.values()], "checks": checks}, indent=2))
+    else:
+        from shared.cli import render_incident
+
+        print()
+        for view in views.values():
+            print(render_incident(view))
+            print()
+        for check in checks:
+            print(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['check']} ({check['value']})")
+        print(f"\ndemo {'succeeded' if ok else 'FAILED'} in {elapsed}s")
+    return 0 if ok else 1

@@ -1,0 +1,130 @@
+"""The embedded local stack: Azurite + tenant simulator + local Functions host.
+
+``LocalStack`` starts the three as child processes on free loopback ports, wires the app
+settings between them (storage connection string, Graph/EXO base URLs, the managed
+identity endpoint of the simulator, the seeded tenant's group ids), and stops them in
+reverse order. ``responder dev`` writes where everything listens to ``.localdev/stack.json``
+so ``responder inject|status|approve`` can find it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localdev.azurite import start_azurite
+from localdev.host.launcher import start_host
+from localdev.simulator import start_simulator
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+STATE_DIR = REPO / ".localdev"
+STATE_FILE = STATE_DIR / "stack.json"
+SEED_FILE = Path(__file__).resolve().parent / "simulator" / "seed.json"
+
+
+def tenant_settings(seed: dict[str, Any]) -> dict[str, str]:
+    """App settings that point the responder at the seeded tenant (group ids, mailboxes)."""
+    groups = {g.get("displayName"): g["id"] for g in seed.get("groups", [])}
+    tenant = seed.get("tenant", {})
+    domain = tenant.get("domain", "contoso.onmicrosoft.com")
+    return {
+        "TENANT_ID": tenant.get("id", ""),
+        "TENANT_DOMAIN": domain,
+        "PROTECTED_GROUP_ID": groups.get("Protected accounts", ""),
+        "MFA_GROUP_ID": groups.get("MFA required (Conditional Access)", ""),
+        "SOC_MAILBOX": f"soc@{domain}",
+        "NOTIFY_SENDER": f"breach-responder@{domain}",
+    }
+
+
+@dataclass
+class LocalStack:
+    overrides: dict[str, str] = field(default_factory=dict)
+    seed: dict[str, Any] | None = None
+    faults: dict[str, Any] | None = None
+    host_port: int = 0
+    log_dir: Path = field(default_factory=lambda: STATE_DIR / "logs")
+    azurite: Any = None
+    simulator: Any = None
+    host: Any = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> "LocalStack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            self.azurite = start_azurite()
+            identity_header = secrets.token_urlsafe(24)
+            self.simulator = start_simulator(seed=self.seed, faults=self.faults, identity_header=identity_header)
+            seed = self.seed or json.loads(SEED_FILE.read_text())
+            env = {
+                "AzureWebJobsStorage": self.azurite.connection_string,
+                "GRAPH_BASE_URL": self.simulator.url,
+                "EXO_BASE_URL": self.simulator.url,
+                "IDENTITY_ENDPOINT": self.simulator.identity_endpoint,
+                "IDENTITY_HEADER": identity_header,
+                "RESPONDER_MODE": "auto",
+                **tenant_settings(seed),
+            }
+            env.update(self.overrides)
+            self.env = env
+            self.host = start_host(str(REPO), env=env, port=self.host_port, log_dir=str(self.log_dir))
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("local stack up in %.1fs: host %s, simulator %s", time.monotonic() - started, self.host.url, self.simulator.url)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "storage": self.azurite.connection_string,
+            "host_url": self.host.url,
+            "function_key": self.host.function_key,
+            "simulator_url": self.simulator.url,
+            "settings": {k: v for k, v in self.env.items() if k not in ("IDENTITY_HEADER",)},
+        }
+
+    def write_state(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = STATE_FILE.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(STATE_FILE)
+
+    def stop(self) -> None:
+        for name in ("host", "simulator", "azurite"):
+            proc = getattr(self, name)
+            if proc is not None:
+                try:
+                    proc.stop()
+                except Exception:  # keep stopping the rest
+                    logger.exception("stopping %s failed", name)
+                setattr(self, name, None)
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def read_state() -> dict[str, Any] | None:
+    if not STATE_FILE.exists():
+        return None
+    try:
+        state = json.loads(STATE_FILE.read_text())
+    except ValueError:
+        return None
+    try:
+        os.kill(int(state.get("pid", 0)), 0)
+    except (OSError, ValueError):
+        return None  # the `responder dev` that wrote it is gone
+    return state

@@ -1,0 +1,1 @@
+"""Breach Responder: the app's own package (domain logic, adapters, steps, CLI)."""

@@ -1,0 +1,327 @@
+"""Microsoft Graph adapter, built on msgraph-sdk's request adapter.
+
+Requests go through the SDK's GraphRequestAdapter (its middleware: retry with Retry-After,
+redirects, telemetry) with kiota's AzureIdentityAuthenticationProvider. Responses are read
+as raw JSON instead of SDK models: a call that only needs a few fields does not pay the
+model-parse cost (about a second and 35 MB the first time in a process).
+
+Every method names the app permission it needs, so a 403 becomes a PermanentError that
+tells the operator exactly what to grant. Paths are built from validated ids, each path
+segment percent-encoded; OData string literals go through odata_quote().
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import httpx
+from kiota_abstractions.method import Method
+from kiota_abstractions.request_information import RequestInformation
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from msgraph import GraphRequestAdapter
+from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph_core import GraphClientFactory
+
+from ..errors import PermanentError, TransientError
+from ..validation import odata_quote
+from .credentials import GRAPH_SCOPE
+
+logger = logging.getLogger(__name__)
+
+_ERROR_MAP = {"XXX": ODataError}
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+# Roles an operator must also assign for some calls (app permission alone is not enough).
+ROLE_HINTS = {
+    "User-PasswordProfile.ReadWrite.All": "and the User Administrator directory role "
+    "(Privileged Authentication Administrator to reset administrators)",
+}
+
+
+def _seg(value: str) -> str:
+    """One path segment, percent-encoded (ids are validated before they get here)."""
+    return quote(value, safe="@")
+
+
+@dataclass(frozen=True)
+class GraphCall:
+    """A call a step declares: method, path template and the app permission it needs."""
+
+    method: str
+    path: str
+    permission: str
+    beta: bool = False
+
+
+class GraphAdapter:
+    """Thin async Graph client: one per worker, shared by every step."""
+
+    def __init__(self, credential: Any, base_url: str, timeout_s: float = 30.0) -> None:
+        self._base = base_url.rstrip("/")
+        host = urlsplit(self._base).hostname or ""
+        auth = AzureIdentityAuthenticationProvider(
+            credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
+        )
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+        http = GraphClientFactory.create_with_default_middleware(client=http)
+        self._http = http
+        self.adapter = GraphRequestAdapter(auth, http)
+        self.adapter.base_url = f"{self._base}/v1.0"
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- transport -----------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        permission: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        beta: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send one request; return parsed JSON (or None for an empty body)."""
+        info = RequestInformation()
+        info.http_method = Method[method.upper()]
+        url = f"{self._base}/{'beta' if beta else 'v1.0'}{path}"
+        if query:
+            url += "?" + urlencode(query, quote_via=quote, safe="$,'")
+        info.url = url
+        info.headers.try_add("Accept", "application/json")
+        for key, value in (headers or {}).items():
+            info.headers.try_add(key, value)
+        if body is not None:
+            info.set_stream_content(json.dumps(body).encode("utf-8"), "application/json")
+        try:
+            raw = await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
+        except ODataError as exc:
+            raise self._map_error(exc, method, path, permission) from None
+        except httpx.TimeoutException:
+            raise TransientError(f"Graph {method} {path} timed out") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"Graph {method} {path} transport error: {exc.__class__.__name__}") from None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
+
+    @staticmethod
+    def _map_error(exc: ODataError, method: str, path: str, permission: str) -> Exception:
+        status = exc.response_status_code or 0
+        code = getattr(getattr(exc, "error", None), "code", None) or ""
+        message = getattr(getattr(exc, "error", None), "message", None) or ""
+        message = message[:300]
+        where = f"Graph {method} {path}"
+        if status in _TRANSIENT_STATUS:
+            retry_after = None
+            headers = exc.response_headers or {}
+            value = headers.get("Retry-After") or headers.get("retry-after")
+            if isinstance(value, (list, tuple)):
+                value = value[0] if value else None
+            try:
+                retry_after = float(value) if value is not None else None
+            except (TypeError, ValueError):
+                retry_after = None
+            return TransientError(f"{where}: {status} {code}".strip(), status=status, retry_after=retry_after)
+        if status == 403:
+            hint = ROLE_HINTS.get(permission, "")
+            return PermanentError(
+                f"{where}: 403 {code or 'Forbidden'} - the app identity lacks permission; "
+                f"grant {permission} {hint}".strip(),
+                status=status,
+                code=code,
+            )
+        if status == 401:
+            return PermanentError(f"{where}: 401 {code} - token rejected ({message})", status=status, code=code)
+        if status == 404:
+            return PermanentError(f"{where}: 404 {code} - {message or 'not found'}", status=status, code=code)
+        return PermanentError(f"{where}: {status} {code} - {message}", status=status, code=code)
+
+    # -- users ---------------------------------------------------------------------------
+
+    USER_SELECT = "id,userPrincipalName,displayName,mail,accountEnabled,onPremisesSyncEnabled,lastPasswordChangeDateTime"
+
+    async def get_user(self, user_key: str, select: str = USER_SELECT) -> dict[str, Any]:
+        return await self.request(
+            "GET", f"/users/{_seg(user_key)}", query={"$select": select}, permission="User.Read.All"
+        )
+
+    async def reset_password(self, user_id: str, password: str, force_change: bool = True) -> None:
+        await self.request(
+            "PATCH",
+            f"/users/{_seg(user_id)}",
+            body={"passwordProfile": {"password": password, "forceChangePasswordNextSignIn": force_change}},
+            permission="User-PasswordProfile.ReadWrite.All",
+        )
+
+    async def revoke_sessions(self, user_id: str) -> bool:
+        result = await self.request(
+            "POST", f"/users/{_seg(user_id)}/revokeSignInSessions", permission="User.RevokeSessions.All"
+        )
+        # Known service issue: 200 {"value": true}; any 2xx is success.
+        return bool(result.get("value", True)) if isinstance(result, dict) else True
+
+    async def check_member_groups(self, user_id: str, group_ids: list[str]) -> list[str]:
+        result = await self.request(
+            "POST",
+            f"/users/{_seg(user_id)}/checkMemberGroups",
+            body={"groupIds": group_ids},
+            permission="GroupMember.Read.All",
+        )
+        return list((result or {}).get("value", []))
+
+    # -- groups / MFA ----------------------------------------------------------------------
+
+    async def add_group_member(self, group_id: str, user_id: str) -> bool:
+        """Add; return False when the user was already a member (400 'already exist')."""
+        try:
+            await self.request(
+                "POST",
+                f"/groups/{_seg(group_id)}/members/$ref",
+                body={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"},
+                permission="GroupMember.ReadWrite.All",
+            )
+        except PermanentError as exc:
+            if exc.status == 400 and "already exist" in str(exc):
+                return False
+            raise
+        return True
+
+    async def get_mfa_state(self, user_id: str) -> str | None:
+        result = await self.request(
+            "GET", f"/users/{_seg(user_id)}/authentication/requirements", beta=True, permission="Policy.Read.All"
+        )
+        return (result or {}).get("perUserMfaState")
+
+    async def enforce_per_user_mfa(self, user_id: str) -> None:
+        await self.request(
+            "PATCH",
+            f"/users/{_seg(user_id)}/authentication/requirements",
+            body={"perUserMfaState": "enforced"},
+            beta=True,
+            permission="Policy.ReadWrite.AuthenticationMethod",
+        )
+
+    async def list_auth_methods(self, user_id: str) -> list[dict[str, Any]]:
+        return await self._list(
+            f"/users/{_seg(user_id)}/authentication/methods", permission="UserAuthenticationMethod.ReadWrite.All"
+        )
+
+    async def delete_auth_method(self, user_id: str, collection: str, method_id: str) -> bool:
+        """Delete one method; False when it was already gone (404)."""
+        try:
+            await self.request(
+                "DELETE",
+                f"/users/{_seg(user_id)}/authentication/{collection}/{_seg(method_id)}",
+                permission="UserAuthenticationMethod.ReadWrite.All",
+            )
+        except PermanentError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # -- mailbox rules -------------------------------------------------------------------
+
+    async def list_message_rules(self, user_id: str) -> list[dict[str, Any]]:
+        return await self._list(
+            f"/users/{_seg(user_id)}/mailFolders/inbox/messageRules", permission="MailboxSettings.ReadWrite"
+        )
+
+    async def disable_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any]:
+        return await self.request(
+            "PATCH",
+            f"/users/{_seg(user_id)}/mailFolders/inbox/messageRules/{_seg(rule_id)}",
+            body={"isEnabled": False},
+            permission="MailboxSettings.ReadWrite",
+        )
+
+    # -- identity protection / security --------------------------------------------------
+
+    async def confirm_compromised(self, user_ids: list[str]) -> None:
+        await self.request(
+            "POST",
+            "/identityProtection/riskyUsers/confirmCompromised",
+            body={"userIds": user_ids},
+            permission="IdentityRiskyUser.ReadWrite.All",
+        )
+
+    async def get_risky_user(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.request(
+                "GET", f"/identityProtection/riskyUsers/{_seg(user_id)}", permission="IdentityRiskyUser.Read.All"
+            )
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list_risk_detections(self, user_id: str, top: int = 50) -> list[dict[str, Any]]:
+        return await self._list(
+            "/identityProtection/riskDetections",
+            query={"$filter": f"userId eq {odata_quote(user_id)}", "$top": str(top)},
+            permission="IdentityRiskEvent.Read.All",
+            max_items=top,
+        )
+
+    async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None:
+        await self.request(
+            "POST",
+            f"/users/{_seg(sender)}/sendMail",
+            body={
+                "message": {
+                    "subject": subject,
+                    "body": {"contentType": "Text", "content": text},
+                    "toRecipients": [{"emailAddress": {"address": to}}],
+                },
+                "saveToSentItems": False,
+            },
+            permission="Mail.Send",
+        )
+
+    # -- paging --------------------------------------------------------------------------
+
+    async def _list(
+        self, path: str, *, permission: str, query: dict[str, str] | None = None, max_items: int = 1000
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = await self.request("GET", path, query=query, permission=permission)
+        while True:
+            items.extend((page or {}).get("value", []))
+            link = (page or {}).get("@odata.nextLink")
+            if not link or len(items) >= max_items:
+                return items[:max_items]
+            page = await self._follow(link, permission)
+
+    async def _follow(self, link: str, permission: str) -> Any:
+        parts = urlsplit(link)
+        base = urlsplit(self._base)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise PermanentError(f"Graph nextLink points at another host ({parts.netloc}); refused")
+        info = RequestInformation()
+        info.http_method = Method.GET
+        info.url = link
+        info.headers.try_add("Accept", "application/json")
+        try:
+            raw = await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
+        except ODataError as exc:
+            raise self._map_error(exc, "GET", parts.path, permission) from None
+        except httpx.TimeoutException:
+            raise TransientError(f"Graph GET {parts.path} timed out") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"Graph GET {parts.path} transport error: {exc.__class__.__name__}") from None
+        return json.loads(raw) if raw else None

@@ -1,0 +1,326 @@
+"""Table storage: incidents, the per-step ledger, the per-user open-incident index, errors.
+
+Tables (all created at start-up):
+- ``incidents``     PartitionKey = incident id, RowKey = "incident"
+- ``steps``         PartitionKey = incident id, RowKey = step name (the ledger)
+- ``userincidents`` PartitionKey = user key (object id or UPN), RowKey = "open"
+- ``stormwindow``   PartitionKey = minute bucket, RowKey = incident id (storm breaker)
+- ``errors``        PartitionKey = where (queue / entry point), RowKey = time + uuid
+
+The ledger row is claimed with an ETag-conditional write before any side effect, so two
+deliveries of one message never act at once, and a finished step is never run again.
+Nothing here stores a password or a token; ``detail`` and ``checkpoint`` are JSON written
+by steps, which never put secrets in them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import quote
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableServiceClient
+
+from ..errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("incidents", "steps", "userincidents", "stormwindow", "errors", "evidence")
+TERMINAL_STEP_STATES = ("succeeded", "skipped", "failed", "planned")
+MAX_JSON_CHARS = 30_000  # a table string property holds 32K UTF-16 characters
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def dump_json(value: Any, limit: int = MAX_JSON_CHARS) -> str:
+    """JSON for a table property, bounded: oversize values are replaced by a marker, not cut mid-token."""
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    if len(text) <= limit:
+        return text
+    return json.dumps({"truncated": True, "chars": len(text), "head": text[: limit - 200]})
+
+
+def load_json(text: Any, default: Any = None) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def key(value: str) -> str:
+    """A safe PartitionKey/RowKey: table keys may not contain / \\ # ? or control characters."""
+    return quote(value, safe="@.-_+'!~*()")
+
+
+def _is_conflict(exc: HttpResponseError) -> bool:
+    return isinstance(exc, (ResourceModifiedError, ResourceExistsError)) or getattr(exc, "status_code", 0) in (409, 412)
+
+
+@dataclass
+class Claim:
+    """The outcome of claiming a step's ledger row."""
+
+    status: str  # "claimed" | "done" | "busy"
+    row: dict[str, Any]
+    etag: str | None = None
+    retry_in: float = 0.0
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def attempts(self) -> int:
+        return int(self.row.get("attempts", 0))
+
+
+class Ledger:
+    def __init__(self, tables: TableServiceClient) -> None:
+        self._service = tables
+        self.t = {name: tables.get_table_client(name) for name in TABLES}
+
+    async def ensure(self) -> None:
+        for name in TABLES:
+            try:
+                await self._service.create_table(name)
+            except ResourceExistsError:
+                pass
+
+    # -- incidents -----------------------------------------------------------------------
+
+    async def create_incident(self, incident: dict[str, Any]) -> None:
+        entity = {"PartitionKey": incident["incident_id"], "RowKey": "incident", **incident}
+        await self.t["incidents"].create_entity(entity)
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        try:
+            entity = await self.t["incidents"].get_entity(key(incident_id), "incident")
+        except ResourceNotFoundError:
+            return None
+        row = dict(entity)
+        row["_etag"] = entity.metadata.get("etag")
+        return row
+
+    async def update_incident(self, incident_id: str, fields: dict[str, Any], etag: str | None = None) -> None:
+        entity = {"PartitionKey": key(incident_id), "RowKey": "incident", **fields, "updated_at": iso(utcnow())}
+        if etag:
+            await self.t["incidents"].update_entity(
+                entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        else:
+            await self.t["incidents"].update_entity(entity, mode=UpdateMode.MERGE)
+
+    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = []
+        async for entity in self.t["incidents"].list_entities(results_per_page=min(limit, 1000)):
+            rows.append(dict(entity))
+            if len(rows) >= limit:
+                break
+        rows.sort(key=lambda r: r.get("created_at", ""))
+        return rows
+
+    # -- per-user open incident index ----------------------------------------------------
+
+    async def get_open(self, user_key: str) -> tuple[dict[str, Any], str] | None:
+        try:
+            entity = await self.t["userincidents"].get_entity(key(user_key), "open")
+        except ResourceNotFoundError:
+            return None
+        return dict(entity), entity.metadata["etag"]
+
+    async def claim_open(self, user_key: str, incident_id: str, created_at: str, replace_etag: str | None) -> bool:
+        """Point the user's index at a new incident; False if another writer won the race."""
+        entity = {"PartitionKey": key(user_key), "RowKey": "open", "incident_id": incident_id, "created_at": created_at}
+        try:
+            if replace_etag is None:
+                await self.t["userincidents"].create_entity(entity)
+            else:
+                await self.t["userincidents"].update_entity(
+                    entity, mode=UpdateMode.REPLACE, etag=replace_etag, match_condition=MatchConditions.IfNotModified
+                )
+        except HttpResponseError as exc:
+            if _is_conflict(exc):
+                return False
+            raise
+        return True
+
+    # -- storm window --------------------------------------------------------------------
+
+    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None:
+        bucket = at.strftime("%Y%m%d%H%M")
+        await self.t["stormwindow"].upsert_entity({"PartitionKey": bucket, "RowKey": key(incident_id)})
+
+    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int:
+        """Count incidents in the last ``window_minutes`` buckets, reading at most ``stop_after`` rows."""
+        count = 0
+        for minute in range(window_minutes):
+            bucket = (at - timedelta(minutes=minute)).strftime("%Y%m%d%H%M")
+            async for _ in self.t["stormwindow"].query_entities(
+                "PartitionKey eq @pk", parameters={"pk": bucket}, select=["RowKey"]
+            ):
+                count += 1
+                if count >= stop_after:
+                    return count
+        return count
+
+    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool:
+        """Create a marker row once; True only for the writer that created it."""
+        try:
+            await self.t["errors"].create_entity({"PartitionKey": key(partition), "RowKey": key(row), **fields})
+        except ResourceExistsError:
+            return False
+        return True
+
+    # -- step ledger ---------------------------------------------------------------------
+
+    async def get_step(self, incident_id: str, step: str) -> dict[str, Any] | None:
+        try:
+            entity = await self.t["steps"].get_entity(key(incident_id), step)
+        except ResourceNotFoundError:
+            return None
+        row = dict(entity)
+        row["_etag"] = entity.metadata.get("etag")
+        return row
+
+    async def list_steps(self, incident_id: str) -> list[dict[str, Any]]:
+        rows = []
+        async for entity in self.t["steps"].query_entities("PartitionKey eq @pk", parameters={"pk": key(incident_id)}):
+            rows.append(dict(entity))
+        return rows
+
+    async def put_step(self, incident_id: str, step: str, fields: dict[str, Any]) -> None:
+        """Write a step row outright (used for rows no worker claims: skipped, held, not run)."""
+        entity = {"PartitionKey": key(incident_id), "RowKey": step, **fields}
+        await self.t["steps"].upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    async def claim_step(self, incident_id: str, step: str, lease_s: int, correlation_id: str) -> Claim:
+        table = self.t["steps"]
+        for _ in range(5):
+            now = utcnow()
+            lease_until = iso(now + timedelta(seconds=lease_s))
+            row = await self.get_step(incident_id, step)
+            if row is None:
+                entity = {
+                    "PartitionKey": key(incident_id),
+                    "RowKey": step,
+                    "state": "running",
+                    "attempts": 1,
+                    "started_at": iso(now),
+                    "lease_until": lease_until,
+                    "correlation_id": correlation_id,
+                    "checkpoint": "{}",
+                }
+                try:
+                    meta = await table.create_entity(entity)
+                except ResourceExistsError:
+                    continue
+                return Claim("claimed", entity, meta.get("etag"), checkpoint={})
+            state = row.get("state")
+            if state in TERMINAL_STEP_STATES:
+                return Claim("done", row, row.get("_etag"), checkpoint=load_json(row.get("checkpoint"), {}))
+            if state == "running" and row.get("lease_until", "") > iso(now):
+                remaining = (datetime.fromisoformat(row["lease_until"].replace("Z", "+00:00")) - now).total_seconds()
+                return Claim("busy", row, row.get("_etag"), retry_in=max(1.0, remaining))
+            attempts = int(row.get("attempts", 0)) + 1
+            update = {
+                "PartitionKey": key(incident_id),
+                "RowKey": step,
+                "state": "running",
+                "attempts": attempts,
+                "lease_until": lease_until,
+                "correlation_id": correlation_id,
+            }
+            try:
+                meta = await table.update_entity(
+                    update, mode=UpdateMode.MERGE, etag=row["_etag"], match_condition=MatchConditions.IfNotModified
+                )
+            except HttpResponseError as exc:
+                if _is_conflict(exc):
+                    continue
+                raise
+            merged = {**row, **update}
+            return Claim("claimed", merged, meta.get("etag"), checkpoint=load_json(row.get("checkpoint"), {}))
+        raise TransientError(f"could not claim ledger row {incident_id}/{step}: repeated write conflicts")
+
+    async def _conditional(self, incident_id: str, step: str, claim: Claim, fields: dict[str, Any]) -> None:
+        entity = {"PartitionKey": key(incident_id), "RowKey": step, **fields}
+        try:
+            meta = await self.t["steps"].update_entity(
+                entity, mode=UpdateMode.MERGE, etag=claim.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except HttpResponseError as exc:
+            if _is_conflict(exc):
+                raise TransientError(f"lost the lease on {incident_id}/{step}: another worker took it over") from None
+            raise
+        claim.etag = meta.get("etag")
+        claim.row.update(fields)
+
+    async def checkpoint(self, incident_id: str, step: str, claim: Claim, updates: dict[str, Any]) -> None:
+        """Persist progress inside a claimed step (before/after each side effect)."""
+        claim.checkpoint.update(updates)
+        await self._conditional(incident_id, step, claim, {"checkpoint": dump_json(claim.checkpoint)})
+
+    async def release(self, incident_id: str, step: str, claim: Claim, error: str) -> None:
+        """Give the step back after a transient failure so the retry can claim it at once."""
+        await self._conditional(
+            incident_id, step, claim, {"state": "retrying", "lease_until": iso(utcnow()), "error": error[:1000]}
+        )
+
+    async def finish(
+        self, incident_id: str, step: str, claim: Claim, state: str, detail: Any, error: str = "", duration_ms: int = 0
+    ) -> None:
+        await self._conditional(
+            incident_id,
+            step,
+            claim,
+            {
+                "state": state,
+                "finished_at": iso(utcnow()),
+                "duration_ms": duration_ms,
+                "detail": dump_json(detail),
+                "error": error[:1000],
+                "lease_until": "",
+            },
+        )
+
+    # -- errors --------------------------------------------------------------------------
+
+    async def record_error(self, where: str, reason: str, *, message_id: str = "", excerpt: str = "", **extra: Any) -> str:
+        now = utcnow()
+        row_key = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+        entity = {
+            "PartitionKey": key(where),
+            "RowKey": row_key,
+            "reason": reason[:1000],
+            "message_id": message_id,
+            "excerpt": excerpt[:500],
+            "recorded_at": iso(now),
+            **{k: (v if isinstance(v, (str, int, float, bool)) else dump_json(v)) for k, v in extra.items()},
+        }
+        await self.t["errors"].create_entity(entity)
+        return row_key
+
+    async def list_errors(self, where: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        rows = []
+        query = self.t["errors"].query_entities("PartitionKey eq @pk", parameters={"pk": key(where)}) if where else self.t["errors"].list_entities()
+        async for entity in query:
+            rows.append(dict(entity))
+            if len(rows) >= limit:
+                break
+        return rows

@@ -1,0 +1,33 @@
+"""Queue port: send a message to a named queue (base64-encoded, like every producer here)."""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue.aio import QueueServiceClient
+
+logger = logging.getLogger(__name__)
+
+
+class QueueSender:
+    def __init__(self, service: QueueServiceClient) -> None:
+        self._service = service
+        self._clients: dict = {}
+
+    def _client(self, queue: str):
+        client = self._clients.get(queue)
+        if client is None:
+            client = self._clients[queue] = self._service.get_queue_client(queue)
+        return client
+
+    async def ensure(self, queues: Iterable[str]) -> None:
+        for queue in queues:
+            try:
+                await self._client(queue).create_queue()
+            except ResourceExistsError:
+                pass
+
+    async def send(self, queue: str, body: str, *, visibility_timeout: int | None = None) -> str:
+        result = await self._client(queue).send_message(body, visibility_timeout=visibility_timeout)
+        return result.id

@@ -1,0 +1,80 @@
+"""Wires the real adapters once per worker process (never per message).
+
+``get_deps()`` is awaited by every handler; the first call validates settings, builds the
+credential, the Graph and Exchange adapters and the storage clients, and creates the
+queues and tables. Later calls return the same objects.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .adapters.credentials import build_credential
+from .adapters.graph import GraphAdapter
+from .adapters.ledger import Ledger
+from .adapters.queues import QueueSender
+from .adapters.storage import build_storage
+from .deps import Deps
+from .gate import protection_gate
+from .playbook import STEP_NAMES, queue_name
+from .settings import Settings
+from .steps import StepRunner, registry
+
+logger = logging.getLogger(__name__)
+
+_deps: Deps | None = None
+_runner: StepRunner | None = None
+_lock: asyncio.Lock | None = None
+
+
+async def build_deps(settings: Settings | None = None) -> Deps:
+    settings = settings or Settings.from_env()
+    credential = build_credential()
+    storage = build_storage(credential=credential)
+    ledger = Ledger(storage.tables)
+    queues = QueueSender(storage.queues)
+    await ledger.ensure()
+    names = [settings.alerts_queue, f"{settings.alerts_queue}-poison"]
+    names += [queue_name(step) for step in STEP_NAMES] + [queue_name(step) + "-poison" for step in STEP_NAMES]
+    await queues.ensure(names)
+    graph = GraphAdapter(credential, settings.graph_base_url, settings.graph_timeout_s)
+    exchange = None
+    try:
+        from .adapters.exchange import ExchangeAdapter
+    except ImportError:  # pragma: no cover - exchange adapter arrives with the playbook
+        ExchangeAdapter = None  # type: ignore[assignment]
+    if ExchangeAdapter is not None:
+        exchange = ExchangeAdapter(credential, settings.exo_base_url, settings.tenant_id, settings.tenant_domain, settings.graph_timeout_s)
+    logger.info(
+        "worker wired: mode=%s playbook=%s graph=%s",
+        settings.mode,
+        ",".join(settings.playbook_steps),
+        "local" if settings.graph_is_local else "microsoft",
+    )
+    return Deps(settings=settings, ledger=ledger, queues=queues, graph=graph, exchange=exchange)
+
+
+async def get_deps() -> Deps:
+    global _deps, _lock
+    if _deps is not None:
+        return _deps
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _deps is None:
+            _deps = await build_deps()
+    return _deps
+
+
+async def get_runner() -> StepRunner:
+    global _runner
+    if _runner is None:
+        deps = await get_deps()
+        steps = registry()
+        missing = [s for s in deps.settings.playbook_steps if s not in steps]
+        if missing:
+            from .errors import ConfigError
+
+            raise ConfigError(f"PLAYBOOK_STEPS names steps with no implementation: {missing}")
+        _runner = StepRunner(deps, steps, gate=protection_gate)
+    return _runner

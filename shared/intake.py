@@ -1,0 +1,134 @@
+"""Intake: turn an IncidentRequest into a new incident (or attach it to an open one).
+
+Order of writes, chosen so a crash anywhere leaves nothing lost and nothing doubled:
+1. claim the user's open-incident index row (conditional create/replace);
+2. write the incident row in state ``new``;
+3. enqueue the first step, then mark the incident ``queued``.
+A redelivered alert finds the index row and the incident: it attaches (a no-op for alert
+ids already present) and re-enqueues the first step if the incident is still ``new``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .adapters.ledger import iso
+from .deps import Deps
+from .logs import incident_log
+from .model import IncidentRequest, new_correlation_id, new_incident_id
+from .playbook import first_step
+from .policy import decide_intake
+from .steps.base import enqueue_step
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    outcome: str  # "created" | "held" | "attached" | "ignored"
+    incident_id: str | None
+    reason: str = ""
+
+
+async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | None = None) -> IntakeResult:
+    ledger, settings = deps.ledger, deps.settings
+    correlation_id = correlation_id or new_correlation_id()
+    for _ in range(5):
+        now = deps.clock()
+        existing = await ledger.get_open(request.user_key)
+        open_created = None
+        incident = None
+        if existing is not None:
+            incident = await ledger.get_incident(existing[0]["incident_id"])
+            open_created = existing[0].get("created_at") if incident is not None else None
+        storm_count = 0
+        if settings.mode == "auto" or settings.mode == "dry-run":
+            storm_count = await ledger.count_recent_incidents(now, settings.storm_window_minutes, settings.storm_threshold)
+        decision = decide_intake(request, settings, now, open_created, storm_count)
+        if decision.action == "ignore":
+            logger.info("[incident=- step=intake corr=%s] ignored: %s", correlation_id, decision.reason)
+            return IntakeResult("ignored", None, decision.reason)
+        if decision.action == "attach" and incident is not None:
+            return await _attach(deps, incident, request, correlation_id)
+
+        incident_id = new_incident_id()
+        log = incident_log(logger, incident_id, "intake", correlation_id)
+        if not await ledger.claim_open(request.user_key, incident_id, iso(now), existing[1] if existing else None):
+            continue  # another alert for this user won the race: loop and attach to it
+        order = settings.playbook_steps
+        row = {
+            "incident_id": incident_id,
+            "user_key": request.user_key,
+            "user_id": request.user_id or "",
+            "user_principal_name": request.user_principal_name or "",
+            "source": request.source,
+            "risk_level": request.risk_level,
+            "alert_ids": ",".join(request.alert_ids),
+            "detected_at": request.detected_at,
+            "reason": request.reason,
+            # "new" until the first step is enqueued; a redelivered alert re-enqueues it.
+            "state": "held" if decision.state == "held" else "new",
+            "mode": decision.mode,
+            "held_reason": decision.reason if decision.state == "held" else "",
+            "playbook": ",".join(order),
+            "current_step": order[0],
+            "correlation_id": correlation_id,
+            "created_at": iso(now),
+            "updated_at": iso(now),
+        }
+        await ledger.create_incident(row)
+        await ledger.record_new_incident_for_storm(incident_id, now)
+        if decision.state == "held":
+            log.warning("incident held: %s", decision.reason)
+            if decision.reason.startswith("storm breaker"):
+                await _tell_once_about_storm(deps, now, decision.reason, log)
+            return IntakeResult("held", incident_id, decision.reason)
+        await enqueue_step(deps, incident_id, first_step(order), request.user_key, correlation_id)
+        await ledger.update_incident(incident_id, {"state": "queued"})
+        log.info("incident created for %s from %s (%s); first step %s enqueued", request.user_key, request.source, request.risk_level, order[0])
+        return IntakeResult("created", incident_id)
+    raise RuntimeError("could not create or attach an incident after repeated races")
+
+
+async def _attach(deps: Deps, incident: dict, request: IncidentRequest, correlation_id: str) -> IntakeResult:
+    incident_id = incident["incident_id"]
+    log = incident_log(logger, incident_id, "intake", correlation_id)
+    known = [a for a in (incident.get("alert_ids") or "").split(",") if a]
+    merged = list(dict.fromkeys(known + list(request.alert_ids)))
+    if merged != known:
+        await deps.ledger.update_incident(incident_id, {"alert_ids": ",".join(merged)[:30000]})
+        log.info("alert attached to open incident (%d alert ids)", len(merged))
+    else:
+        log.info("duplicate alert for open incident; nothing new")
+    if incident.get("state") == "new":
+        order = tuple(incident["playbook"].split(","))
+        await enqueue_step(deps, incident_id, order[0], incident["user_key"], incident.get("correlation_id") or correlation_id)
+        await deps.ledger.update_incident(incident_id, {"state": "queued"})
+        log.info("first step re-enqueued (the previous attempt stopped before enqueueing it)")
+    return IntakeResult("attached", incident_id)
+
+
+async def _tell_once_about_storm(deps: Deps, now, reason: str, log) -> None:
+    window = deps.settings.storm_window_minutes
+    bucket = now.strftime("%Y%m%d%H") + f"{(now.minute // window) * window:02d}"
+    if await deps.ledger.mark_once("storm-breaker", bucket, {"reason": reason, "recorded_at": iso(now)}):
+        log.error("STORM BREAKER TRIPPED: %s. New incidents are held; approve them with `responder approve`.", reason)
+
+
+async def approve(deps: Deps, incident_id: str, approved_by: str = "operator") -> IntakeResult:
+    """Release a held incident: mark approved and enqueue its first (or held) step."""
+    incident = await deps.ledger.get_incident(incident_id)
+    if incident is None:
+        return IntakeResult("not-found", incident_id, "no such incident")
+    if incident.get("state") != "held":
+        return IntakeResult("not-held", incident_id, f"incident is {incident.get('state')}, not held")
+    order = tuple(incident["playbook"].split(","))
+    step = incident.get("current_step") or order[0]
+    await deps.ledger.update_incident(
+        incident_id,
+        {"state": "queued", "approved": True, "approved_by": approved_by[:100], "approved_at": iso(deps.clock())},
+        etag=incident.get("_etag"),
+    )
+    await enqueue_step(deps, incident_id, step, incident["user_key"], incident.get("correlation_id") or new_correlation_id())
+    incident_log(logger, incident_id, "approve", incident.get("correlation_id", "-")).info("approved by %s; %s enqueued", approved_by[:100], step)
+    return IntakeResult("approved", incident_id)

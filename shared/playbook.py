@@ -1,0 +1,69 @@
+"""The remediation playbook: which steps exist, their order, and what comes next (pure).
+
+Step names are part of the contract: they name the queues (``step-<name>``), the ledger
+rows and the entries of ``responder demo --json``.
+"""
+from __future__ import annotations
+
+from .errors import ConfigError
+
+STEP_NAMES: tuple[str, ...] = (
+    "snapshot",
+    "reset-password",
+    "enforce-mfa",
+    "clean-mailbox",
+    "unblock-sender",
+    "mailbox-audit",
+    "close",
+)
+QUEUE_PREFIX = "step-"
+
+# Ordering constraints a configured playbook must respect: (earlier, later).
+_MUST_PRECEDE = (
+    ("snapshot", "reset-password"),  # the "before" picture comes before any change
+    ("snapshot", "clean-mailbox"),
+    ("reset-password", "unblock-sender"),  # never unblock a sender whose account is not secured
+    ("enforce-mfa", "unblock-sender"),
+)
+
+
+def queue_name(step: str) -> str:
+    if step not in STEP_NAMES:
+        raise ValueError(f"unknown step {step!r}")
+    return QUEUE_PREFIX + step
+
+
+def validate_order(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Validate a configured order; raise ConfigError naming the problem."""
+    steps = tuple(steps)
+    if not steps:
+        raise ConfigError("PLAYBOOK_STEPS is empty")
+    unknown = [s for s in steps if s not in STEP_NAMES]
+    if unknown:
+        raise ConfigError(f"PLAYBOOK_STEPS has unknown step(s) {unknown}; known: {', '.join(STEP_NAMES)}")
+    if len(set(steps)) != len(steps):
+        raise ConfigError("PLAYBOOK_STEPS lists a step twice")
+    if "reset-password" not in steps:
+        raise ConfigError("PLAYBOOK_STEPS must include reset-password: containment is the point")
+    for earlier, later in _MUST_PRECEDE:
+        if earlier in steps and later in steps and steps.index(earlier) > steps.index(later):
+            raise ConfigError(f"PLAYBOOK_STEPS: {earlier} must come before {later}")
+    if later_missing := [s for s in ("reset-password", "enforce-mfa") if "unblock-sender" in steps and s not in steps]:
+        raise ConfigError(f"PLAYBOOK_STEPS: unblock-sender needs {', '.join(later_missing)} in the playbook")
+    if "close" in steps and steps[-1] != "close":
+        raise ConfigError("PLAYBOOK_STEPS: close must be the last step")
+    return steps
+
+
+def first_step(order: tuple[str, ...]) -> str:
+    return order[0]
+
+
+def next_step(order: tuple[str, ...], current: str) -> str | None:
+    """The step after ``current``, or None when the playbook is done."""
+    index = order.index(current)
+    return order[index + 1] if index + 1 < len(order) else None
+
+
+def predecessors(order: tuple[str, ...], step: str) -> tuple[str, ...]:
+    return order[: order.index(step)]

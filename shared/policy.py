@@ -1,0 +1,85 @@
+"""Policy gates (pure): what happens to an incident request before any step runs.
+
+- dedupe: one open incident per user inside the open-incident window; a second alert
+  attaches to it;
+- mode: ``approval`` holds everything, ``dry-run`` runs steps that only record what they
+  would do, ``auto`` runs;
+- storm breaker: more than STORM_THRESHOLD new incidents inside STORM_WINDOW_MINUTES and
+  new incidents are held for a human (the operator is told once per window);
+- protected accounts (explicit list, or members of PROTECTED_GROUP_ID) and synced users
+  under SYNCED_USER_POLICY=hold are held before the first step (``gate_reason``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .model import RISK_LEVELS, IncidentRequest, parse_timestamp
+from .settings import Settings
+
+_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
+
+
+def risk_passes(level: str, minimum: str) -> bool:
+    """``unknown`` passes only a threshold of none/unknown: never auto-act on a guess."""
+    if level == "unknown":
+        return minimum in ("none", "unknown")
+    if minimum == "unknown":
+        return True
+    return _RANK[level] >= _RANK[minimum]
+
+
+@dataclass(frozen=True)
+class IntakeDecision:
+    action: str  # "ignore" | "attach" | "new"
+    state: str = ""  # for new: "queued" | "held"
+    mode: str = ""  # for new: "auto" | "dry-run"
+    reason: str = ""
+
+
+def within_window(created_at: str, now: datetime, hours: int) -> bool:
+    try:
+        created = parse_timestamp(created_at)
+    except ValueError:
+        return False
+    return now - created <= timedelta(hours=hours)
+
+
+def decide_intake(
+    request: IncidentRequest,
+    settings: Settings,
+    now: datetime,
+    open_incident_created_at: str | None,
+    recent_new_incidents: int,
+) -> IntakeDecision:
+    if request.source != "manual" and request.source != "http" and not risk_passes(request.risk_level, settings.min_risk_level):
+        return IntakeDecision("ignore", reason=f"risk {request.risk_level} below MIN_RISK_LEVEL {settings.min_risk_level}")
+    if open_incident_created_at and within_window(open_incident_created_at, now, settings.open_incident_window_hours):
+        return IntakeDecision("attach", reason="open incident for this user")
+    mode = "dry-run" if settings.mode == "dry-run" else "auto"
+    if settings.mode == "approval":
+        return IntakeDecision("new", "held", mode, "RESPONDER_MODE=approval: every incident waits for approval")
+    if recent_new_incidents >= settings.storm_threshold:
+        return IntakeDecision(
+            "new",
+            "held",
+            mode,
+            f"storm breaker: {recent_new_incidents} new incidents within {settings.storm_window_minutes} min "
+            f"(threshold {settings.storm_threshold})",
+        )
+    return IntakeDecision("new", "queued", mode, "")
+
+
+def gate_reason(settings: Settings, incident: dict, protected_group_hit: bool) -> str | None:
+    """Why the first step must not run without approval, or None."""
+    ids = {str(incident.get("user_id") or "").lower(), str(incident.get("user_principal_name") or "").lower()}
+    if ids & settings.protected_users:
+        return "protected account (PROTECTED_USERS): never auto-remediated; approve to run"
+    if protected_group_hit:
+        return "protected account (member of PROTECTED_GROUP_ID): never auto-remediated; approve to run"
+    if incident.get("on_prem_synced") and settings.synced_user_policy == "hold":
+        return "user is synced from on-premises AD and SYNCED_USER_POLICY=hold: a cloud reset may not write back"
+    return None
+
+
+assert set(_RANK) | {"unknown"} == set(RISK_LEVELS)

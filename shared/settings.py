@@ -1,0 +1,164 @@
+"""App settings, read once from the environment (Azure app settings / local.settings.json).
+
+Every key read here is listed in local.settings.sample.json with a safe default, and in
+infra/ as an app setting. Invalid values raise ConfigError at start-up, naming the key.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+GRAPH_DEFAULT = "https://graph.microsoft.com"
+EXO_DEFAULT = "https://outlook.office365.com"
+MODES = ("auto", "approval", "dry-run")
+MFA_MODES = ("ca-group", "per-user")
+SYNCED_POLICIES = ("continue", "hold")
+
+# Every setting the code reads, with its safe default. Kept in step with
+# local.settings.sample.json by a test.
+DEFAULTS: dict[str, str] = {
+    "RESPONDER_MODE": "approval",
+    "PLAYBOOK_STEPS": "snapshot,reset-password,enforce-mfa,clean-mailbox,unblock-sender,mailbox-audit,close",
+    "ALERTS_QUEUE": "alerts",
+    "TENANT_ID": "",
+    "TENANT_DOMAIN": "",
+    "GRAPH_BASE_URL": GRAPH_DEFAULT,
+    "EXO_BASE_URL": EXO_DEFAULT,
+    "GRAPH_TIMEOUT_SECONDS": "30",
+    "PROTECTED_GROUP_ID": "",
+    "PROTECTED_USERS": "",
+    "MFA_MODE": "ca-group",
+    "MFA_GROUP_ID": "",
+    "REMOVE_NEW_AUTH_METHODS": "true",
+    "SOC_MAILBOX": "",
+    "NOTIFY_SENDER": "",
+    "SYNCED_USER_POLICY": "continue",
+    "STORM_THRESHOLD": "50",
+    "STORM_WINDOW_MINUTES": "10",
+    "OPEN_INCIDENT_WINDOW_HOURS": "24",
+    "MIN_RISK_LEVEL": "medium",
+    "STEP_LEASE_SECONDS": "120",
+}
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(key: str, value: str, default: str) -> str:
+    """Accept the real service URL, or an http(s) override on a loopback host only."""
+    value = value.rstrip("/")
+    if value == default:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{key} override refused: only {default} or a loopback URL "
+            f"(localhost, 127.0.0.1, ::1) is allowed, got host {parts.hostname!r}"
+        )
+    return value
+
+
+def _bool(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _int(key: str, value: str, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, got {number}")
+    return number
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    playbook_steps: tuple[str, ...]
+    alerts_queue: str
+    tenant_id: str
+    tenant_domain: str
+    graph_base_url: str
+    exo_base_url: str
+    graph_timeout_s: float
+    protected_group_id: str
+    protected_users: frozenset[str]
+    mfa_mode: str
+    mfa_group_id: str
+    remove_new_auth_methods: bool
+    soc_mailbox: str
+    notify_sender: str
+    synced_user_policy: str
+    storm_threshold: int
+    storm_window_minutes: int
+    open_incident_window_hours: int
+    min_risk_level: str
+    step_lease_s: int
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def graph_is_local(self) -> bool:
+        return self.graph_base_url != GRAPH_DEFAULT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        source = os.environ if env is None else env
+        values = {key: source.get(key, default) for key, default in DEFAULTS.items()}
+        from .playbook import validate_order  # local import: playbook imports nothing from here
+
+        steps = validate_order(_csv(values["PLAYBOOK_STEPS"]))
+        from .model import RISK_LEVELS
+
+        return cls(
+            mode=_choice("RESPONDER_MODE", values["RESPONDER_MODE"], MODES),
+            playbook_steps=steps,
+            alerts_queue=values["ALERTS_QUEUE"],
+            tenant_id=values["TENANT_ID"],
+            tenant_domain=values["TENANT_DOMAIN"],
+            graph_base_url=validate_base_url("GRAPH_BASE_URL", values["GRAPH_BASE_URL"], GRAPH_DEFAULT),
+            exo_base_url=validate_base_url("EXO_BASE_URL", values["EXO_BASE_URL"], EXO_DEFAULT),
+            graph_timeout_s=float(_int("GRAPH_TIMEOUT_SECONDS", values["GRAPH_TIMEOUT_SECONDS"], 1)),
+            protected_group_id=values["PROTECTED_GROUP_ID"].strip(),
+            protected_users=frozenset(u.lower() for u in _csv(values["PROTECTED_USERS"])),
+            mfa_mode=_choice("MFA_MODE", values["MFA_MODE"], MFA_MODES),
+            mfa_group_id=values["MFA_GROUP_ID"].strip(),
+            remove_new_auth_methods=_bool("REMOVE_NEW_AUTH_METHODS", values["REMOVE_NEW_AUTH_METHODS"]),
+            soc_mailbox=values["SOC_MAILBOX"].strip(),
+            notify_sender=values["NOTIFY_SENDER"].strip(),
+            synced_user_policy=_choice("SYNCED_USER_POLICY", values["SYNCED_USER_POLICY"], SYNCED_POLICIES),
+            storm_threshold=_int("STORM_THRESHOLD", values["STORM_THRESHOLD"], 1),
+            storm_window_minutes=_int("STORM_WINDOW_MINUTES", values["STORM_WINDOW_MINUTES"], 1),
+            open_incident_window_hours=_int("OPEN_INCIDENT_WINDOW_HOURS", values["OPEN_INCIDENT_WINDOW_HOURS"], 0),
+            min_risk_level=_choice("MIN_RISK_LEVEL", values["MIN_RISK_LEVEL"], RISK_LEVELS),
+            step_lease_s=_int("STEP_LEASE_SECONDS", values["STEP_LEASE_SECONDS"], 5),
+            raw=dict(values),
+        )

@@ -1,0 +1,55 @@
+"""Read models for operators: one incident with its ledger, and the incident list."""
+from __future__ import annotations
+
+from typing import Any
+
+from .adapters.ledger import load_json
+
+_INCIDENT_FIELDS = (
+    "incident_id", "user_id", "user_principal_name", "source", "risk_level", "state", "mode",
+    "held_reason", "stopped_at", "stop_reason", "current_step", "created_at", "updated_at",
+    "finished_at", "correlation_id", "approved",
+)
+
+
+def _step_view(name: str, row: dict[str, Any] | None) -> dict[str, Any]:
+    if row is None:
+        return {"name": name, "state": "pending"}
+    view = {
+        "name": name,
+        "state": row.get("state", "pending"),
+        "attempts": int(row.get("attempts", 0) or 0),
+        "started_at": row.get("started_at", ""),
+        "finished_at": row.get("finished_at", ""),
+        "duration_ms": int(row.get("duration_ms", 0) or 0),
+    }
+    if row.get("error"):
+        view["error"] = row["error"]
+    detail = load_json(row.get("detail"), None)
+    if detail:
+        view["detail"] = detail
+    return view
+
+
+def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = {r["RowKey"]: r for r in step_rows}
+    order = [s for s in (incident.get("playbook") or "").split(",") if s]
+    view = {k: incident.get(k) for k in _INCIDENT_FIELDS if incident.get(k) not in (None, "")}
+    view["user"] = incident.get("user_principal_name") or incident.get("user_id") or incident.get("user_key")
+    view["alert_ids"] = [a for a in (incident.get("alert_ids") or "").split(",") if a]
+    view["steps"] = [_step_view(name, rows.get(name)) for name in order]
+    return view
+
+
+async def incident_view(ledger: Any, incident_id: str) -> dict[str, Any] | None:
+    incident = await ledger.get_incident(incident_id)
+    if incident is None:
+        return None
+    return build_view(incident, await ledger.list_steps(incident_id))
+
+
+async def list_views(ledger: Any, limit: int = 1000) -> list[dict[str, Any]]:
+    views = []
+    for incident in await ledger.list_incidents(limit):
+        views.append(build_view(incident, await ledger.list_steps(incident["incident_id"])))
+    return views

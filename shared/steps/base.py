@@ -1,0 +1,242 @@
+"""The shape every remediation step shares, and the runner that drives one StepTask.
+
+A step subclasses ``Step``, names itself, declares the Graph/EXO calls it makes, and
+implements ``act(ctx)``. Everything else lives here, once:
+- logging with incident id, step and correlation id on every line;
+- claiming the ledger row (ETag-conditional) before any side effect;
+- ``ctx.effect(...)``: each side effect is checkpointed before and after it runs, so a
+  redelivered message skips finished effects and verifies half-finished ones instead of
+  repeating them; in dry-run mode an effect is recorded as "would do" and not run;
+- timing, error mapping (TransientError → release + raise for the platform to retry;
+  PermanentError → a final ``failed`` row and a stopped incident), the ledger write, and
+  enqueuing the next step.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, ClassVar
+
+from ..adapters.ledger import Claim, iso
+from ..deps import Deps
+from ..errors import PermanentError, TransientError
+from ..logs import IncidentLog, incident_log
+from ..model import StepTask
+from ..playbook import next_step, queue_name
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_INCIDENT_STATES = ("succeeded", "failed", "dry-run")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call a step makes: service (graph|exo), what, and the permission it needs."""
+
+    service: str
+    what: str
+    permission: str
+
+
+@dataclass
+class StepResult:
+    state: str = "succeeded"  # succeeded | skipped
+    summary: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class StepContext:
+    def __init__(self, deps: Deps, task: StepTask, incident: dict[str, Any], claim: Claim, log: IncidentLog) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.graph = deps.graph
+        self.exchange = deps.exchange
+        self.task = task
+        self.incident = incident
+        self.claim = claim
+        self.log = log
+        self.dry_run = incident.get("mode") == "dry-run"
+        self.would: list[str] = []
+
+    @property
+    def user_id(self) -> str:
+        return self.incident["user_id"]
+
+    @property
+    def upn(self) -> str:
+        return self.incident.get("user_principal_name") or ""
+
+    @property
+    def checkpoint(self) -> dict[str, Any]:
+        return self.claim.checkpoint
+
+    async def save(self, **updates: Any) -> None:
+        await self.deps.ledger.checkpoint(self.task.incident_id, self.task.step, self.claim, updates)
+
+    async def effect(
+        self,
+        name: str,
+        action: Callable[[], Awaitable[Any]],
+        *,
+        description: str,
+        verify: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Run one side effect at most once per incident.
+
+        Returns True if the effect ran now, False if it was already done (or dry-run).
+        ``verify(record)`` is asked when a previous attempt started the effect but crashed
+        before recording its end: if it proves the effect landed, it is not repeated.
+        """
+        record = dict(self.checkpoint.get("effects", {}).get(name, {}))
+        if record.get("done_at"):
+            self.log.info("effect %s already done at %s; skipping", name, record["done_at"])
+            return False
+        if self.dry_run:
+            self.would.append(description)
+            self.log.info("dry-run: would %s", description)
+            return False
+        if record.get("issued_at") and verify is not None and await verify(record):
+            self.log.info("effect %s issued at %s is confirmed in the tenant; not repeating it", name, record["issued_at"])
+            await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True})
+            return False
+        await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts})
+        await action()
+        await self._mark(name, {**self.checkpoint["effects"][name], "done_at": iso(self.deps.clock())})
+        self.log.info("effect %s done: %s", name, description)
+        return True
+
+    async def _mark(self, name: str, record: dict[str, Any]) -> None:
+        effects = dict(self.checkpoint.get("effects", {}))
+        effects[name] = record
+        await self.save(effects=effects)
+
+
+class Step(ABC):
+    """One remediation step. Subclasses set ``name`` and ``calls`` and implement ``act``."""
+
+    name: ClassVar[str]
+    calls: ClassVar[tuple[Call, ...]] = ()
+    # Whether the step changes the tenant (reads-only steps run the same in dry-run).
+    mutates: ClassVar[bool] = True
+
+    @abstractmethod
+    async def act(self, ctx: StepContext) -> StepResult:
+        """Do the step's work through ctx (ctx.effect for every change); return the result."""
+
+
+async def enqueue_step(deps: Deps, incident_id: str, step: str, user_key: str, correlation_id: str, delay_s: int | None = None) -> None:
+    task = StepTask(incident_id=incident_id, step=step, user_key=user_key, correlation_id=correlation_id)
+    await deps.queues.send(queue_name(step), task.to_json(), visibility_timeout=delay_s)
+
+
+class StepRunner:
+    """Drives one StepTask through claim → act → record → enqueue next."""
+
+    def __init__(self, deps: Deps, steps: dict[str, Step], gate: Callable[..., Awaitable[str | None]] | None = None) -> None:
+        self.deps = deps
+        self.steps = steps
+        self.gate = gate
+
+    async def run(self, task: StepTask) -> str:
+        """Returns what happened (for logs/tests): ran, done, busy, held, stopped, ignored."""
+        deps, ledger = self.deps, self.deps.ledger
+        log = incident_log(logger, task.incident_id, task.step, task.correlation_id)
+        step = self.steps.get(task.step)
+        if step is None:
+            raise PermanentError(f"no step named {task.step!r} is registered")
+        incident = await ledger.get_incident(task.incident_id)
+        if incident is None:
+            log.warning("incident not found; dropping the step task")
+            await ledger.record_error(queue_name(task.step), "incident not found", message_id=task.incident_id)
+            return "ignored"
+        order = tuple(incident.get("playbook", "").split(",")) if incident.get("playbook") else deps.settings.playbook_steps
+        if task.step not in order:
+            log.warning("step is not in this incident's playbook %s; ignoring", order)
+            return "ignored"
+        state = incident.get("state")
+        if state in TERMINAL_INCIDENT_STATES or state == "held":
+            log.info("incident is %s; step not run", state)
+            return "stopped" if state != "held" else "held"
+
+        claim = await ledger.claim_step(task.incident_id, task.step, deps.settings.step_lease_s, task.correlation_id)
+        if claim.status == "busy":
+            log.info("step is being run by another worker; re-checking in %.0fs", claim.retry_in)
+            await enqueue_step(deps, task.incident_id, task.step, task.user_key, task.correlation_id, int(claim.retry_in) + 1)
+            return "busy"
+        if claim.status == "done":
+            log.info("step already %s (redelivery); advancing", claim.row.get("state"))
+            if claim.row.get("state") == "failed":
+                return "stopped"
+            await self._advance(task, incident, order, log)
+            return "done"
+
+        started = time.monotonic()
+        ctx = StepContext(deps, task, incident, claim, log)
+        log.info("step started (attempt %d)", claim.attempts)
+        try:
+            if not incident.get("user_resolved"):
+                await self._resolve_user(ctx)
+            if task.step == order[0] and self.gate is not None and not incident.get("approved"):
+                held_reason = await self.gate(ctx)
+                if held_reason:
+                    # "held" is not a terminal step state: approval claims the row again.
+                    await ledger.finish(task.incident_id, task.step, claim, "held", {"reason": held_reason}, held_reason)
+                    await ledger.update_incident(task.incident_id, {"state": "held", "held_reason": held_reason})
+                    log.warning("incident held before any change: %s", held_reason)
+                    return "held"
+            result = await step.act(ctx)
+        except TransientError as exc:
+            log.warning("transient failure, will be retried: %s", exc)
+            await ledger.release(task.incident_id, task.step, claim, str(exc))
+            raise
+        except PermanentError as exc:
+            elapsed = int((time.monotonic() - started) * 1000)
+            log.error("step failed permanently: %s", exc)
+            await ledger.finish(task.incident_id, task.step, claim, "failed", {"would": ctx.would}, str(exc), elapsed)
+            await ledger.update_incident(
+                task.incident_id, {"state": "failed", "stopped_at": task.step, "stop_reason": str(exc)[:1000]}
+            )
+            return "stopped"
+        except Exception as exc:  # a bug or an unexpected SDK error: retry, then poison
+            log.exception("unexpected error; releasing the step for retry")
+            await ledger.release(task.incident_id, task.step, claim, f"unexpected {exc.__class__.__name__}")
+            raise
+        elapsed = int((time.monotonic() - started) * 1000)
+        final_state = "planned" if ctx.dry_run and step.mutates and result.state == "succeeded" else result.state
+        detail = dict(result.detail)
+        if ctx.would:
+            detail["would"] = ctx.would
+        if result.summary:
+            detail["summary"] = result.summary
+        await ledger.finish(task.incident_id, task.step, claim, final_state, detail, "", elapsed)
+        log.info("step %s in %d ms: %s", final_state, elapsed, result.summary)
+        await self._advance(task, incident, order, log)
+        return "ran"
+
+    async def _resolve_user(self, ctx: StepContext) -> None:
+        """Look the user up once per incident: canonical object id, UPN and sync state."""
+        incident = ctx.incident
+        user = await self.deps.graph.get_user(incident.get("user_id") or incident["user_principal_name"])
+        fields = {
+            "user_id": user["id"],
+            "user_principal_name": (user.get("userPrincipalName") or "").lower(),
+            "display_name": user.get("displayName") or "",
+            "on_prem_synced": bool(user.get("onPremisesSyncEnabled")),
+            "user_resolved": True,
+        }
+        await self.deps.ledger.update_incident(ctx.task.incident_id, fields)
+        incident.update(fields)
+        ctx.log.info("user resolved to %s (synced=%s)", fields["user_id"], fields["on_prem_synced"])
+
+    async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog) -> None:
+        nxt = next_step(order, task.step)
+        if nxt is None:
+            final = "dry-run" if incident.get("mode") == "dry-run" else "succeeded"
+            await self.deps.ledger.update_incident(task.incident_id, {"state": final, "current_step": "", "finished_at": iso(self.deps.clock())})
+            log.info("playbook complete; incident %s", final)
+            return
+        await self.deps.ledger.update_incident(task.incident_id, {"state": "running", "current_step": nxt})
+        await enqueue_step(self.deps, task.incident_id, nxt, task.user_key, task.correlation_id)
+        log.info("enqueued next step %s", nxt)

@@ -1,0 +1,1 @@
+"""Breach Responder tests."""

@@ -1,0 +1,5 @@
+"""Shared pytest configuration: service fixtures live in tests/plugins/ (one module per service)."""
+pytest_plugins = [
+    "tests.plugins.azurite",
+    "tests.plugins.simulator",
+]

@@ -1,0 +1,1 @@
+"""Pytest plugins that start the services the tests need (Azurite, tenant simulator)."""

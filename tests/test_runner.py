@@ -1,0 +1,161 @@
+"""StepRunner + reset-password with hand-written fakes: ordering, idempotency, errors, gates."""
+import json
+
+import pytest
+
+from shared.deps import Deps
+from shared.errors import PermanentError, TransientError
+from shared.gate import protection_gate
+from shared.intake import approve, submit
+from shared.model import IncidentRequest, StepTask
+from shared.settings import Settings
+from shared.steps import StepRunner
+from shared.steps.reset_password import ResetPassword
+from tests.fakes import FakeGraph, FakeLedger, FakeQueues
+
+USER = {"id": "6e7b768e-07e2-4810-8459-485f84f8f204", "userPrincipalName": "adele.vance@contoso.onmicrosoft.com",
+        "displayName": "Adele Vance", "onPremisesSyncEnabled": None}
+GLASS = {"id": "11111111-2222-3333-4444-555555555555", "userPrincipalName": "breakglass@contoso.onmicrosoft.com",
+         "displayName": "Break Glass", "onPremisesSyncEnabled": None}
+SYNCED = {"id": "99999999-2222-3333-4444-555555555555", "userPrincipalName": "synced.user@contoso.onmicrosoft.com",
+          "displayName": "Synced", "onPremisesSyncEnabled": True}
+GROUP = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+def make(mode="auto", **env):
+    settings = Settings.from_env({"RESPONDER_MODE": mode, "PLAYBOOK_STEPS": "reset-password",
+                                  "PROTECTED_GROUP_ID": GROUP, **env})
+    graph = FakeGraph([USER, GLASS, SYNCED])
+    graph.groups[GROUP] = {GLASS["id"]}
+    deps = Deps(settings=settings, ledger=FakeLedger(), queues=FakeQueues(), graph=graph)
+    runner = StepRunner(deps, {"reset-password": ResetPassword()}, gate=protection_gate)
+    return deps, runner
+
+
+async def start(deps, user=USER):
+    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name=user["userPrincipalName"]))
+    tasks = [StepTask(**{k: v for k, v in t.items() if k not in ("schema", "version")}) for t in deps.queues.on("step-reset-password")]
+    return result, tasks
+
+
+async def test_reset_password_resets_once_revokes_and_completes_the_incident():
+    deps, runner = make()
+    result, tasks = await start(deps)
+    assert result.outcome == "created" and len(tasks) == 1
+    assert await runner.run(tasks[0]) == "ran"
+    assert deps.graph.count("reset_password") == 1 and deps.graph.count("revoke_sessions") == 1
+    assert deps.ledger.step_state(result.incident_id, "reset-password") == "succeeded"
+    incident = deps.ledger.incidents[result.incident_id]
+    assert incident["state"] == "succeeded" and incident["user_id"] == USER["id"]
+
+
+async def test_redelivered_message_for_a_finished_step_does_not_reset_again():
+    deps, runner = make()
+    _, tasks = await start(deps)
+    await runner.run(tasks[0])
+    assert await runner.run(tasks[0]) == "stopped"  # the incident is already terminal
+    deps.ledger.incidents[tasks[0].incident_id]["state"] = "running"  # a later step still to run
+    assert await runner.run(tasks[0]) == "done"  # the finished step only advances
+    assert deps.graph.count("reset_password") == 1
+
+
+async def test_crash_after_the_patch_landed_does_not_reset_the_password_twice():
+    deps, runner = make()
+    result, tasks = await start(deps)
+    deps.graph.lost_after_effect.add("reset_password")  # PATCH lands, then the worker "crashes"
+    with pytest.raises(TransientError):
+        await runner.run(tasks[0])
+    assert deps.ledger.step_state(result.incident_id, "reset-password") == "retrying"
+    assert await runner.run(tasks[0]) == "ran"
+    assert deps.graph.count("reset_password") == 1
+    assert deps.ledger.step_detail(result.incident_id, "reset-password")["password_reset"] == "already done"
+
+
+async def test_transient_error_releases_the_step_and_the_retry_succeeds():
+    deps, runner = make()
+    result, tasks = await start(deps)
+    deps.graph.fail("revoke_sessions", TransientError("Graph POST revoke: 503", status=503))
+    with pytest.raises(TransientError):
+        await runner.run(tasks[0])
+    assert await runner.run(tasks[0]) == "ran"
+    assert deps.graph.count("reset_password") == 1  # the reset was checkpointed: only revoke repeats
+    assert deps.graph.count("revoke_sessions") == 2
+    assert deps.ledger.steps[(result.incident_id, "reset-password")]["attempts"] == 2
+
+
+async def test_permanent_error_fails_the_step_and_stops_the_incident_with_the_reason():
+    deps, runner = make()
+    result, tasks = await start(deps)
+    deps.graph.fail("reset_password", PermanentError("Graph PATCH /users/x: 403 Authorization_RequestDenied - grant User-PasswordProfile.ReadWrite.All", status=403))
+    assert await runner.run(tasks[0]) == "stopped"
+    incident = deps.ledger.incidents[result.incident_id]
+    assert incident["state"] == "failed" and incident["stopped_at"] == "reset-password"
+    assert "User-PasswordProfile.ReadWrite.All" in incident["stop_reason"]
+    assert deps.ledger.step_state(result.incident_id, "reset-password") == "failed"
+
+
+async def test_protected_group_member_is_held_without_any_change_then_runs_after_approval():
+    deps, runner = make()
+    result, tasks = await start(deps, GLASS)
+    assert await runner.run(tasks[0]) == "held"
+    assert deps.graph.count("reset_password") == 0 and deps.graph.count("revoke_sessions") == 0
+    assert deps.ledger.incidents[result.incident_id]["state"] == "held"
+    assert (await approve(deps, result.incident_id)).outcome == "approved"
+    task = StepTask(**{k: v for k, v in deps.queues.on("step-reset-password")[-1].items() if k not in ("schema", "version")})
+    assert await runner.run(task) == "ran"
+    assert deps.graph.count("reset_password") == 1
+
+
+async def test_explicit_protected_user_list_holds_too():
+    deps, runner = make(PROTECTED_USERS=USER["userPrincipalName"].upper())
+    result, tasks = await start(deps)
+    assert await runner.run(tasks[0]) == "held"
+    assert deps.graph.count("reset_password") == 0
+
+
+async def test_synced_user_is_held_when_policy_says_hold_and_warned_when_continue():
+    deps, runner = make(SYNCED_USER_POLICY="hold")
+    _, tasks = await start(deps, SYNCED)
+    assert await runner.run(tasks[0]) == "held"
+    deps, runner = make(SYNCED_USER_POLICY="continue")
+    result, tasks = await start(deps, SYNCED)
+    assert await runner.run(tasks[0]) == "ran"
+    assert "writeback" in deps.ledger.step_detail(result.incident_id, "reset-password")["warning"]
+
+
+async def test_dry_run_records_what_it_would_do_and_changes_nothing():
+    deps, runner = make(mode="dry-run")
+    result, tasks = await start(deps)
+    assert await runner.run(tasks[0]) == "ran"
+    assert deps.graph.count("reset_password") == 0 and deps.graph.count("revoke_sessions") == 0
+    assert deps.ledger.step_state(result.incident_id, "reset-password") == "planned"
+    assert any("reset the password" in w for w in deps.ledger.step_detail(result.incident_id, "reset-password")["would"])
+    assert deps.ledger.incidents[result.incident_id]["state"] == "dry-run"
+
+
+async def test_a_step_claimed_by_another_worker_is_requeued_not_run_twice():
+    deps, runner = make()
+    result, tasks = await start(deps)
+    await deps.ledger.claim_step(result.incident_id, "reset-password", 60, "other-worker")
+    assert await runner.run(tasks[0]) == "busy"
+    assert deps.graph.count("reset_password") == 0
+    queue, _, delay = deps.queues.sent[-1]
+    assert queue == "step-reset-password" and delay and delay > 0
+
+
+async def test_password_never_reaches_ledger_or_queues():
+    deps, runner = make()
+    _, tasks = await start(deps)
+    await runner.run(tasks[0])
+    password = deps.graph.passwords[USER["id"]][0]
+    assert len(password) >= 16
+    dumped = json.dumps([deps.ledger.incidents, {str(k): v for k, v in deps.ledger.steps.items()}, deps.queues.sent], default=str)
+    assert password not in dumped
+
+
+async def test_unknown_user_fails_permanently_with_not_found():
+    deps, runner = make()
+    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name="ghost@contoso.onmicrosoft.com"))
+    task = StepTask(**{k: v for k, v in deps.queues.on("step-reset-password")[0].items() if k not in ("schema", "version")})
+    assert await runner.run(task) == "stopped"
+    assert "404" in deps.ledger.incidents[result.incident_id]["stop_reason"]

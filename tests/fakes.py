@@ -23,6 +23,7 @@ class FakeLedger:
         self.storm: list[tuple[datetime, str]] = []
         self.errors: list[dict] = []
         self.markers: set[tuple[str, str]] = set()
+        self.evidence: dict[tuple[str, str], Any] = {}
         self._etag = itertools.count(1)
 
     def _tag(self) -> str:
@@ -125,6 +126,14 @@ class FakeLedger:
         self.errors.append({"where": where, "reason": reason, **kw})
         return str(len(self.errors))
 
+    async def put_evidence(self, incident_id: str, section: str, data: Any) -> int:
+        text = dump_json(data)
+        self.evidence[(incident_id, section)] = json.loads(text)
+        return len(text)
+
+    async def list_evidence(self, incident_id: str) -> dict:
+        return {s: d for (i, s), d in self.evidence.items() if i == incident_id}
+
     # test helpers
     def step_state(self, incident_id: str, step: str) -> str | None:
         row = self.steps.get((incident_id, step))
@@ -199,3 +208,4 @@ class FakeGraph:
 
     def count(self, method: str) -> int:
         return sum(1 for c in self.calls if c[0] == method)
+

@@ -299,6 +299,23 @@ class Ledger:
             },
         )
 
+    # -- evidence (the "before" snapshot) ------------------------------------------------
+
+    async def put_evidence(self, incident_id: str, section: str, data: Any) -> int:
+        """Store one snapshot section (size-bounded); returns the stored size in characters."""
+        text = dump_json(data)
+        await self.t["evidence"].upsert_entity(
+            {"PartitionKey": key(incident_id), "RowKey": key(section), "data": text, "recorded_at": iso(utcnow())},
+            mode=UpdateMode.REPLACE,
+        )
+        return len(text)
+
+    async def list_evidence(self, incident_id: str) -> dict[str, Any]:
+        sections = {}
+        async for entity in self.t["evidence"].query_entities("PartitionKey eq @pk", parameters={"pk": key(incident_id)}):
+            sections[entity["RowKey"]] = load_json(entity.get("data"), None)
+        return sections
+
     # -- errors --------------------------------------------------------------------------
 
     async def record_error(self, where: str, reason: str, *, message_id: str = "", excerpt: str = "", **extra: Any) -> str:

@@ -1,0 +1,62 @@
+"""The pure judgements inside the steps: which rules are suspicious, which methods are new."""
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.steps.clean_mailbox import exo_rule_reasons, graph_rule_reasons, is_system_rule
+from shared.steps.close import summary_text
+from shared.steps.enforce_mfa import methods_to_remove
+from shared.steps.snapshot import first_risk_time
+
+RULES = json.loads((Path(__file__).parent / "fixtures" / "rules" / "graph-messagerules-list.json").read_text())["value"]
+
+
+def test_documented_sample_rules_are_flagged_for_delete_and_forward():
+    by_name = {r["displayName"]: graph_rule_reasons(r) for r in RULES}
+    assert by_name == {"Remove spam": ["delete"], "From partner": ["forwardTo"]}
+
+
+@pytest.mark.parametrize("actions, folder, expected", [
+    ({"redirectTo": [{"emailAddress": {"address": "x@evil.example"}}]}, "", ["redirectTo"]),
+    ({"moveToFolder": "AAMkAD", "markAsRead": True}, "RSS Subscriptions", ["markAsRead", "moveToFolder:RSS Subscriptions"]),
+    ({"moveToFolder": "AAMkAD"}, "Projects", []),
+    ({"markImportance": "high", "stopProcessingRules": True}, "", []),
+    ({"permanentDelete": True}, "", ["permanentDelete"]),
+])
+def test_graph_rule_classification(actions, folder, expected):
+    assert graph_rule_reasons({"actions": actions}, folder) == expected
+
+
+def test_exo_rows_classified_and_system_rules_recognised():
+    assert exo_rule_reasons({"ForwardTo": ["x@evil.example"], "MoveToFolder": "adele:\\Archive"}) == ["ForwardTo", "MoveToFolder:adele:\\Archive"]
+    assert exo_rule_reasons({"Name": "benign", "MoveToFolder": "Inbox\\Projects"}) == []
+    assert is_system_rule({"Name": "Microsoft.Exchange.OOF.KnownSenders.Handled"})
+    assert is_system_rule({"Name": "Junk E-Mail Rule"})
+    assert not is_system_rule({"Name": "x"})
+
+
+def test_only_methods_registered_after_the_first_risk_signal_are_removed():
+    methods = [
+        {"@odata.type": "#microsoft.graph.passwordAuthenticationMethod", "id": "pw", "createdDateTime": "2024-01-01T00:00:00Z"},
+        {"@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod", "id": "old", "createdDateTime": "2023-01-01T00:00:00Z"},
+        {"@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod", "id": "new", "displayName": "iPhone 15", "createdDateTime": "2024-05-02T08:00:00Z"},
+        {"odata.type": "#microsoft.graph.fido2AuthenticationMethod", "id": "key", "creationDateTime": "2024-05-03T00:00:00Z"},
+        {"@odata.type": "#microsoft.graph.phoneAuthenticationMethod", "id": "phone"},
+    ]
+    doomed = methods_to_remove(methods, "2024-05-01T12:00:00Z")
+    assert [(m["id"], m["collection"]) for m in doomed] == [("new", "microsoftAuthenticatorMethods"), ("key", "fido2Methods")]
+
+
+def test_first_risk_time_is_the_earliest_detection_or_the_fallback():
+    detections = [{"activityDateTime": "2024-05-02T10:00:00Z"}, {"detectedDateTime": "2024-05-01T09:30:00.1234567Z"}]
+    assert first_risk_time(detections, "fallback") == "2024-05-01T09:30:00.123456Z"
+    assert first_risk_time([], "2024-01-01T00:00:00Z") == "2024-01-01T00:00:00Z"
+
+
+def test_summary_mail_lists_steps_and_says_the_password_is_not_included():
+    incident = {"incident_id": "inc-1", "user_principal_name": "a@contoso.com", "user_id": "u", "playbook": "reset-password,close"}
+    rows = [{"RowKey": "reset-password", "state": "succeeded", "detail": json.dumps({"summary": "password reset and sessions revoked"})}]
+    text = summary_text(incident, rows)
+    assert "reset-password: succeeded - password reset and sessions revoked" in text
+    assert "NOT included" in text

@@ -45,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from ..model import IncidentRequest, parse_timestamp
-from ..validation import ValidationError, excerpt, is_guid, normalize_guid, normalize_upn
+from ..validation import ValidationError, excerpt, normalize_guid, normalize_upn
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 """A whole payload larger than this is refused with PayloadError (Event Hub batches are far smaller)."""
@@ -190,11 +190,6 @@ def map_severity(value: object) -> str:
     if not isinstance(value, str):
         return "unknown"
     return _SEVERITY.get(value.strip().lower(), "unknown")
-
-
-def require_threshold(level: str, ctx: Context, what: str) -> None:
-    if not meets_threshold(level, ctx.min_risk_level):
-        raise RecordIgnored(f"{what}: risk {level} does not meet the threshold {ctx.min_risk_level}")
 
 
 # --------------------------------------------------------------------------- text
@@ -462,11 +457,11 @@ def _load_lines(text: str, whole_error: BaseException) -> list[RawItem]:
     return _number(items)
 
 
-def _is_envelope(value: dict) -> bool:
+def is_envelope(value: dict) -> bool:
     return "records" in value and all(k == "records" or str(k).startswith("@") for k in value)
 
 
-def _is_page(value: dict) -> bool:
+def is_page(value: dict) -> bool:
     return "value" in value and all(k == "value" or str(k).startswith("@") for k in value)
 
 
@@ -476,8 +471,8 @@ def _expand(value: Any, items: list[RawItem], depth: int, size: int | None) -> N
     One level of nesting is flattened (an array of envelopes, as an Event Hub batch trigger
     delivers them); anything deeper is passed on as a record and rejected by classification.
     """
-    if depth < 2 and isinstance(value, dict) and (_is_envelope(value) or _is_page(value)):
-        key = "records" if _is_envelope(value) else "value"
+    if depth < 2 and isinstance(value, dict) and (is_envelope(value) or is_page(value)):
+        key = "records" if is_envelope(value) else "value"
         inner = value[key]
         if not isinstance(inner, list):
             items.append(RawItem(error=f"envelope '{key}' must be a JSON array, got {json_type(inner)}",
@@ -589,7 +584,3 @@ def _merge(members: list[IncidentRequest]) -> IncidentRequest:
         detected_at=detected,
         reason=reason + suffix,
     )
-
-
-def guid_or_none(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and is_guid(value.strip()) else None

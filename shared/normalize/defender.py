@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterable
 
 from ..validation import excerpt, is_guid
@@ -214,7 +215,7 @@ def join_defender(
     evidence_records: Iterable[Any],
     *,
     min_risk_level: str = "medium",
-    now: Any = None,
+    now: datetime | None = None,
 ) -> ParseResult:
     """Join Defender AlertInfo and AlertEvidence halves (pure; typically stored halves + new ones).
 

@@ -35,11 +35,12 @@ anything else are rejected as unrecognised.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..model import IncidentRequest
 from ..validation import excerpt
-from ._common import UnknownSourceError, describe, json_type, load_items, _is_envelope, _is_page
+from ._common import UnknownSourceError, decode_payload, describe, is_envelope, is_page, json_type, load_items
 
 __all__ = ["detect_source", "classify_record", "KIND_SOURCE"]
 
@@ -125,7 +126,13 @@ def detect_source(obj: Any) -> str:
     in it is recognisable, including an empty envelope whose kind cannot be told.
     """
     if isinstance(obj, (bytes, bytearray, memoryview, str)):
-        values = [item.value for item in load_items(obj) if item.error is None]
+        text = decode_payload(obj)
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError):
+            values = [item.value for item in load_items(text) if item.error is None]  # JSON Lines
+        else:
+            values = _flatten(obj)
     else:
         values = _flatten(obj)
     if not values and isinstance(obj, dict):
@@ -147,13 +154,13 @@ def detect_source(obj: Any) -> str:
 
 
 def _flatten(obj: Any) -> list[Any]:
-    if isinstance(obj, dict) and (_is_envelope(obj) or _is_page(obj)):
+    if isinstance(obj, dict) and (is_envelope(obj) or is_page(obj)):
         inner = obj.get("records", obj.get("value"))
         return list(inner) if isinstance(inner, list) else []
     if isinstance(obj, list):
         out: list[Any] = []
         for element in obj:
-            if isinstance(element, dict) and (_is_envelope(element) or _is_page(element)):
+            if isinstance(element, dict) and (is_envelope(element) or is_page(element)):
                 out.extend(_flatten(element))
             else:
                 out.append(element)

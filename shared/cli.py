@@ -5,6 +5,7 @@
   responder inject --user UPN_OR_ID  put an incident request on the alerts queue
   responder status [INCIDENT_ID] [--json]
   responder approve INCIDENT_ID      release a held incident
+  responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
 
 Storage comes from AzureWebJobsStorage (or the identity-based settings) when set, else
 from a running ``responder dev``. Exit codes: 0 ok, 1 the run/incident failed, 2 usage or
@@ -194,6 +195,61 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0 if result.outcome == "approved" else 1
 
 
+INGEST_SOURCES = ("auto", "entra-diagnostics", "defender-stream", "graph-riskyusers", "graph-alerts", "manual")
+
+
+def _request_row(request: IncidentRequest) -> dict[str, Any]:
+    data = request.to_dict()
+    return {k: data[k] for k in ("user_id", "user_principal_name", "source", "risk_level", "alert_ids", "detected_at", "reason")}
+
+
+async def _ingest(store: _Store, payload: bytes, source: str) -> Any:
+    from .deps import Deps
+    from .ingest import DefenderPending, ingest_payload
+    from .settings import Settings
+
+    await store.ledger.ensure()
+    await store.queues.ensure([store.alerts_queue])
+    settings = Settings.from_env(_storage_env())
+    deps = Deps(settings=settings, ledger=store.ledger, queues=store.queues, graph=None)
+    report = await ingest_payload(deps, payload, source=source, where="cli-ingest",
+                                  pending=DefenderPending(store.ledger.t["defenderpending"]))
+    return report.as_dict()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from .normalize import PayloadError, parse_payload
+    from .settings import Settings
+
+    try:
+        with open(args.file, "rb") as handle:
+            payload = handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    if args.dry_run:
+        settings = Settings.from_env()
+        try:
+            parsed = parse_payload(payload, args.source, min_risk_level=settings.min_risk_level)
+        except PayloadError as exc:
+            raise CliError(f"{args.file}: {exc}") from None
+        rows = [_request_row(r) for r in parsed.requests]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"{row['user_principal_name'] or row['user_id']}  {row['source']}  {row['risk_level']}  {row['detected_at']}  {','.join(row['alert_ids'])}")
+        for bad in parsed.rejected:
+            print(f"rejected record {bad.index}: {bad.reason}", file=sys.stderr)
+        return 0
+    try:
+        report = asyncio.run(_with_store(_ingest, payload, args.source))
+    except PayloadError as exc:
+        raise CliError(f"{args.file}: {exc}") from None
+    print(json.dumps(report) if args.json else
+          f"ingested: {report['incidents']}; rejected {report['rejected']}, ignored {report['ignored']}, pending {report['pending']}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from localdev.stack import LocalStack
 
@@ -246,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("incident_id", nargs="?")
     status.add_argument("--json", action="store_true")
     status.set_defaults(fn=cmd_status)
+
+    ingest = sub.add_parser("ingest", help="ingest an alert payload file (Event Hub, Graph or manual shape)")
+    ingest.add_argument("file")
+    ingest.add_argument("--source", default="auto", choices=INGEST_SOURCES)
+    ingest.add_argument("--dry-run", action="store_true", help="parse only: touch no queue or table")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(fn=cmd_ingest)
 
     approve = sub.add_parser("approve", help="approve a held incident")
     approve.add_argument("incident_id")

@@ -43,6 +43,9 @@ DEFAULTS: dict[str, str] = {
     "OPEN_INCIDENT_WINDOW_HOURS": "24",
     "MIN_RISK_LEVEL": "medium",
     "STEP_LEASE_SECONDS": "120",
+    "POLL_SCHEDULE": "0 */5 * * * *",
+    "ENTRA_EVENTHUB_NAME": "entra-risk",
+    "DEFENDER_EVENTHUB_NAME": "defender-alerts",
 }
 
 

@@ -1,0 +1,115 @@
+"""The one ingestion path every source uses: parse → record bad records → submit requests.
+
+Event Hub functions, the polling reconciler, ``responder ingest`` and (through the same
+``submit``) the alerts queue and HTTP endpoint all end here, so dedupe and policy are
+applied the same way whichever source saw a compromise first. A bad record never stops
+the good ones: it becomes a row in the ``errors`` table with the reason and a short
+excerpt (no values that could be secrets), and the batch carries on.
+
+Defender XDR streams AlertInfo and AlertEvidence separately, possibly in different
+batches: halves that cannot be judged yet are kept in the ``defenderpending`` table keyed
+by AlertId and joined when the other half arrives.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from .adapters.ledger import key
+from .deps import Deps
+from .intake import IntakeResult, submit
+from .model import new_correlation_id
+from .normalize import ParseResult, PayloadError, join_defender, parse_payload
+
+logger = logging.getLogger(__name__)
+
+PENDING_TABLE = "defenderpending"
+
+
+@dataclass
+class IngestReport:
+    source: str
+    outcomes: list[IntakeResult] = field(default_factory=list)
+    rejected: int = 0
+    ignored: int = 0
+    pending: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for outcome in self.outcomes:
+            counts[outcome.outcome] = counts.get(outcome.outcome, 0) + 1
+        return {"source": self.source, "incidents": counts, "rejected": self.rejected,
+                "ignored": self.ignored, "pending": self.pending,
+                "incident_ids": sorted({o.incident_id for o in self.outcomes if o.incident_id})}
+
+
+class DefenderPending:
+    """Stores Defender halves by AlertId (table ``defenderpending``)."""
+
+    def __init__(self, table_client: Any) -> None:
+        self._table = table_client
+
+    async def add(self, alert_id: str, kind: str, record_json: str) -> None:
+        row = f"{kind}-{hashlib.sha256(record_json.encode()).hexdigest()[:16]}"
+        await self._table.upsert_entity({"PartitionKey": key(alert_id), "RowKey": row, "kind": kind, "record": record_json})
+
+    async def halves(self, alert_id: str) -> tuple[list[str], list[str]]:
+        infos, evidence = [], []
+        try:
+            async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": key(alert_id)}):
+                (infos if entity.get("kind") == "info" else evidence).append(entity.get("record") or "")
+        except ResourceNotFoundError:
+            pass
+        return infos, evidence
+
+
+async def _record_bad(deps: Deps, where: str, parsed: ParseResult, correlation_id: str) -> None:
+    for bad in parsed.rejected:
+        await deps.ledger.record_error(where, bad.reason, message_id=correlation_id, excerpt=bad.excerpt,
+                                       record_index=bad.index if bad.index is not None else -1)
+        logger.warning("[incident=- step=ingest corr=%s] %s record %s rejected: %s", correlation_id, where, bad.index, bad.reason)
+    for ignored in parsed.ignored:
+        logger.info("[incident=- step=ingest corr=%s] %s record %s ignored: %s", correlation_id, where, ignored.index, ignored.reason)
+
+
+async def ingest_payload(
+    deps: Deps,
+    payload: bytes | str,
+    *,
+    source: str = "auto",
+    where: str = "ingest",
+    pending: DefenderPending | None = None,
+    correlation_id: str | None = None,
+) -> IngestReport:
+    """Parse one payload (any shape) and submit every incident request it yields.
+
+    Raises PayloadError only if the whole payload is unreadable (the caller records it).
+    """
+    correlation_id = correlation_id or new_correlation_id()
+    parsed = parse_payload(payload, source, min_risk_level=deps.settings.min_risk_level)
+    report = IngestReport(source=source, rejected=len(parsed.rejected), ignored=len(parsed.ignored))
+    await _record_bad(deps, where, parsed, correlation_id)
+    requests = list(parsed.requests)
+    if parsed.pending and pending is not None:
+        touched = []
+        for half in parsed.pending:
+            await pending.add(half.alert_id, half.kind, half.to_json())
+            touched.append(half.alert_id)
+        for alert_id in dict.fromkeys(touched):
+            infos, evidence = await pending.halves(alert_id)
+            joined = join_defender(infos, evidence, min_risk_level=deps.settings.min_risk_level)
+            requests.extend(joined.requests)
+            report.pending += len(joined.pending)
+    elif parsed.pending:
+        report.pending = len(parsed.pending)
+    for request in requests:
+        report.outcomes.append(await submit(deps, request, correlation_id=correlation_id))
+    logger.info("[incident=- step=ingest corr=%s] %s: %s", correlation_id, where, report.as_dict())
+    return report
+
+
+__all__ = ["DefenderPending", "IngestReport", "PayloadError", "ingest_payload", "PENDING_TABLE"]

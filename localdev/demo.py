@@ -24,7 +24,6 @@ from shared.status import incident_view
 from .stack import SEED_FILE, LocalStack
 
 TERMINAL = ("succeeded", "failed", "dry-run")
-MUTATING = ("PATCH", "POST", "PUT", "DELETE")
 
 
 def demo_users(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -91,12 +90,31 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
 
     demo_view = views.get(demo["userPrincipalName"].lower(), {})
     glass_view = views.get(glass["userPrincipalName"].lower(), {})
-    glass_changes = [
-        r for r in log
-        if r.get("method") in MUTATING and r.get("service") in ("graph", "exo")
-        and (glass_id in r.get("path", "") or glass["userPrincipalName"].lower() in json.dumps(r.get("body") or {}).lower())
+    # The simulator's own record of state changes, not our guess from request methods
+    # (checkMemberGroups is a POST that changes nothing).
+    glass_changes = [m for m in client.mutations() if glass_id in json.dumps(m) or glass["userPrincipalName"].lower() in json.dumps(m).lower()]
+    state = client.user_state(demo["userPrincipalName"])
+    outbox = client.state(users=False).get("outbox", [])
+    attacker = [m["id"] for m in demo.get("authMethods", []) if "attacker" in m.get("_note", "")]
+    malicious = [r["displayName"] for r in demo.get("inboxRules", []) if "malicious" in r.get("_note", "")]
+    rules = {r["displayName"]: r for r in state["rules"]}
+    remaining_ids = {m["id"] for m in state["auth_methods"]}
+    after = [
+        ("password changed exactly once", state["password_changes"] == 1, state["password_changes"]),
+        ("sessions revoked", state["revocations"] >= 1, state["revocations"]),
+        ("MFA enforced (member of the Conditional Access group)", bool(state["groups"]), state["groups"]),
+        ("attacker's authenticator removed", bool(attacker) and not (set(attacker) & remaining_ids), attacker),
+        ("malicious inbox rules disabled", all(rules[n]["isEnabled"] is False for n in malicious) and bool(malicious), malicious),
+        ("hidden system rules left alone", all(r["isEnabled"] for r in state["rules"] if r.get("system")), None),
+        ("mailbox forwarding cleared", not state["mailbox"]["ForwardingSmtpAddress"], state["mailbox"]["ForwardingSmtpAddress"]),
+        ("user unblocked", state["blocked"] is False, state["blocked"]),
+        ("mailbox audit on, no bypass", state["mailbox"]["AuditEnabled"] is True and state["mailbox"]["AuditBypassEnabled"] is False,
+         {k: state["mailbox"][k] for k in ("AuditEnabled", "AuditBypassEnabled")}),
+        ("risky user confirmed compromised", state["risk"]["riskState"] == "confirmedCompromised", state["risk"]["riskState"]),
+        ("SOC summary mailed", len(outbox) == 1, len(outbox)),
     ]
-    checks = [
+    checks = [{"check": "tenant: " + name, "ok": ok, "value": value} for name, ok, value in after]
+    checks += [
         {"check": "demo incident succeeded", "ok": demo_view.get("state") == "succeeded", "value": demo_view.get("state")},
         {"check": "demo reset-password step succeeded",
          "ok": any(s["name"] == "reset-password" and s["state"] == "succeeded" for s in demo_view.get("steps", [])),

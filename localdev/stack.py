@@ -75,7 +75,7 @@ class LocalStack:
             }
             env.update(self.overrides)
             self.env = env
-            self.host = start_host(str(REPO), env=env, port=self.host_port, log_dir=str(self.log_dir))
+            self.host = start_host(str(REPO), env=env, port=self.host_port, log_path=str(self.log_dir / "host.log"))
         except BaseException:
             self.stop()
             raise

@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
+from kiota_abstractions.api_client_builder import register_default_deserializer
+from kiota_abstractions.api_error import APIError
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
@@ -25,6 +27,7 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
 )
 from msgraph import GraphRequestAdapter
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from msgraph_core import GraphClientFactory
 
 from ..errors import PermanentError, TransientError
@@ -62,6 +65,9 @@ class GraphAdapter:
     """Thin async Graph client: one per worker, shared by every step."""
 
     def __init__(self, credential: Any, base_url: str, timeout_s: float = 30.0) -> None:
+        # GraphServiceClient would register this; we use the request adapter directly, so the
+        # JSON parse node factory that reads Graph error bodies into ODataError is registered here.
+        register_default_deserializer(JsonParseNodeFactory)
         self._base = base_url.rstrip("/")
         host = urlsplit(self._base).hostname or ""
         auth = AzureIdentityAuthenticationProvider(
@@ -106,7 +112,7 @@ class GraphAdapter:
             info.set_stream_content(json.dumps(body).encode("utf-8"), "application/json")
         try:
             raw = await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
-        except ODataError as exc:
+        except APIError as exc:  # ODataError, or a body that is not a Graph error
             raise self._map_error(exc, method, path, permission) from None
         except httpx.TimeoutException:
             raise TransientError(f"Graph {method} {path} timed out") from None
@@ -120,7 +126,7 @@ class GraphAdapter:
             raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
 
     @staticmethod
-    def _map_error(exc: ODataError, method: str, path: str, permission: str) -> Exception:
+    def _map_error(exc: APIError, method: str, path: str, permission: str) -> Exception:
         status = exc.response_status_code or 0
         code = getattr(getattr(exc, "error", None), "code", None) or ""
         message = getattr(getattr(exc, "error", None), "message", None) or ""
@@ -318,7 +324,7 @@ class GraphAdapter:
         info.headers.try_add("Accept", "application/json")
         try:
             raw = await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
-        except ODataError as exc:
+        except APIError as exc:
             raise self._map_error(exc, "GET", parts.path, permission) from None
         except httpx.TimeoutException:
             raise TransientError(f"Graph GET {parts.path} timed out") from None

@@ -1,10 +1,15 @@
-"""Queue port: send a message to a named queue (base64-encoded, like every producer here)."""
+"""Queue port: send a message to a named queue (base64-encoded, like every producer here).
+
+host.json says ``messageEncoding: base64``; the SDK's service client does not pass its
+encode policy on to the queue clients it creates, so each queue client gets it here.
+"""
 from __future__ import annotations
 
 import logging
 from typing import Iterable
 
 from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
 logger = logging.getLogger(__name__)
@@ -18,7 +23,9 @@ class QueueSender:
     def _client(self, queue: str):
         client = self._clients.get(queue)
         if client is None:
-            client = self._clients[queue] = self._service.get_queue_client(queue)
+            client = self._clients[queue] = self._service.get_queue_client(
+                queue, message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+            )
         return client
 
     async def ensure(self, queues: Iterable[str]) -> None:

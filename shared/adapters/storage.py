@@ -4,7 +4,7 @@ Two forms, as the Functions host itself accepts them:
 - ``AzureWebJobsStorage`` = a connection string (Azurite locally);
 - identity-based: ``AzureWebJobsStorage__queueServiceUri`` and
   ``AzureWebJobsStorage__tableServiceUri`` with the managed identity (shared keys off).
-Queue bodies are base64 text, matching host.json's ``messageEncoding: base64``.
+Queue bodies are base64 text (see queues.QueueSender), matching host.json's messageEncoding.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from azure.data.tables.aio import TableServiceClient
-from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
 from ..errors import ConfigError
@@ -34,12 +33,9 @@ class StorageClients:
 def build_storage(env: Mapping[str, str] | None = None, credential: Any = None) -> StorageClients:
     env = os.environ if env is None else env
     conn = env.get(CONNECTION, "").strip()
-    encode, decode = TextBase64EncodePolicy(), TextBase64DecodePolicy()
     if conn:
         return StorageClients(
-            queues=QueueServiceClient.from_connection_string(
-                conn, message_encode_policy=encode, message_decode_policy=decode
-            ),
+            queues=QueueServiceClient.from_connection_string(conn),
             tables=TableServiceClient.from_connection_string(conn),
         )
     queue_uri = env.get(f"{CONNECTION}__queueServiceUri", "").strip()
@@ -50,8 +46,6 @@ def build_storage(env: Mapping[str, str] | None = None, credential: Any = None) 
             "AzureWebJobsStorage__queueServiceUri and AzureWebJobsStorage__tableServiceUri"
         )
     return StorageClients(
-        queues=QueueServiceClient(
-            queue_uri, credential=credential, message_encode_policy=encode, message_decode_policy=decode
-        ),
+        queues=QueueServiceClient(queue_uri, credential=credential),
         tables=TableServiceClient(endpoint=table_uri, credential=credential),
     )

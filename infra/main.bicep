@@ -1,0 +1,307 @@
+// Breach Responder on Azure: everything `azd provision` creates.
+//
+// Subscription scope: the resource group, then one module per concern inside it.
+// App settings = infra/app-settings.json (every setting the code reads, with the defaults of
+// local.settings.sample.json: adding a setting is one line there) + TENANT_ID from the
+// deployment + azd overrides (main.parameters.json) + RESPONDER_MODE (validated parameter)
+// + the platform settings computed here (identity-based storage / Event Hubs / App Insights).
+// What the managed identity may do in Microsoft 365 comes from infra/generated/permissions.json
+// (tools/gen_infra.py, from each step's declared calls): only what the enabled steps need.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name: names the resource group and seeds the resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region; it must offer the Flex Consumption plan.')
+@metadata({ azd: { type: 'location' } })
+param location string
+
+@allowed([
+  'approval'
+  'auto'
+  'dry-run'
+])
+@description('RESPONDER_MODE. approval (default): every incident waits for an operator before any change; auto: remediate at once; dry-run: record what would be done.')
+param responderMode string = 'approval'
+
+@description('App settings to override, by name (keys of infra/app-settings.json). Empty values are ignored, so unset azd variables keep the defaults.')
+param appSettingOverrides object = {}
+
+@description('Deploy the Event Hubs namespace with one hub per stream trigger (Entra ID Protection diagnostics, Defender XDR streaming) and turn those triggers on.')
+param enableStreams bool = false
+
+@allowed([
+  'Standard'
+  'Premium'
+])
+@description('Event Hubs namespace tier (streams on only).')
+param eventHubSku string = 'Standard'
+
+@description('Deploy a Key Vault (RBAC mode) the app can read secrets from through Key Vault references. The app needs no secret by default.')
+param enableKeyVault bool = false
+
+@allowed([
+  'bicep'
+  'script'
+])
+@description('Who grants the Microsoft Graph app roles: this template (Microsoft Graph Bicep extension), or the post-provision script (when the deploying identity may not use the extension).')
+param graphRolesVia string = 'bicep'
+
+@allowed([
+  'user-administrator'
+  'privileged-authentication-administrator'
+])
+@description('Directory role for password resets: User Administrator covers non-admin users (admins are held for approval); Privileged Authentication Administrator covers everyone.')
+param passwordResetRole string = 'user-administrator'
+
+@description('Optional object id of an operator (user or group) who runs the responder CLI (status, approve, inject) against this deployment: gets queue and table data access. Empty: nobody.')
+param operatorPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param operatorPrincipalType string = 'User'
+
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+@description('Storage redundancy. The ledger is the record of what was done to each account: geo-redundant by default.')
+param storageSku string = 'Standard_GZRS'
+
+@allowed([
+  2048
+  4096
+])
+@description('Flex Consumption instance memory (MB).')
+param instanceMemoryMB int = 2048
+
+@minValue(40)
+@maxValue(1000)
+@description('Flex Consumption scale-out limit; a low one also limits how hard an alert storm can hit Graph.')
+param maximumInstanceCount int = 40
+
+// -- names ------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  application: 'breach-responder'
+}
+var functionAppName = 'func-${resourceToken}'
+var storageAccountName = 'st${resourceToken}'
+var eventHubNamespaceName = 'evhns-${resourceToken}'
+var deploymentContainerName = 'app-package-${resourceToken}'
+
+// -- app settings -----------------------------------------------------------------------
+
+var appSettingDefaults = loadJsonContent('app-settings.json')
+var appSettingsGiven = toObject(
+  filter(items(appSettingOverrides), kv => !empty(string(kv.value))),
+  kv => kv.key,
+  kv => string(kv.value)
+)
+// The app's own settings (all known when the deployment starts).
+var appSettings = union(appSettingDefaults, { TENANT_ID: tenant().tenantId }, appSettingsGiven, { RESPONDER_MODE: responderMode })
+
+// -- what the code declares (tools/gen_infra.py) -----------------------------------------
+
+var bindings = loadJsonContent('generated/bindings.json')
+var permissions = loadJsonContent('generated/permissions.json')
+
+// A permission is needed when one of its uses is: a step in PLAYBOOK_STEPS (or an always-on
+// component) and, for calls made in one mode only, the setting has that value ("*" = always).
+var enabledSteps = map(split(appSettings.PLAYBOOK_STEPS, ','), s => trim(s))
+var conditionValues = union(appSettings, { '*': '*' })
+var graphNeeded = filter(permissions.graph, p => !empty(filter(p.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
+var graphAppRoles = map(graphNeeded, p => p.permission)
+var exchangeNeeded = filter(permissions.exchange, p => !empty(filter(p.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
+var exchangeAppRoles = map(exchangeNeeded, p => p.permission)
+var rolesNeeded = filter(permissions.directoryRoles, r => !empty(filter(r.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
+var roleNamesNeeded = map(rolesNeeded, r => r.role)
+var passwordResetRoleName = passwordResetRole == 'privileged-authentication-administrator' ? 'Privileged Authentication Administrator' : 'User Administrator'
+var directoryRoles = map(
+  filter(rolesNeeded, r => empty(r.supersededBy) || !contains(roleNamesNeeded, r.supersededBy)),
+  r => r.role == permissions.passwordResetRolePlaceholder ? passwordResetRoleName : r.role
+)
+
+// Queues (each with the host's -poison queue), tables and Event Hubs the functions bind to.
+var queueBaseNames = concat(bindings.queueNames, map(bindings.queueNameSettings, s => appSettings[s]))
+var queueNames = flatten(map(queueBaseNames, q => [
+  q
+  '${q}-poison'
+]))
+var eventHubNames = map(bindings.eventHubTriggers, t => appSettings[t.hubSetting])
+var eventHubConnection = first(bindings.eventHubConnections)
+var streamFunctionsOff = toObject(bindings.eventHubFunctions, f => 'AzureWebJobs.${f}.Disabled', f => 'true')
+
+// -- resources --------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    workspaceName: 'log-${resourceToken}'
+    appInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    skuName: storageSku
+    deploymentContainerName: deploymentContainerName
+    queueNames: queueNames
+    tableNames: bindings.tables
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module eventHubs 'modules/eventhubs.bicep' = if (enableStreams) {
+  name: 'eventhubs'
+  scope: rg
+  params: {
+    name: eventHubNamespaceName
+    location: location
+    tags: tags
+    skuName: eventHubSku
+    hubNames: eventHubNames
+    readerPrincipalId: identity.outputs.principalId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = if (enableKeyVault) {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    readerPrincipalId: identity.outputs.principalId
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+  }
+}
+
+// Identity-based connections only: no key or connection string anywhere.
+var platformSettings = {
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.outputs.clientId
+  AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
+  AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint
+  AzureWebJobsStorage__tableServiceUri: storage.outputs.tableEndpoint
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
+  AZURE_CLIENT_ID: identity.outputs.clientId
+}
+var streamConnectionSettings = {
+  '${eventHubConnection}__fullyQualifiedNamespace': '${eventHubNamespaceName}.servicebus.windows.net'
+  '${eventHubConnection}__credential': 'managedidentity'
+  '${eventHubConnection}__clientId': identity.outputs.clientId
+}
+// Streams off: no namespace, so the Event Hub triggers are disabled instead of failing.
+var streamSettings = enableStreams ? streamConnectionSettings : streamFunctionsOff
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    appSettings: union(appSettings, platformSettings, streamSettings)
+    workspaceId: monitoring.outputs.workspaceId
+  }
+  // The identity must hold its roles (storage, Event Hubs, Key Vault) before the host starts.
+  dependsOn: [
+    rbac
+    eventHubs
+    keyVault
+  ]
+}
+
+module graphRoles 'modules/graph-app-roles.bicep' = if (graphRolesVia == 'bicep') {
+  name: 'graph-app-roles'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    appRoles: graphAppRoles
+    graphAppId: permissions.graphAppId
+  }
+}
+
+// -- outputs (azd stores them in the environment; the post-provision script reads them) --
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output FUNCTION_APP_NAME string = functionApp.outputs.name
+output FUNCTION_APP_URL string = functionApp.outputs.url
+output RESPONDER_MODE string = appSettings.RESPONDER_MODE
+output PLAYBOOK_STEPS string = appSettings.PLAYBOOK_STEPS
+output MFA_MODE string = appSettings.MFA_MODE
+output RESPONDER_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output RESPONDER_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output RESPONDER_GRAPH_APP_ID string = permissions.graphAppId
+output RESPONDER_GRAPH_APP_ROLES string = join(graphAppRoles, ',')
+output RESPONDER_GRAPH_ROLES_VIA string = graphRolesVia
+output RESPONDER_EXCHANGE_APP_ID string = permissions.exchangeAppId
+output RESPONDER_EXCHANGE_APP_ROLES string = join(exchangeAppRoles, ',')
+output RESPONDER_DIRECTORY_ROLES string = join(directoryRoles, ',')
+output STREAMS_ENABLED bool = enableStreams
+output EVENTHUB_NAMESPACE string = enableStreams ? eventHubNamespaceName : ''
+output EVENTHUB_NAMESPACE_ID string = enableStreams ? eventHubs.outputs.id : ''
+output ENTRA_DIAGNOSTICS_AUTH_RULE_ID string = enableStreams ? eventHubs.outputs.diagnosticsRuleId : ''
+output ENTRA_EVENTHUB_NAME string = appSettings.ENTRA_EVENTHUB_NAME
+output DEFENDER_EVENTHUB_NAME string = appSettings.DEFENDER_EVENTHUB_NAME
+output KEY_VAULT_URI string = enableKeyVault ? keyVault.outputs.uri : ''
+// For the responder CLI against this deployment (identity-based, like the app).
+output AzureWebJobsStorage__queueServiceUri string = storage.outputs.queueEndpoint
+output AzureWebJobsStorage__tableServiceUri string = storage.outputs.tableEndpoint

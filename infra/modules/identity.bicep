@@ -1,0 +1,16 @@
+// The function app's user-assigned managed identity: the one principal that holds every
+// grant (storage, App Insights, Event Hubs, Key Vault, Microsoft Graph, Exchange Online).
+@description('Identity name.')
+param name string
+param location string
+param tags object
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: name
+  location: location
+  tags: tags
+}
+
+output id string = identity.id
+output clientId string = identity.properties.clientId
+output principalId string = identity.properties.principalId

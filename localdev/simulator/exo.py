@@ -1,0 +1,484 @@
+"""Simulated Exchange Online admin API: POST /adminapi/beta/{tenantId}/InvokeCommand.
+
+Body: {"CmdletInput": {"CmdletName": "...", "Parameters": {...}}}. Answers the envelope of
+samples/exo-invokecommand-envelope-complete.json; errors follow samples/exo-invokecommand-error-*.json
+(HTTP 4xx, error.message "Invalid Operation", real reason in error.innererror.internalexception.message).
+
+Inbox rules are the same objects the Graph messageRules endpoints use; EXO additionally sees
+hidden rules (Get-InboxRule -IncludeHidden).
+
+Documented choices:
+- Remove-BlockedSenderAddress for an address that is not blocked answers 200 with an empty value
+  and a warning in @adminapi.warnings (idempotent, so a retried step does not fail).
+- An unknown mailbox answers HTTP 404, code "NotFound", with ManagementObjectNotFoundException
+  "The operation couldn't be performed because object '<id>' couldn't be found on '...'."
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+from .odata import exo_time, parse_iso
+from .state import TenantState, User
+
+logger = logging.getLogger(__name__)
+
+EXO_ROOT = "https://outlook.office365.com/adminapi/beta"
+_SERVER = "AM0PR01A001DC01.EURPRD01.PROD.OUTLOOK.COM"
+
+
+class ExoError(Exception):
+    """An InvokeCommand error (status, code, exception type, message)."""
+
+    def __init__(self, status: int, code: str, exc_type: str, message: str, details: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.exc_type = exc_type
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict:
+        """Error body shaped like the samples."""
+        err: dict[str, Any] = {"code": self.code, "message": "Invalid Operation"}
+        if self.details:
+            err["details"] = [{"code": "Client", "target": "", "message": f"|{self.exc_type}|{self.message}"}]
+        err["innererror"] = {
+            "message": "Invalid Operation",
+            "type": "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+            "stacktrace": "",
+            "internalexception": {"message": self.message, "type": self.exc_type, "stacktrace": ""},
+        }
+        return {"error": err}
+
+
+def unknown_parameters(names: list[str]) -> ExoError:
+    """Like samples/exo-invokecommand-error-unknown-parameter.json."""
+    return ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.AmbiguousParameterSetException",
+                    "Parameter set cannot be resolved using the specified named parameters. Invalid cmdlet "
+                    "parameters specified. " + ", ".join(names), details=True)
+
+
+def not_found(identity: Any) -> ExoError:
+    """ManagementObjectNotFoundException."""
+    return ExoError(404, "NotFound", "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException",
+                    f"The operation couldn't be performed because object '{identity}' couldn't be found on "
+                    f"'{_SERVER}'.", details=True)
+
+
+def missing_parameter(name: str) -> ExoError:
+    """A mandatory parameter is missing."""
+    return ExoError(400, "BadRequest", "System.Management.Automation.ParameterBindingException",
+                    f"Cannot process command because of one or more missing mandatory parameters: {name}.",
+                    details=True)
+
+
+def _bool(params: Mapping[str, Any], name: str) -> bool:
+    value = params[name]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower().lstrip("$") in ("true", "false"):
+        return value.strip().lower().lstrip("$") == "true"
+    raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException",
+                   f"Cannot process argument transformation on parameter '{name}'. Cannot convert value "
+                   f"\"{value}\" to type \"System.Boolean\". Boolean parameters accept only Boolean values and "
+                   "numbers, such as $True, $False, 1 or 0.")
+
+
+def _mailbox(st: TenantState, identity: Any) -> User:
+    user = st.find_mailbox(identity) if isinstance(identity, str) else None
+    if user is None:
+        raise not_found(identity)
+    return user
+
+
+# ---------------------------------------------------------------------- rows
+
+def mailbox_row(st: TenantState, user: User) -> dict:
+    """Get-Mailbox row (keys as samples/exo-get-mailbox-row-user.json, plus Alias/Name/Guid)."""
+    mb = user.mailbox or {}
+    alias = user.props.get("mailNickname") or user.upn.split("@")[0]
+    mail = user.props.get("mail") or user.upn
+    return {
+        "UserPrincipalName": user.upn,
+        "DisplayName": user.display_name,
+        "Alias": alias,
+        "Name": alias,
+        "PrimarySmtpAddress": mail,
+        "RecipientTypeDetails": "UserMailbox",
+        "ExchangeGuid": mb.get("ExchangeGuid"),
+        "Guid": mb.get("ExchangeGuid"),
+        "ExternalDirectoryObjectId": user.id,
+        "LitigationHoldEnabled": False,
+        "LitigationHoldDuration": "Unlimited",
+        "LitigationHoldDate": None,
+        "LitigationHoldOwner": "",
+        "InPlaceHolds": [],
+        "RetentionHoldEnabled": False,
+        "SingleItemRecoveryEnabled": True,
+        "RetainDeletedItemsFor": "14.00:00:00",
+        "ComplianceTagHoldApplied": False,
+        "ForwardingAddress": mb.get("ForwardingAddress"),
+        "ForwardingSmtpAddress": mb.get("ForwardingSmtpAddress"),
+        "DeliverToMailboxAndForward": mb.get("DeliverToMailboxAndForward", False),
+        "HiddenFromAddressListsEnabled": False,
+        "AuditEnabled": mb.get("AuditEnabled", True),
+        "AuditLogAgeLimit": mb.get("AuditLogAgeLimit", "90.00:00:00"),
+        "ArchiveStatus": "None",
+        "ArchiveState": "None",
+        "ArchiveGuid": "00000000-0000-0000-0000-000000000000",
+        "IsMailboxEnabled": True,
+        "AccountDisabled": not user.props.get("accountEnabled", True),
+        "WhenMailboxCreated": exo_time(parse_iso(mb.get("WhenMailboxCreated"))),
+        "MessageCopyForSentAsEnabled": False,
+        "MessageCopyForSendOnBehalfEnabled": False,
+        "GrantSendOnBehalfTo": [],
+        "ProhibitSendQuota": "99 GB (106,300,440,576 bytes)",
+        "ProhibitSendReceiveQuota": "100 GB (107,374,182,400 bytes)",
+        "IssueWarningQuota": "98 GB (105,226,698,752 bytes)",
+        "MailboxPlan": "ExchangeOnlineEnterprise-b25353e8-da0a-43b2-b980-e977863ed352",
+        "IsDirSynced": user.synced,
+        "IsShared": False,
+        "IsResource": False,
+        "IsInactiveMailbox": False,
+        "EmailAddresses": [f"SMTP:{mail}", f"smtp:{alias}@{st.domain.replace('.onmicrosoft.com', '')}.mail.onmicrosoft.com"],
+        "Identity": user.id,
+    }
+
+
+def bypass_row(st: TenantState, user: User) -> dict:
+    """Get-MailboxAuditBypassAssociation row (shape of samples/exo-get-mailboxauditbypassassociation-row.json)."""
+    mb = user.mailbox or {}
+    alias = user.props.get("mailNickname") or user.upn.split("@")[0]
+    org = st.domain
+    return {
+        "ObjectId": alias,
+        "AuditBypassEnabled": mb.get("AuditBypassEnabled", False),
+        "Name": alias,
+        "Identity": alias,
+        "Id": alias,
+        "IsValid": True,
+        "DistinguishedName": f"CN={alias},OU={org},OU=Microsoft Exchange Hosted Organizations,DC=EURPRD01,DC=PROD,"
+                             "DC=OUTLOOK,DC=COM",
+        "ObjectClass@odata.type": "#Collection(String)",
+        "ObjectClass": ["top", "person", "organizationalPerson", "user"],
+        "WhenChangedUTC@data.type": "System.DateTime",
+        "WhenChangedUTC": exo_time(parse_iso(mb.get("WhenMailboxCreated"))),
+        "ExchangeObjectId@data.type": "System.Guid",
+        "ExchangeObjectId": user.id,
+        "OrganizationId": f"EURPRD01.PROD.OUTLOOK.COM/Microsoft Exchange Hosted Organizations/{org} - "
+                          f"EURPRD01.PROD.OUTLOOK.COM/ConfigurationUnits/{org}/Configuration",
+        "Guid@data.type": "System.Guid",
+        "Guid": user.id,
+    }
+
+
+def _recipients(items: Any) -> list[str] | None:
+    if not items:
+        return None
+    out = []
+    for r in items:
+        addr = (r.get("emailAddress") or {}).get("address", "") if isinstance(r, Mapping) else str(r)
+        name = (r.get("emailAddress") or {}).get("name") or addr if isinstance(r, Mapping) else addr
+        out.append(f'"{name}" [SMTP:{addr}]')
+    return out
+
+
+def _describe(cond: Mapping[str, Any], actions: Mapping[str, Any], folder: Callable[[str], str]) -> str:
+    lines = ["If the message:"]
+    if cond.get("bodyOrSubjectContains"):
+        lines.append("\tincludes " + " or ".join(f"'{w}'" for w in cond["bodyOrSubjectContains"])
+                     + " in the subject or body")
+    if cond.get("subjectContains"):
+        lines.append("\tincludes " + " or ".join(f"'{w}'" for w in cond["subjectContains"]) + " in the subject")
+    if cond.get("bodyContains"):
+        lines.append("\tincludes " + " or ".join(f"'{w}'" for w in cond["bodyContains"]) + " in the body")
+    if cond.get("senderContains"):
+        lines.append("\tincludes " + " or ".join(f"'{w}'" for w in cond["senderContains"])
+                     + " in the sender's address")
+    if len(lines) == 1:
+        lines.append("\tapplies to all messages")
+    lines.append("Take the following actions:")
+    for key, verb in (("forwardTo", "forward the message to"), ("redirectTo", "redirect the message to"),
+                      ("forwardAsAttachmentTo", "forward the message as an attachment to")):
+        if actions.get(key):
+            lines.append(f"\t{verb} " + " and ".join(
+                f"'{(r.get('emailAddress') or {}).get('address')}'" for r in actions[key]))
+    if actions.get("moveToFolder"):
+        lines.append(f"\tmove the message to folder '{folder(actions['moveToFolder'])}'")
+    if actions.get("copyToFolder"):
+        lines.append(f"\tcopy the message to folder '{folder(actions['copyToFolder'])}'")
+    if actions.get("delete"):
+        lines.append("\tdelete the message")
+    if actions.get("permanentDelete"):
+        lines.append("\tpermanently delete the message")
+    if actions.get("markAsRead"):
+        lines.append("\tmark the message as read")
+    if actions.get("stopProcessingRules"):
+        lines.append("\tstop processing more rules")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def inbox_rule_row(user: User, rule: Mapping[str, Any]) -> dict:
+    """Get-InboxRule row (PascalCase), derived from the shared rule object."""
+    folders = {v: k for k, v in (user.mailbox or {}).get("folders", {}).items()}
+    alias = user.props.get("mailNickname") or user.upn.split("@")[0]
+
+    def folder(fid: str) -> str:
+        return folders.get(fid, fid)
+
+    def folder_path(fid: Any) -> str | None:
+        return f"{alias}:\\{folder(fid)}" if fid else None
+
+    cond = rule.get("conditions") or {}
+    actions = rule.get("actions") or {}
+    return {
+        "Name": rule["displayName"],
+        "Enabled": rule["isEnabled"],
+        "Priority": rule["sequence"],
+        "RuleIdentity": rule["ruleIdentity"],
+        "Identity": f"{user.id}\\{rule['ruleIdentity']}",
+        "MailboxOwnerId": user.id,
+        "Description": _describe(cond, actions, folder),
+        "InError": False,
+        "ErrorType": None,
+        "SupportedByTask": not rule.get("system", False),
+        "StopProcessingRules": bool(actions.get("stopProcessingRules", False)),
+        "ForwardTo": _recipients(actions.get("forwardTo")),
+        "ForwardAsAttachmentTo": _recipients(actions.get("forwardAsAttachmentTo")),
+        "RedirectTo": _recipients(actions.get("redirectTo")),
+        "DeleteMessage": bool(actions.get("delete", False)),
+        "SoftDeleteMessage": bool(actions.get("permanentDelete", False)),
+        "MoveToFolder": folder_path(actions.get("moveToFolder")),
+        "CopyToFolder": folder_path(actions.get("copyToFolder")),
+        "MarkAsRead": bool(actions.get("markAsRead", False)),
+        "MarkImportance": actions.get("markImportance"),
+        "SubjectContainsWords": cond.get("subjectContains"),
+        "BodyContainsWords": cond.get("bodyContains"),
+        "SubjectOrBodyContainsWords": cond.get("bodyOrSubjectContains"),
+        "FromAddressContainsWords": cond.get("senderContains"),
+        "From": cond.get("fromAddresses"),
+        "SentTo": cond.get("sentToAddresses"),
+        "HasAttachment": cond.get("hasAttachments"),
+        "IsValid": True,
+    }
+
+
+# ---------------------------------------------------------------------- cmdlets
+
+Result = tuple[list[dict], list[str]]  # rows, warnings
+
+
+def get_blocked(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    rows = list(st.blocked.values())
+    if p.get("SenderAddress"):
+        rows = [r for r in rows if r["SenderAddress"].lower() == str(p["SenderAddress"]).lower()]
+        user = st.find_user(str(p["SenderAddress"]))
+        if user:
+            ctx["user"] = user.id
+    return [dict(r) for r in rows], []
+
+
+def remove_blocked(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    address = p.get("SenderAddress")
+    if not address:
+        raise missing_parameter("SenderAddress")
+    user = st.find_user(str(address))
+    if user:
+        ctx["user"] = user.id
+    row = st.unblock_sender(str(address))
+    if row is None:
+        return [], [f"The sender address '{address}' isn't on the restricted senders list."]
+    return [], []
+
+
+def get_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("Identity") is not None:
+        user = _mailbox(st, p["Identity"])
+        ctx["user"] = user.id
+        return [mailbox_row(st, user)], []
+    rows = [mailbox_row(st, u) for u in st.users.values() if u.mailbox is not None]
+    size = p.get("ResultSize")
+    warnings = []
+    if size not in (None, "Unlimited", "unlimited"):
+        try:
+            limit = int(size)
+        except (TypeError, ValueError):
+            raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation."
+                           "ParameterTransformationException",
+                           f"Cannot process argument transformation on parameter 'ResultSize'. Cannot convert "
+                           f"value \"{size}\" to type \"Microsoft.Exchange.Data.Unlimited`1[System.UInt32]\".")
+        if len(rows) > limit:
+            warnings.append("There are more results available than are currently displayed. To view them, "
+                            "increase the value for the ResultSize parameter.")
+        rows = rows[:limit]
+    return rows, warnings
+
+
+_SET_MAILBOX_BOOLS = ("DeliverToMailboxAndForward", "AuditEnabled")
+
+
+def set_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("Identity") is None:
+        raise missing_parameter("Identity")
+    user = _mailbox(st, p["Identity"])
+    ctx["user"] = user.id
+    changes: dict[str, Any] = {}
+    for name in _SET_MAILBOX_BOOLS:
+        if name in p:
+            changes[name] = _bool(p, name)
+    if "ForwardingSmtpAddress" in p:
+        value = p["ForwardingSmtpAddress"]
+        if value in (None, ""):
+            changes["ForwardingSmtpAddress"] = None
+        else:
+            value = str(value)
+            changes["ForwardingSmtpAddress"] = value if value.lower().startswith("smtp:") else "smtp:" + value
+    if "ForwardingAddress" in p:
+        value = p["ForwardingAddress"]
+        if value in (None, ""):
+            changes["ForwardingAddress"] = None
+        else:
+            target = _mailbox(st, value)
+            changes["ForwardingAddress"] = target.display_name
+    if "AuditLogAgeLimit" in p:
+        changes["AuditLogAgeLimit"] = str(p["AuditLogAgeLimit"])
+    if changes:
+        st.set_mailbox(user, changes)
+    return [], []
+
+
+def _rules_for(user: User, include_hidden: bool) -> list[dict]:
+    rules = [r for r in user.rules if include_hidden or not r["hidden"]]
+    return sorted(rules, key=lambda r: r["sequence"])
+
+
+def _find_rule(st: TenantState, p: Mapping[str, Any]) -> tuple[User, dict]:
+    identity = p.get("Identity")
+    if identity is None or identity == "":
+        raise missing_parameter("Identity")
+    identity = str(identity)
+    mailbox_key = p.get("Mailbox")
+    rule_key = identity
+    if "\\" in identity:
+        mailbox_key, rule_key = identity.rsplit("\\", 1)
+    if mailbox_key:
+        user = st.find_mailbox(str(mailbox_key))
+        if user is None:
+            raise not_found(identity)
+        for rule in user.rules:
+            if rule["ruleIdentity"] == rule_key or rule["displayName"].lower() == rule_key.lower():
+                return user, rule
+        raise not_found(identity)
+    hit = st.rules_by_identity.get(rule_key)
+    if hit is None:
+        raise not_found(identity)
+    return st.users[hit[0]], hit[1]
+
+
+def get_inbox_rule(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    include_hidden = _bool(p, "IncludeHidden") if "IncludeHidden" in p else False
+    if p.get("Identity") not in (None, ""):
+        user, rule = _find_rule(st, p)
+        ctx["user"] = user.id
+        if rule["hidden"] and not include_hidden:
+            raise not_found(p["Identity"])
+        return [inbox_rule_row(user, rule)], []
+    if p.get("Mailbox") in (None, ""):
+        raise missing_parameter("Mailbox")
+    user = _mailbox(st, p["Mailbox"])
+    ctx["user"] = user.id
+    return [inbox_rule_row(user, r) for r in _rules_for(user, include_hidden)], []
+
+
+def _toggle_rule(enabled: bool) -> Callable[[TenantState, Mapping[str, Any], dict], Result]:
+    def run(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+        user, rule = _find_rule(st, p)
+        ctx["user"] = user.id
+        if rule["isEnabled"] != enabled:
+            st.update_rule(user, rule, {"isEnabled": enabled}, via="exo")
+        return [], []
+    return run
+
+
+def get_org_config(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    return [dict(st.org_config)], []
+
+
+def get_bypass(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("Identity") is not None:
+        user = _mailbox(st, p["Identity"])
+        ctx["user"] = user.id
+        return [bypass_row(st, user)], []
+    return [bypass_row(st, u) for u in st.users.values() if u.mailbox is not None], []
+
+
+def set_bypass(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("Identity") is None:
+        raise missing_parameter("Identity")
+    if "AuditBypassEnabled" not in p:
+        raise missing_parameter("AuditBypassEnabled")
+    user = _mailbox(st, p["Identity"])
+    ctx["user"] = user.id
+    value = _bool(p, "AuditBypassEnabled")
+    st.set_mailbox(user, {"AuditBypassEnabled": value})
+    return [], []
+
+
+_COMMON = ("ErrorAction", "WarningAction", "Confirm", "Verbose", "Debug")
+CMDLETS: dict[str, tuple[tuple[str, ...], Callable[[TenantState, Mapping[str, Any], dict], Result]]] = {
+    "Get-BlockedSenderAddress": (("SenderAddress",), get_blocked),
+    "Remove-BlockedSenderAddress": (("SenderAddress", "Reason"), remove_blocked),
+    "Get-Mailbox": (("Identity", "ResultSize", "RecipientTypeDetails", "Filter"), get_mailbox),
+    "Set-Mailbox": (("Identity", "ForwardingSmtpAddress", "ForwardingAddress", "DeliverToMailboxAndForward",
+                     "AuditEnabled", "AuditLogAgeLimit", "Force"), set_mailbox),
+    "Get-InboxRule": (("Mailbox", "Identity", "IncludeHidden", "BypassScopeCheck", "DescriptionTimeFormat",
+                       "DescriptionTimeZone", "SweepRules"), get_inbox_rule),
+    "Disable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob"), _toggle_rule(False)),
+    "Enable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob"), _toggle_rule(True)),
+    "Get-OrganizationConfig": ((), get_org_config),
+    "Get-MailboxAuditBypassAssociation": (("Identity", "ResultSize"), get_bypass),
+    "Set-MailboxAuditBypassAssociation": (("Identity", "AuditBypassEnabled"), set_bypass),
+}
+_CMDLETS_LOWER = {name.lower(): name for name in CMDLETS}
+
+
+def parse_input(body: Any) -> tuple[str, dict]:
+    """(CmdletName, Parameters) from the request body; ExoError 400 when malformed."""
+    cmd = body.get("CmdletInput") if isinstance(body, dict) else None
+    if not isinstance(cmd, dict) or not isinstance(cmd.get("CmdletName"), str):
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                       "The request body must contain CmdletInput with a CmdletName.")
+    params = cmd.get("Parameters") or {}
+    if not isinstance(params, dict):
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
+                       "CmdletInput.Parameters must be an object.")
+    return cmd["CmdletName"], params
+
+
+def invoke(st: TenantState, tenant: str, cmdlet: str, params: Mapping[str, Any], ctx: dict) -> dict:
+    """Run one cmdlet; returns the envelope. Raises ExoError."""
+    name = _CMDLETS_LOWER.get(cmdlet.lower())
+    if name is None:
+        raise ExoError(400, "BadRequest", "System.Management.Automation.CommandNotFoundException",
+                       f"The term '{cmdlet}' is not recognized as the name of a cmdlet, function, script file, or "
+                       "operable program.", details=True)
+    allowed, handler = CMDLETS[name]
+    canon = {p.lower(): p for p in allowed + _COMMON}
+    normalized: dict[str, Any] = {}
+    unknown = []
+    for key, value in params.items():
+        c = canon.get(str(key).lower())
+        if c is None:
+            unknown.append(str(key))
+        else:
+            normalized[c] = value
+    if unknown:
+        raise unknown_parameters(unknown)
+    rows, warnings = handler(st, normalized, ctx)
+    return {
+        "@odata.context": f"{EXO_ROOT}/{tenant}/$metadata#Collection(Exchange.GenericHashTable)",
+        "adminapi.warnings@odata.type": "#Collection(String)",
+        "@adminapi.warnings": warnings,
+        "value": rows,
+    }

@@ -1,0 +1,781 @@
+"""Simulated Microsoft Graph endpoints (v1.0 and beta) used by the breach responder.
+
+Wire formats follow /work/shared/reference/graph-calls/*.md and the samples. Each handler is a
+plain synchronous function `(state, request) -> GraphResponse`; it checks its permission first
+via `rq.require(...)` (any-of), raises `GraphError` for error answers, and mutates state only
+after every validation passed.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import logging
+import re
+import secrets
+import string
+from typing import Any, Callable, Sequence
+
+from .odata import (GRAPH_ROOT, GUID_RE, UPN_RE, GraphError, bad_request, compile_filter, not_found_user,
+                    paginate, parse_iso, parse_select, utcnow)
+from .state import (COLLECTION_TO_TYPE, METHOD_TYPES, RESET_ROLES_ADMIN, RESET_ROLES_NON_ADMIN,
+                    USER_DEFAULT_PROPERTIES, USER_PROPERTY_MAP, Group, TenantState, User)
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------- permissions (any-of)
+P_USER_READ = ("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All")
+P_PASSWORD = ("User-PasswordProfile.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+P_ENABLE = ("User.EnableDisableAccount.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+P_REVOKE = ("User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+P_CHECK_GROUPS = ("GroupMember.Read.All", "User.Read.All", "Directory.Read.All", "Group.Read.All",
+                  "GroupMember.ReadWrite.All", "Group.ReadWrite.All", "User.ReadWrite.All", "Directory.ReadWrite.All")
+P_GROUP_READ = ("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All", "GroupMember.ReadWrite.All",
+                "Group.ReadWrite.All", "Directory.ReadWrite.All")
+P_GROUP_WRITE = ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All")
+P_MFA_READ = ("Policy.Read.All", "Policy.ReadWrite.AuthenticationMethod")
+P_MFA_WRITE = ("Policy.ReadWrite.AuthenticationMethod",)
+P_METHODS_READ = ("UserAuthenticationMethod.Read.All", "UserAuthenticationMethod.ReadWrite.All")
+P_METHODS_WRITE = ("UserAuthenticationMethod.ReadWrite.All",)
+P_METHOD_TYPE_WRITE = {
+    "microsoftAuthenticator": "UserAuthMethod-MicrosoftAuthApp.ReadWrite.All",
+    "phone": "UserAuthMethod-Phone.ReadWrite.All",
+    "email": "UserAuthMethod-Email.ReadWrite.All",
+    "softwareOath": "UserAuthMethod-SoftwareOATH.ReadWrite.All",
+    "fido2": "UserAuthMethod-Passkey.ReadWrite.All",
+    "temporaryAccessPass": "UserAuthMethod-TAP.ReadWrite.All",
+    "windowsHelloForBusiness": "UserAuthMethod-WindowsHello.ReadWrite.All",
+}
+P_RISKY_READ = ("IdentityRiskyUser.Read.All", "IdentityRiskyUser.ReadWrite.All")
+P_RISKY_WRITE = ("IdentityRiskyUser.ReadWrite.All",)
+P_RISK_EVENTS = ("IdentityRiskEvent.Read.All", "IdentityRiskEvent.ReadWrite.All")
+P_ALERTS_READ = ("SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All")
+P_ALERTS_WRITE = ("SecurityAlert.ReadWrite.All",)
+P_RULES_READ = ("MailboxSettings.Read", "MailboxSettings.ReadWrite")
+P_RULES_WRITE = ("MailboxSettings.ReadWrite",)
+P_SEND = ("Mail.Send",)
+P_SCORES = ("SecurityEvents.Read.All", "SecurityEvents.ReadWrite.All")
+
+PASSWORD_SYMBOLS = set("@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ")
+TAP_ALPHABET = string.ascii_letters + string.digits + "+-=#%&*@"
+
+
+@dataclasses.dataclass
+class GraphRequest:
+    """One logical Graph request (a plain HTTP request or one $batch item)."""
+
+    method: str
+    version: str
+    segments: list[str]
+    query: dict[str, str]
+    body: Any
+    base_url: str
+    request_id: str
+    client_request_id: str | None
+    granted: frozenset
+    params: dict[str, str] = dataclasses.field(default_factory=dict)
+    user_id: str | None = None
+    permission: str | None = None
+
+    @property
+    def path(self) -> str:
+        """'/v1.0/users/x' style path."""
+        return "/" + self.version + "/" + "/".join(self.segments)
+
+    @property
+    def beta(self) -> bool:
+        return self.version == "beta"
+
+    def require(self, perms: Sequence[str]) -> str:
+        """Any-of permission check: 403 Authorization_RequestDenied when none is granted."""
+        for perm in perms:
+            if perm in self.granted:
+                self.permission = perm
+                return perm
+        self.permission = "missing:" + "|".join(perms)
+        raise GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.",
+                         permission=self.permission)
+
+    def context(self, fragment: str) -> str:
+        """@odata.context URL (on the real Graph host, like Graph does)."""
+        return f"{GRAPH_ROOT}/{self.version}/$metadata#{fragment}"
+
+
+@dataclasses.dataclass
+class GraphResponse:
+    """Status, body (JSON-able or None) and extra headers."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+Handler = Callable[[TenantState, GraphRequest], GraphResponse]
+
+
+@dataclasses.dataclass
+class Route:
+    """One route: method + pattern ('{name}' placeholders) + handler."""
+
+    method: str
+    pattern: tuple[str, ...]
+    handler: Handler
+    versions: frozenset = frozenset({"v1.0", "beta"})
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _user(st: TenantState, rq: GraphRequest, key: str) -> User:
+    if not (GUID_RE.match(key) or UPN_RE.match(key)):
+        raise bad_request(f"Invalid object identifier '{key}'.")
+    user = st.find_user(key)
+    if user is None:
+        raise not_found_user(key)
+    rq.user_id = user.id
+    return user
+
+
+def _group(st: TenantState, key: str) -> Group:
+    if not GUID_RE.match(key):
+        raise bad_request(f"Invalid object identifier '{key}'.")
+    group = st.groups.get(key.lower())
+    if group is None:
+        raise not_found_user(key)
+    return group
+
+
+def _body_object(rq: GraphRequest) -> dict:
+    if not isinstance(rq.body, dict):
+        raise bad_request("Empty Payload. JSON content expected.", "BadRequest")
+    return rq.body
+
+
+def _project_user(user: User, select: list[str] | None) -> dict:
+    props = user.props
+    names = select or USER_DEFAULT_PROPERTIES
+    return {name: copy.copy(props.get(name)) for name in names}
+
+
+def _mailbox(rq: GraphRequest, user: User) -> dict:
+    if user.mailbox is None:
+        raise GraphError(404, "MailboxNotEnabledForRESTAPI",
+                         "The mailbox is either inactive, soft-deleted, or is hosted on-premise.")
+    return user.mailbox
+
+
+def password_complexity_error(password: Any) -> str | None:
+    """Entra's rule: 8-256 characters, 3 of the 4 classes, ASCII letters/digits/allowed symbols only."""
+    message = ("The specified password does not comply with password complexity requirements. "
+               "Please provide a different password.")
+    if not isinstance(password, str) or not 8 <= len(password) <= 256:
+        return message
+    classes = 0
+    classes += any(c.islower() and c.isascii() for c in password)
+    classes += any(c.isupper() and c.isascii() for c in password)
+    classes += any(c.isdigit() and c.isascii() for c in password)
+    classes += any(c in PASSWORD_SYMBOLS for c in password)
+    if classes < 3:
+        return message
+    if any(not (c.isascii() and (c.isalnum() or c in PASSWORD_SYMBOLS)) for c in password):
+        return message
+    return None
+
+
+# ---------------------------------------------------------------------- users
+
+def get_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_USER_READ)
+    user = _user(st, rq, rq.params["user"])
+    select = parse_select(rq.query, USER_PROPERTY_MAP, "user")
+    if select:
+        body = {"@odata.context": rq.context(f"users({','.join(select)})/$entity")}
+    else:
+        body = {"@odata.context": rq.context("users/$entity")}
+    body.update(_project_user(user, select))
+    return GraphResponse(200, body)
+
+
+_USER_FILTER_PROPS = ("id", "userPrincipalName", "displayName", "mail", "accountEnabled", "onPremisesSyncEnabled",
+                      "userType", "givenName", "surname", "mailNickname", "createdDateTime")
+
+
+def list_users(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_USER_READ)
+    select = parse_select(rq.query, USER_PROPERTY_MAP, "user")
+    pred = compile_filter(rq.query.get("$filter"), _USER_FILTER_PROPS)
+    users = [u for u in st.users.values() if pred(u.props)]
+    page, next_link = paginate(users, rq.query, rq.base_url, rq.path, 100, 999)
+    body: dict[str, Any] = {"@odata.context": rq.context(f"users({','.join(select)})" if select else "users")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [_project_user(u, select) for u in page]
+    return GraphResponse(200, body)
+
+
+def patch_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    body = _body_object(rq)
+    allowed = {"passwordProfile", "accountEnabled"}
+    for key in body:
+        if key not in allowed:
+            raise bad_request(f"Property '{key}' does not exist as a declared property or extension property.")
+    if not body:
+        raise bad_request("Empty Payload. JSON content expected.", "BadRequest")
+    profile = body.get("passwordProfile")
+    if "passwordProfile" in body:
+        rq.require(P_PASSWORD)
+    if "accountEnabled" in body:
+        rq.require(P_ENABLE)
+    user = _user(st, rq, rq.params["user"])
+    password = None
+    force = None
+    if "passwordProfile" in body:
+        if not isinstance(profile, dict):
+            raise bad_request("Invalid value specified for property 'passwordProfile' of resource 'User'.")
+        for key in profile:
+            if key not in ("password", "forceChangePasswordNextSignIn", "forceChangePasswordNextSignInWithMfa"):
+                raise bad_request(f"Property '{key}' does not exist on type 'microsoft.graph.passwordProfile'.")
+        force = profile.get("forceChangePasswordNextSignIn", False)
+        if not isinstance(force, bool):
+            raise bad_request("Invalid value specified for property 'forceChangePasswordNextSignIn'.")
+        if "password" in profile:
+            password = profile["password"]
+            roles = RESET_ROLES_ADMIN if user.admin_roles else RESET_ROLES_NON_ADMIN
+            if not (st.directory_roles & roles):
+                rq.permission = "missing-role:" + ("Privileged Authentication Administrator" if user.admin_roles
+                                                   else "User Administrator")
+                raise GraphError(403, "Authorization_RequestDenied",
+                                 "Insufficient privileges to complete the operation.", permission=rq.permission)
+            error = password_complexity_error(password)
+            if error:
+                raise bad_request(error)
+    enabled = body.get("accountEnabled")
+    if "accountEnabled" in body and not isinstance(enabled, bool):
+        raise bad_request("Invalid value specified for property 'accountEnabled' of resource 'User'.")
+    if password is not None:
+        st.set_password(user, password, bool(force))
+    elif force is not None:
+        st.set_force_change(user, force)
+    if "accountEnabled" in body:
+        st.set_account_enabled(user, enabled)
+    return GraphResponse(204)
+
+
+def revoke_sessions(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_REVOKE)
+    user = _user(st, rq, rq.params["user"])
+    st.revoke_sessions(user)
+    return GraphResponse(200, {"@odata.context": rq.context("Edm.Boolean"), "value": True})
+
+
+def check_member_groups(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_CHECK_GROUPS)
+    user = _user(st, rq, rq.params["user"])
+    body = _body_object(rq)
+    ids = body.get("groupIds")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise bad_request("Invalid value specified for property 'groupIds'.")
+    if len(ids) > 20:
+        raise bad_request("The number of groupIds exceeds the limit of 20.")
+    found = [gid for gid in ids if gid.lower() in st.groups and user.id in st.groups[gid.lower()].members]
+    return GraphResponse(200, {"@odata.context": rq.context("Collection(Edm.String)"), "value": found})
+
+
+# ---------------------------------------------------------------------- groups
+
+def get_group(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_GROUP_READ)
+    group = _group(st, rq.params["group"])
+    body = {"@odata.context": rq.context("groups/$entity")}
+    body.update(group.props)
+    return GraphResponse(200, body)
+
+
+def list_members(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_GROUP_READ)
+    group = _group(st, rq.params["group"])
+    select = parse_select(rq.query, USER_PROPERTY_MAP, "directoryObject")
+    members = [st.users[uid] for uid in group.members if uid in st.users]
+    page, next_link = paginate(members, rq.query, rq.base_url, rq.path, 100, 999)
+    body: dict[str, Any] = {
+        "@odata.context": rq.context(f"directoryObjects({','.join(select)})" if select else "directoryObjects")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [{"@odata.type": "#microsoft.graph.user", **_project_user(u, select)} for u in page]
+    return GraphResponse(200, body)
+
+
+_REF_RE = re.compile(r"/(?:directoryObjects|users)/([^/?#]+)$", re.IGNORECASE)
+
+
+def add_member(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_GROUP_WRITE)
+    group = _group(st, rq.params["group"])
+    body = _body_object(rq)
+    ref = body.get("@odata.id")
+    match = _REF_RE.search(ref) if isinstance(ref, str) else None
+    if not match or not GUID_RE.match(match.group(1)):
+        raise bad_request("Invalid URL format specified in @odata.id for members.")
+    user_id = match.group(1).lower()
+    user = st.users.get(user_id)
+    if user is None:
+        raise not_found_user(user_id)
+    rq.user_id = user.id
+    if user.id in group.members:
+        raise bad_request("One or more added object references already exist for the following modified "
+                          "properties: 'members'.")
+    st.add_member(group, user)
+    return GraphResponse(204)
+
+
+def remove_member(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_GROUP_WRITE)
+    group = _group(st, rq.params["group"])
+    user = _user(st, rq, rq.params["user"])
+    if user.id not in group.members:
+        raise GraphError(404, "Request_ResourceNotFound", "One or more removed object references do not exist for "
+                         "the following modified properties: 'members'.")
+    st.remove_member(group, user)
+    return GraphResponse(204)
+
+
+# ---------------------------------------------------------------------- authentication
+
+def get_requirements(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_MFA_READ)
+    user = _user(st, rq, rq.params["user"])
+    return GraphResponse(200, {
+        "@odata.context": rq.context(f"users('{user.id}')/authentication/requirements/$entity"),
+        "perUserMfaState": user.per_user_mfa})
+
+
+def patch_requirements(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_MFA_WRITE)
+    user = _user(st, rq, rq.params["user"])
+    body = _body_object(rq)
+    for key in body:
+        if key != "perUserMfaState":
+            raise bad_request(f"Property '{key}' does not exist on type 'microsoft.graph.strongAuthenticationRequirements'.",
+                              "BadRequest")
+    value = body.get("perUserMfaState")
+    if value not in ("disabled", "enforced", "enabled"):
+        raise bad_request(f"Invalid value '{value}' for property 'perUserMfaState'. Possible values are: "
+                          "disabled, enforced, enabled.", "BadRequest")
+    st.set_per_user_mfa(user, value)
+    return GraphResponse(204)
+
+
+def list_methods(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_METHODS_READ)
+    user = _user(st, rq, rq.params["user"])
+    return GraphResponse(200, {
+        "@odata.context": rq.context(f"users('{user.id}')/authentication/methods"),
+        "value": [st.render_method(m) for m in user.methods]})
+
+
+def _method_type(rq: GraphRequest) -> str:
+    typ = COLLECTION_TO_TYPE.get(rq.params["collection"].lower())
+    if typ is None:
+        raise bad_request(f"Resource not found for the segment '{rq.params['collection']}'.", "BadRequest")
+    return typ
+
+
+def list_typed_methods(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    typ = _method_type(rq)
+    rq.require(P_METHODS_READ)
+    user = _user(st, rq, rq.params["user"])
+    coll = METHOD_TYPES[typ][1]
+    return GraphResponse(200, {
+        "@odata.context": rq.context(f"users('{user.id}')/authentication/{coll}"),
+        "value": [st.render_method(m) for m in user.methods if m["type"] == typ]})
+
+
+def _find_method(st: TenantState, rq: GraphRequest, user: User, typ: str) -> dict:
+    mid = rq.params["method_id"]
+    for method in user.methods:
+        if method["type"] == typ and method["id"].lower() == mid.lower():
+            return method
+    raise not_found_user(mid)
+
+
+def get_typed_method(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    typ = _method_type(rq)
+    rq.require(P_METHODS_READ)
+    user = _user(st, rq, rq.params["user"])
+    method = _find_method(st, rq, user, typ)
+    body = {"@odata.context": rq.context(f"users('{user.id}')/authentication/{METHOD_TYPES[typ][1]}/$entity")}
+    body.update(st.render_method(method))
+    return GraphResponse(200, body)
+
+
+def delete_typed_method(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    typ = _method_type(rq)
+    perms = P_METHODS_WRITE + ((P_METHOD_TYPE_WRITE[typ],) if typ in P_METHOD_TYPE_WRITE else ())
+    rq.require(perms)
+    user = _user(st, rq, rq.params["user"])
+    if typ == "password":
+        raise bad_request("The password authentication method cannot be deleted.", "badRequest")
+    method = _find_method(st, rq, user, typ)
+    st.delete_method(user, method)
+    return GraphResponse(204)
+
+
+def create_tap(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_METHODS_WRITE + ("UserAuthMethod-TAP.ReadWrite.All",))
+    user = _user(st, rq, rq.params["user"])
+    body = rq.body if rq.body is not None else {}
+    if not isinstance(body, dict):
+        raise bad_request("Invalid request body.", "badRequest")
+    for key in body:
+        if key not in ("lifetimeInMinutes", "isUsableOnce", "startDateTime", "@odata.type"):
+            raise bad_request(f"Property '{key}' does not exist on type "
+                              "'microsoft.graph.temporaryAccessPassAuthenticationMethod'.", "badRequest")
+    lifetime = body.get("lifetimeInMinutes", 60)
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 10 <= lifetime <= 43200:
+        raise bad_request("lifetimeInMinutes must be between 10 and 43200.", "badRequest")
+    once = body.get("isUsableOnce", False)
+    if not isinstance(once, bool):
+        raise bad_request("Invalid value for isUsableOnce.", "badRequest")
+    start = None
+    if body.get("startDateTime") is not None:
+        start = parse_iso(body["startDateTime"])
+        if start is None:
+            raise bad_request("Invalid value for startDateTime.", "badRequest")
+    tap = "".join(secrets.choice(TAP_ALPHABET) for _ in range(8))
+    method = st.add_tap(user, hashlib.sha256(tap.encode()).hexdigest(), lifetime, once, start)
+    out = st.render_method(method)
+    out["temporaryAccessPass"] = tap
+    body_out = {"@odata.context": rq.context(f"users('{user.id}')/authentication/temporaryAccessPassMethods/$entity")}
+    body_out.update(out)
+    return GraphResponse(201, body_out)
+
+
+# ---------------------------------------------------------------------- identity protection
+
+def _user_ids(rq: GraphRequest) -> list[str]:
+    body = _body_object(rq)
+    ids = body.get("userIds")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise bad_request("userIds must be a non-empty list of user ids.", "BadRequest")
+    if len(ids) > 60:
+        raise bad_request("Too many userIds: at most 60 per request.", "BadRequest")
+    for uid in ids:
+        if not GUID_RE.match(uid):
+            raise bad_request(f"Invalid user id '{uid}'.", "BadRequest")
+    return [i.lower() for i in ids]
+
+
+def confirm_compromised(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISKY_WRITE)
+    ids = _user_ids(rq)
+    for uid in ids:  # unknown ids are ignored, like Graph (204 either way)
+        user = st.users.get(uid)
+        if user is not None:
+            rq.user_id = rq.user_id or user.id
+            st.confirm_compromised(user)
+    return GraphResponse(204)
+
+
+def dismiss_risky(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISKY_WRITE)
+    ids = _user_ids(rq)
+    for uid in ids:
+        user = st.users.get(uid)
+        if user is not None:
+            rq.user_id = rq.user_id or user.id
+            st.dismiss_risk(user)
+    return GraphResponse(204)
+
+
+_RISKY_FILTER = ("id", "riskState", "riskLevel", "riskDetail", "riskLastUpdatedDateTime", "userPrincipalName",
+                 "userDisplayName", "isDeleted", "isProcessing")
+
+
+def list_risky_users(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISKY_READ)
+    pred = compile_filter(rq.query.get("$filter"), _RISKY_FILTER)
+    items = [r for r in st.risky.values() if pred(r)]
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 20, 500)
+    body: dict[str, Any] = {"@odata.context": rq.context("identityProtection/riskyUsers")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [st.render_risky_user(r, rq.beta) for r in page]
+    return GraphResponse(200, body)
+
+
+def get_risky_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISKY_READ)
+    key = rq.params["id"].lower()
+    rec = st.risky.get(key)
+    if rec is None:
+        raise not_found_user(rq.params["id"])
+    rq.user_id = rec["id"]
+    body = {"@odata.context": rq.context("identityProtection/riskyUsers/$entity")}
+    body.update(st.render_risky_user(rec, rq.beta))
+    return GraphResponse(200, body)
+
+
+_DETECTION_FILTER = ("id", "userId", "userPrincipalName", "riskState", "riskLevel", "riskEventType", "riskType",
+                     "detectedDateTime", "activityDateTime", "lastUpdatedDateTime", "riskDetail", "source",
+                     "detectionTimingType", "ipAddress", "requestId", "correlationId")
+
+
+def list_detections(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISK_EVENTS)
+    pred = compile_filter(rq.query.get("$filter"), _DETECTION_FILTER)
+    items = [d for d in st.detections if pred(d)]
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 100, 500)
+    body: dict[str, Any] = {"@odata.context": rq.context("identityProtection/riskDetections")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [dict(d) for d in page]
+    return GraphResponse(200, body)
+
+
+def get_detection(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISK_EVENTS)
+    for det in st.detections:
+        if det["id"] == rq.params["id"]:
+            body = {"@odata.context": rq.context("identityProtection/riskDetections/$entity")}
+            body.update(det)
+            return GraphResponse(200, body)
+    raise not_found_user(rq.params["id"])
+
+
+# ---------------------------------------------------------------------- security alerts
+
+_ALERT_FILTER = ("id", "lastUpdateDateTime", "createdDateTime", "status", "severity", "serviceSource",
+                 "detectionSource", "category", "incidentId", "classification", "determination", "title")
+
+
+def list_alerts(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_ALERTS_READ)
+    pred = compile_filter(rq.query.get("$filter"), _ALERT_FILTER)
+    items = [a for a in st.alerts if pred(a)]
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 100, 2000)
+    body: dict[str, Any] = {"@odata.context": rq.context("security/alerts_v2")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [copy.deepcopy(a) for a in page]
+    return GraphResponse(200, body)
+
+
+def _alert(st: TenantState, rq: GraphRequest) -> dict:
+    alert = st.alert_index.get(rq.params["id"])
+    if alert is None:
+        raise GraphError(404, "NotFound", f"Alert '{rq.params['id']}' was not found.")
+    return alert
+
+
+def get_alert(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_ALERTS_READ)
+    alert = _alert(st, rq)
+    body = {"@odata.context": rq.context("security/alerts_v2/$entity")}
+    body.update(copy.deepcopy(alert))
+    return GraphResponse(200, body)
+
+
+def patch_alert(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_ALERTS_WRITE)
+    alert = _alert(st, rq)
+    body = _body_object(rq)
+    allowed = {"status", "classification", "determination", "assignedTo", "customDetails"}
+    for key in body:
+        if key not in allowed:
+            raise bad_request(f"Property '{key}' cannot be updated.", "BadRequest")
+    if "status" in body and body["status"] not in ("new", "inProgress", "resolved"):
+        raise bad_request(f"Invalid status '{body['status']}'.", "BadRequest")
+    alert.update(copy.deepcopy(body))
+    now = utcnow()
+    alert["lastUpdateDateTime"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if body.get("status") == "resolved":
+        alert["resolvedDateTime"] = alert["lastUpdateDateTime"]
+    st.mutate("alert_updated", None, alert=alert["id"], changes=dict(body))
+    out = {"@odata.context": rq.context("security/alerts_v2/$entity")}
+    out.update(copy.deepcopy(alert))
+    return GraphResponse(200, out)
+
+
+# ---------------------------------------------------------------------- inbox rules
+
+def _inbox(rq: GraphRequest, user: User) -> dict:
+    mailbox = _mailbox(rq, user)
+    folder = rq.params["folder"]
+    if folder.lower() != "inbox" and folder != mailbox["folders"].get("Inbox"):
+        raise GraphError(404, "ErrorInvalidIdMalformed", "Id is malformed.")
+    return mailbox
+
+
+def _rules_context(rq: GraphRequest, user: User, entity: bool) -> str:
+    frag = f"users('{user.id}')/mailFolders('inbox')/messageRules"
+    return rq.context(frag + ("/$entity" if entity else ""))
+
+
+def list_rules(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RULES_READ)
+    user = _user(st, rq, rq.params["user"])
+    _inbox(rq, user)
+    rules = sorted((r for r in user.rules if not r["hidden"]), key=lambda r: r["sequence"])
+    return GraphResponse(200, {"@odata.context": _rules_context(rq, user, False),
+                               "value": [st.render_graph_rule(r) for r in rules]})
+
+
+def _rule(rq: GraphRequest, user: User) -> dict:
+    rid = rq.params["rule"]
+    for rule in user.rules:
+        if rule["graphId"] == rid and not rule["hidden"]:
+            return rule
+    raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+
+
+def get_rule(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RULES_READ)
+    user = _user(st, rq, rq.params["user"])
+    _inbox(rq, user)
+    rule = _rule(rq, user)
+    body = {"@odata.context": _rules_context(rq, user, True)}
+    body.update(st.render_graph_rule(rule))
+    return GraphResponse(200, body)
+
+
+_RULE_TYPES: dict[str, type | tuple] = {"displayName": str, "sequence": int, "isEnabled": bool, "conditions": dict,
+                                        "actions": dict, "exceptions": dict}
+
+
+def patch_rule(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RULES_WRITE)
+    user = _user(st, rq, rq.params["user"])
+    _inbox(rq, user)
+    rule = _rule(rq, user)
+    body = _body_object(rq)
+    changes = {}
+    for key, value in body.items():
+        if key in ("id", "hasError", "isReadOnly", "@odata.type", "@odata.context"):
+            continue
+        expected = _RULE_TYPES.get(key)
+        if expected is None:
+            raise bad_request(f"The property '{key}' does not exist on type 'Microsoft.OutlookServices.MessageRule'. "
+                              "Make sure to only use property names that are defined by the type.", "RequestBodyRead")
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise bad_request(f"Cannot convert the literal '{value}' to the expected type for property '{key}'.",
+                              "RequestBodyRead")
+        changes[key] = value
+    if changes:
+        st.update_rule(user, rule, changes, via="graph")
+    body_out = {"@odata.context": _rules_context(rq, user, True)}
+    body_out.update(st.render_graph_rule(rule))
+    return GraphResponse(200, body_out)
+
+
+# ---------------------------------------------------------------------- mail
+
+def send_mail(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_SEND)
+    user = _user(st, rq, rq.params["user"])
+    _mailbox(rq, user)
+    body = _body_object(rq)
+    message = body.get("message")
+    if not isinstance(message, dict):
+        raise bad_request("The message parameter is required.", "ErrorInvalidRequest")
+    recipients = [r for key in ("toRecipients", "ccRecipients", "bccRecipients")
+                  for r in (message.get(key) or []) if isinstance(r, dict)]
+    if not recipients or not all(isinstance(r.get("emailAddress"), dict) and r["emailAddress"].get("address")
+                                 for r in recipients):
+        raise bad_request("At least one recipient isn't valid., A message can't be sent because it contains no "
+                          "recipients.", "ErrorInvalidRecipients")
+    st.send_mail(user, message, body.get("saveToSentItems", True))
+    return GraphResponse(202)
+
+
+# ---------------------------------------------------------------------- secure score
+
+def list_secure_scores(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_SCORES)
+    pred = compile_filter(rq.query.get("$filter"), ("id", "createdDateTime", "azureTenantId", "currentScore"))
+    items = [s for s in st.secure_scores if pred(s)]
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, None, 1000)
+    body: dict[str, Any] = {"@odata.context": rq.context("security/secureScores")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [copy.deepcopy(s) for s in page]
+    return GraphResponse(200, body)
+
+
+# ---------------------------------------------------------------------- routing
+
+ROUTES: list[Route] = [
+    Route("GET", ("users",), list_users),
+    Route("GET", ("users", "{user}"), get_user),
+    Route("PATCH", ("users", "{user}"), patch_user),
+    Route("POST", ("users", "{user}", "revokeSignInSessions"), revoke_sessions),
+    Route("POST", ("users", "{user}", "checkMemberGroups"), check_member_groups),
+    Route("GET", ("groups", "{group}"), get_group),
+    Route("GET", ("groups", "{group}", "members"), list_members),
+    Route("POST", ("groups", "{group}", "members", "$ref"), add_member),
+    Route("DELETE", ("groups", "{group}", "members", "{user}", "$ref"), remove_member),
+    Route("GET", ("users", "{user}", "authentication", "requirements"), get_requirements, frozenset({"beta"})),
+    Route("PATCH", ("users", "{user}", "authentication", "requirements"), patch_requirements, frozenset({"beta"})),
+    Route("GET", ("users", "{user}", "authentication", "methods"), list_methods),
+    Route("POST", ("users", "{user}", "authentication", "temporaryAccessPassMethods"), create_tap),
+    Route("GET", ("users", "{user}", "authentication", "{collection}"), list_typed_methods),
+    Route("GET", ("users", "{user}", "authentication", "{collection}", "{method_id}"), get_typed_method),
+    Route("DELETE", ("users", "{user}", "authentication", "{collection}", "{method_id}"), delete_typed_method),
+    Route("POST", ("identityProtection", "riskyUsers", "confirmCompromised"), confirm_compromised),
+    Route("POST", ("identityProtection", "riskyUsers", "dismiss"), dismiss_risky),
+    Route("GET", ("identityProtection", "riskyUsers"), list_risky_users),
+    Route("GET", ("identityProtection", "riskyUsers", "{id}"), get_risky_user),
+    Route("GET", ("identityProtection", "riskDetections"), list_detections),
+    Route("GET", ("identityProtection", "riskDetections", "{id}"), get_detection),
+    Route("GET", ("security", "alerts_v2"), list_alerts),
+    Route("GET", ("security", "alerts_v2", "{id}"), get_alert),
+    Route("PATCH", ("security", "alerts_v2", "{id}"), patch_alert),
+    Route("GET", ("security", "secureScores"), list_secure_scores),
+    Route("GET", ("users", "{user}", "mailFolders", "{folder}", "messageRules"), list_rules),
+    Route("GET", ("users", "{user}", "mailFolders", "{folder}", "messageRules", "{rule}"), get_rule),
+    Route("PATCH", ("users", "{user}", "mailFolders", "{folder}", "messageRules", "{rule}"), patch_rule),
+    Route("POST", ("users", "{user}", "sendMail"), send_mail),
+]
+
+
+class Router:
+    """Matches (method, version, segments) to a Route; literal segments are case-insensitive."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.by_len: dict[int, list[tuple[Route, tuple[str | None, ...], tuple[str | None, ...]]]] = {}
+        for route in routes:
+            lits = tuple(None if p.startswith("{") else p.lower() for p in route.pattern)
+            names = tuple(p[1:-1] if p.startswith("{") else None for p in route.pattern)
+            self.by_len.setdefault(len(route.pattern), []).append((route, lits, names))
+        self.all = [entry for entries in self.by_len.values() for entry in entries]
+
+    def match(self, method: str, version: str, segments: Sequence[str]) -> tuple[Route, dict[str, str]]:
+        """The route and its parameters; GraphError 400 (unknown segment) or 405 (wrong method)."""
+        lowered = [s.lower() for s in segments]
+        shape_match = False
+        for route, lits, names in self.by_len.get(len(segments), ()):
+            if any(lit is not None and lit != seg for lit, seg in zip(lits, lowered)):
+                continue
+            if version not in route.versions:
+                continue
+            shape_match = True
+            if route.method != method:
+                continue
+            params = {name: seg for name, seg in zip(names, segments) if name is not None}
+            return route, params
+        if shape_match:
+            raise GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
+        # Report the first segment no route explains.
+        best = 0
+        for route, lits, _ in self.all:
+            if version not in route.versions:
+                continue
+            n = 0
+            for lit, seg in zip(lits, lowered):
+                if lit is not None and lit != seg:
+                    break
+                n += 1
+            best = max(best, n)
+        bad = segments[min(best, len(segments) - 1)] if segments else ""
+        raise GraphError(400, "BadRequest", f"Resource not found for the segment '{bad}'.")
+
+
+ROUTER = Router(ROUTES)

@@ -9,8 +9,10 @@ plus an Exchange/Security Administrator directory role). Responses are
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -18,6 +20,7 @@ import httpx
 
 from ..errors import PermanentError, TransientError
 from .credentials import EXO_SCOPE
+from .graph import READ_RETRIES, THROTTLE_BUDGET_S, THROTTLE_RETRIES, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -69,21 +72,33 @@ class ExchangeAdapter:
         return rows
 
     async def _post(self, url: str, cmdlet: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
-        try:
-            response = await self._http.post(url, headers=headers, content=json.dumps(body))
-        except httpx.TimeoutException:
-            raise TransientError(f"Exchange {cmdlet} timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"Exchange {cmdlet} transport error: {exc.__class__.__name__}") from None
-        if response.status_code < 300:
-            return response.json() if response.content else {}
+        """POST with bounded retries: 429 always (not processed), 5xx only for Get-* cmdlets."""
+        read_only = cmdlet.startswith("Get-")
+        waited, attempt = 0.0, 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.post(url, headers=headers, content=json.dumps(body))
+            except httpx.TimeoutException:
+                raise TransientError(f"Exchange {cmdlet} timed out") from None
+            except httpx.TransportError as exc:
+                raise TransientError(f"Exchange {cmdlet} transport error: {exc.__class__.__name__}") from None
+            status = response.status_code
+            if status < 300:
+                return response.json() if response.content else {}
+            delay = parse_retry_after(response.headers.get("Retry-After"))
+            retry = (status == 429 and attempt <= THROTTLE_RETRIES) or (status in _TRANSIENT and read_only and attempt <= READ_RETRIES)
+            if not retry:
+                break
+            delay = delay if delay is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
+            if waited + delay > THROTTLE_BUDGET_S:
+                break
+            delay += random.uniform(0, min(0.1, delay / 4 + 0.01))
+            waited += delay
+            await asyncio.sleep(delay)
         reason = _reason(response)
         if response.status_code in _TRANSIENT:
-            retry_after = response.headers.get("Retry-After")
-            try:
-                delay = float(retry_after) if retry_after else None
-            except ValueError:
-                delay = None
+            delay = parse_retry_after(response.headers.get("Retry-After"))
             raise TransientError(f"Exchange {cmdlet}: {response.status_code} {reason}", status=response.status_code, retry_after=delay)
         if response.status_code == 403:
             raise PermanentError(

@@ -11,8 +11,10 @@ segment percent-encoded; OData string literals go through odata_quote().
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -28,6 +30,7 @@ from kiota_authentication_azure.azure_identity_authentication_provider import (
 from msgraph import GraphRequestAdapter
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
+from kiota_http.middleware.options import RetryHandlerOption
 from msgraph_core import GraphClientFactory
 
 from ..errors import PermanentError, TransientError
@@ -38,6 +41,32 @@ logger = logging.getLogger(__name__)
 
 _ERROR_MAP = {"XXX": ODataError}
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_SAFE_METHODS = {"GET", "HEAD"}
+THROTTLE_RETRIES = 6  # 429s are retried in-process: a throttled request was not processed
+THROTTLE_BUDGET_S = 60.0
+READ_RETRIES = 2  # 5xx on a read is retried in-process; on a write it goes back to the step
+
+
+def parse_retry_after(value: Any) -> float | None:
+    """Retry-After as seconds; Graph sends fractions ("2.128") that int() would refuse."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if value is None:
+        return None
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _header(headers: Any, name: str) -> Any:
+    if not headers:
+        return None
+    for key, value in dict(headers).items():
+        if key.lower() == name.lower():
+            return value
+    return None
 
 # Roles an operator must also assign for some calls (app permission alone is not enough).
 ROLE_HINTS = {
@@ -77,7 +106,13 @@ class GraphAdapter:
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
         )
-        http = GraphClientFactory.create_with_default_middleware(client=http)
+        # The SDK's retry handler is switched off: it reads Retry-After as an integer (Graph
+        # sends fractions) and retries writes after a 5xx, when the write may have landed.
+        # request() retries 429s (never processed) and reads itself; a write that fails with
+        # a 5xx goes back to the step, whose checkpoint/verify decides whether to repeat it.
+        http = GraphClientFactory.create_with_default_middleware(
+            client=http, options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)}
+        )
         self._http = http
         self.adapter = GraphRequestAdapter(auth, http)
         self.adapter.base_url = f"{self._base}/v1.0"
@@ -110,20 +145,41 @@ class GraphAdapter:
             info.headers.try_add(key, value)
         if body is not None:
             info.set_stream_content(json.dumps(body).encode("utf-8"), "application/json")
-        try:
-            raw = await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
-        except APIError as exc:  # ODataError, or a body that is not a Graph error
-            raise self._map_error(exc, method, path, permission) from None
-        except httpx.TimeoutException:
-            raise TransientError(f"Graph {method} {path} timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"Graph {method} {path} transport error: {exc.__class__.__name__}") from None
+        raw = await self._send(info, method.upper(), path, permission)
         if not raw:
             return None
         try:
             return json.loads(raw)
         except ValueError:
             raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
+
+    async def _send(self, info: RequestInformation, method: str, path: str, permission: str) -> Any:
+        """Send with bounded in-process retries: 429 always (honouring Retry-After), 5xx for reads."""
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
+            except APIError as exc:  # ODataError, or a body that is not a Graph error
+                status = exc.response_status_code or 0
+                delay = parse_retry_after(_header(exc.response_headers, "Retry-After"))
+                if status == 429 and attempt <= THROTTLE_RETRIES:
+                    delay = delay if delay is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
+                elif status in _TRANSIENT_STATUS and method in _SAFE_METHODS and attempt <= READ_RETRIES:
+                    delay = delay if delay is not None else 0.2 * attempt
+                else:
+                    raise self._map_error(exc, method, path, permission) from None
+                if waited + delay > THROTTLE_BUDGET_S:
+                    raise self._map_error(exc, method, path, permission) from None
+                delay += random.uniform(0, min(0.1, delay / 4 + 0.01))  # de-synchronise retries
+                waited += delay
+                logger.debug("Graph %s %s: %s, retrying in %.2fs (attempt %d)", method, path, status, delay, attempt)
+                await asyncio.sleep(delay)
+            except httpx.TimeoutException:
+                raise TransientError(f"Graph {method} {path} timed out") from None
+            except httpx.TransportError as exc:
+                raise TransientError(f"Graph {method} {path} transport error: {exc.__class__.__name__}") from None
 
     @staticmethod
     def _map_error(exc: APIError, method: str, path: str, permission: str) -> Exception:
@@ -133,15 +189,7 @@ class GraphAdapter:
         message = message[:300]
         where = f"Graph {method} {path}"
         if status in _TRANSIENT_STATUS:
-            retry_after = None
-            headers = exc.response_headers or {}
-            value = headers.get("Retry-After") or headers.get("retry-after")
-            if isinstance(value, (list, tuple)):
-                value = value[0] if value else None
-            try:
-                retry_after = float(value) if value is not None else None
-            except (TypeError, ValueError):
-                retry_after = None
+            retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
             return TransientError(f"{where}: {status} {code}".strip(), status=status, retry_after=retry_after)
         if status == 403:
             hint = ROLE_HINTS.get(permission, "")
@@ -322,12 +370,5 @@ class GraphAdapter:
         info.http_method = Method.GET
         info.url = link
         info.headers.try_add("Accept", "application/json")
-        try:
-            raw = await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
-        except APIError as exc:
-            raise self._map_error(exc, "GET", parts.path, permission) from None
-        except httpx.TimeoutException:
-            raise TransientError(f"Graph GET {parts.path} timed out") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"Graph GET {parts.path} transport error: {exc.__class__.__name__}") from None
+        raw = await self._send(info, "GET", parts.path, permission)
         return json.loads(raw) if raw else None

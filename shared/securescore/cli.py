@@ -100,7 +100,7 @@ def render_table(data: Mapping[str, Any]) -> str:
     for row in rows:
         score = f"{_fmt(row.get('current'))} / {_fmt(row.get('max'))}"
         pct = f"{row['percentage']:.1f}%" if row.get("percentage") is not None else "-"
-        delta = f"{row['delta']:+g}" if row.get("delta") is not None else ""
+        delta = "" if row.get("delta") is None else ("0" if abs(row["delta"]) < 0.005 else f"{row['delta']:+g}")
         mark = ""
         finding = findings.get(row["date"])
         if finding:

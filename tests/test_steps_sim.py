@@ -1,0 +1,241 @@
+"""Every playbook step against the tenant simulator, through the real msgraph-sdk and
+Exchange adapters and azure-identity's managed-identity flow: success, already done,
+transient then success, and permanent failure (a denied permission, named in the error).
+
+The ledger and queues are the hand-written fakes (the Azurite-backed ledger is exercised
+by test_e2e.py); the tenant side is real wire traffic.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from localdev.stack import SEED_FILE, tenant_settings
+from shared.adapters.credentials import build_credential
+from shared.adapters.exchange import ExchangeAdapter
+from shared.adapters.graph import GraphAdapter
+from shared.deps import Deps
+from shared.errors import TransientError
+from shared.gate import protection_gate
+from shared.intake import submit
+from shared.model import IncidentRequest, StepTask
+from shared.playbook import STEP_NAMES, queue_name
+from shared.settings import Settings
+from shared.steps import StepRunner, registry
+from tests.fakes import FakeLedger, FakeQueues
+
+ADELE = "adele.vance@contoso.onmicrosoft.com"
+SEED = json.loads(SEED_FILE.read_text())
+
+# The first side effect of each step: where a transient fault is injected.
+FIRST_EFFECT = {
+    "snapshot": {"service": "graph", "method": "GET", "path_contains": "/authentication/methods"},
+    "reset-password": {"service": "graph", "method": "PATCH", "path_contains": "/users/"},
+    "enforce-mfa": {"service": "graph", "method": "POST", "path_contains": "/members/$ref"},
+    "clean-mailbox": {"service": "graph", "method": "PATCH", "path_contains": "/messageRules/"},
+    "unblock-sender": {"service": "exo", "cmdlet": "Remove-BlockedSenderAddress"},
+    "mailbox-audit": {"service": "exo", "cmdlet": "Set-Mailbox"},
+    "close": {"service": "graph", "method": "POST", "path_contains": "confirmCompromised"},
+}
+# The permission each step cannot do without, and text its failure must name.
+DENY = {
+    "reset-password": ("User-PasswordProfile.ReadWrite.All", "User-PasswordProfile.ReadWrite.All"),
+    "enforce-mfa": ("GroupMember.ReadWrite.All", "GroupMember.ReadWrite.All"),
+    "clean-mailbox": ("MailboxSettings.ReadWrite", "MailboxSettings.ReadWrite"),
+    "unblock-sender": ("Exchange.ManageAsApp", "Exchange.ManageAsApp"),
+    "mailbox-audit": ("Exchange.ManageAsApp", "Exchange.ManageAsApp"),
+    "close": ("IdentityRiskyUser.ReadWrite.All", "IdentityRiskyUser.ReadWrite.All"),
+}
+
+
+@pytest.fixture
+async def world(sim_identity_env):
+    sim = sim_identity_env
+    env = {"RESPONDER_MODE": "auto", "GRAPH_BASE_URL": sim.url, "EXO_BASE_URL": sim.url, **tenant_settings(SEED)}
+    settings = Settings.from_env(env)
+    credential = build_credential()
+    graph = GraphAdapter(credential, sim.url, timeout_s=10)
+    exchange = ExchangeAdapter(credential, sim.url, settings.tenant_id, settings.tenant_domain, timeout_s=10)
+    deps = Deps(settings=settings, ledger=FakeLedger(), queues=FakeQueues(), graph=graph, exchange=exchange)
+    runner = StepRunner(deps, registry(), gate=protection_gate)
+    try:
+        yield deps, runner, sim
+    finally:
+        await graph.close()
+        await exchange.close()
+        await credential.close()
+
+
+def _task(body: dict) -> StepTask:
+    return StepTask(**{k: v for k, v in body.items() if k not in ("schema", "version")})
+
+
+async def drive(deps, runner, stop_before: str | None = None) -> list[tuple[str, str]]:
+    """Run queued step tasks in order until none are left (or the next is ``stop_before``)."""
+    done = []
+    while True:
+        pending = [(q, b) for q, b, _ in deps.queues.sent if q.startswith("step-")]
+        deps.queues.sent = [m for m in deps.queues.sent if not m[0].startswith("step-")]
+        if not pending:
+            return done
+        for queue, body in pending:
+            task = _task(json.loads(body))
+            if task.step == stop_before:
+                deps.queues.sent.append((queue, body, None))
+                return done
+            done.append((task.step, await runner.run(task)))
+
+
+async def open_incident(deps, upn=ADELE) -> str:
+    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name=upn))
+    assert result.outcome == "created"
+    return result.incident_id
+
+
+def graph_mutations(sim, since: int = 0) -> list[dict]:
+    return sim.client.mutations(since=since)
+
+
+async def test_whole_playbook_succeeds_against_the_simulator(world):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps)
+    ran = await drive(deps, runner)
+    assert [s for s, _ in ran] == list(STEP_NAMES)
+    assert all(outcome == "ran" for _, outcome in ran)
+    assert deps.ledger.incidents[incident_id]["state"] == "succeeded"
+    state = sim.client.user_state(ADELE)
+    assert state["password_changes"] == 1 and state["revocations"] == 1
+    assert state["risk"]["riskState"] == "confirmedCompromised"
+    evidence = await deps.ledger.list_evidence(incident_id)
+    before_rules = [r["Name"] for r in evidence["exo_inbox_rules"]]
+    assert "Sync" in before_rules and " " in before_rules  # the hidden rule is in the "before" picture
+    assert evidence["mailbox"][0]["ForwardingSmtpAddress"]  # forwarding as it was, before clean-mailbox
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+async def test_redelivered_finished_step_makes_no_new_tenant_change(world, step):
+    deps, runner, sim = world
+    await open_incident(deps)
+    await drive(deps, runner, stop_before=step)
+    task = _task(json.loads(next(b for q, b, _ in deps.queues.sent if q == queue_name(step))))
+    assert await runner.run(task) == "ran"
+    mark = len(sim.client.mutations())
+    deps.ledger.incidents[task.incident_id]["state"] = "running"  # as if later steps were still to come
+    assert await runner.run(task) == "done"
+    assert sim.client.mutations()[mark:] == []
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+async def test_transient_fault_is_raised_for_retry_and_the_retry_succeeds_once(world, step):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps)
+    await drive(deps, runner, stop_before=step)
+    # Five 503s outlast the SDK's own retries, so the platform has to retry the message.
+    sim.client.fault_once(**FIRST_EFFECT[step], status=503, count=5, retry_after="0.01")
+    task = _task(json.loads(next(b for q, b, _ in deps.queues.sent if q == queue_name(step))))
+    with pytest.raises(TransientError):
+        await runner.run(task)
+    assert deps.ledger.step_state(incident_id, step) == "retrying"
+    sim.client.set_faults({})
+    assert await runner.run(task) == "ran"
+    assert deps.ledger.step_state(incident_id, step) == "succeeded"
+    if step == "reset-password":
+        assert sim.client.user_state(ADELE)["password_changes"] == 1
+
+
+@pytest.mark.parametrize("step", sorted(DENY))
+async def test_denied_permission_fails_the_step_and_names_what_to_grant(world, step):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps)
+    await drive(deps, runner, stop_before=step)
+    permission, named = DENY[step]
+    sim.client.set_permissions(denied=[permission])
+    task = _task(json.loads(next(b for q, b, _ in deps.queues.sent if q == queue_name(step))))
+    mark = len(deps.queues.sent)
+    assert await runner.run(task) == "stopped"
+    incident = deps.ledger.incidents[incident_id]
+    assert incident["state"] == "failed" and incident["stopped_at"] == step
+    assert "403" in incident["stop_reason"] and named in incident["stop_reason"]
+    assert deps.queues.sent[mark:] == []  # nothing is enqueued after a permanent failure
+
+
+async def test_snapshot_records_a_denied_section_as_unavailable_and_carries_on(world):
+    deps, runner, sim = world
+    sim.client.set_permissions(denied=["IdentityRiskEvent.Read.All"])
+    incident_id = await open_incident(deps)
+    ran = await drive(deps, runner, stop_before="reset-password")
+    assert ran == [("snapshot", "ran")]
+    detail = deps.ledger.step_detail(incident_id, "snapshot")
+    assert "risk_detections" in detail["unavailable"] and "IdentityRiskEvent.Read.All" in detail["unavailable"]["risk_detections"]
+
+
+async def test_crash_after_the_password_patch_landed_does_not_reset_twice(world):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps)
+    await drive(deps, runner, stop_before="reset-password")
+    # The PATCH is applied, then the answer is lost (as if the worker died mid-call).
+    sim.client.fault_once(service="graph", method="PATCH", path_contains="/users/", status=503, count=5,
+                          retry_after="0.01", after_effect=True)
+    task = _task(json.loads(next(b for q, b, _ in deps.queues.sent if q == "step-reset-password")))
+    with pytest.raises(TransientError):
+        await runner.run(task)
+    sim.client.set_faults({})
+    assert await runner.run(task) == "ran"
+    assert sim.client.user_state(ADELE)["password_changes"] == 1
+    assert deps.ledger.step_detail(incident_id, "reset-password")["password_reset"] == "already done"
+
+
+async def test_second_incident_on_an_already_clean_tenant_changes_nothing_but_the_password(world):
+    deps, runner, sim = world
+    await open_incident(deps)
+    await drive(deps, runner)
+    deps.ledger = FakeLedger()  # a new incident for the same, now remediated, user
+    runner.deps = deps
+    incident_id = await open_incident(deps)
+    mark = len(sim.client.mutations())
+    await drive(deps, runner)
+    assert deps.ledger.incidents[incident_id]["state"] == "succeeded"
+    details = {s: deps.ledger.step_detail(incident_id, s) for s in STEP_NAMES}
+    assert details["enforce-mfa"]["mfa"] == "already a member" and details["enforce-mfa"]["removed_methods"] == []
+    assert details["clean-mailbox"]["disabled_rules"] == [] and details["clean-mailbox"]["forwarding"]["cleared"] is False
+    assert details["unblock-sender"]["blocked"] is False
+    assert details["mailbox-audit"]["fixed"] == []
+    kinds = {m.get("kind") or m.get("op") or m.get("action") for m in sim.client.mutations()[mark:]}
+    assert kinds, "the new incident resets the password again (a new compromise signal)"
+
+
+async def test_break_glass_is_held_without_a_single_tenant_change(world):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps, "breakglass@contoso.onmicrosoft.com")
+    mark = len(sim.client.mutations())
+    assert await drive(deps, runner) == [("snapshot", "held")]
+    assert deps.ledger.incidents[incident_id]["state"] == "held"
+    assert sim.client.mutations()[mark:] == []
+
+
+async def test_throttled_write_is_retried_in_process_honouring_a_fractional_retry_after(world):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps)
+    await drive(deps, runner, stop_before="reset-password")
+    sim.client.clear_requests()
+    sim.client.fault_once(service="graph", method="PATCH", path_contains="/users/", status=429, count=2, retry_after="0.05")
+    sim.client.fault_once(service="exo", cmdlet="Remove-BlockedSenderAddress", status=429, count=2, retry_after="0.05")
+    await drive(deps, runner)
+    assert deps.ledger.incidents[incident_id]["state"] == "succeeded"
+    patches = [r["status"] for r in sim.client.requests(service="graph", method="PATCH", path_contains="/users/0")
+               if r["path"].rstrip("/").endswith(deps.ledger.incidents[incident_id]["user_id"])]
+    assert patches == [429, 429, 204]
+    assert sim.client.user_state(ADELE)["password_changes"] == 1
+
+
+async def test_a_5xx_on_a_write_is_not_repeated_by_the_client(world):
+    deps, runner, sim = world
+    await open_incident(deps)
+    await drive(deps, runner, stop_before="reset-password")
+    sim.client.clear_requests()
+    sim.client.fault_once(service="graph", method="PATCH", path_contains="/users/", status=503, count=1)
+    task = _task(json.loads(next(b for q, b, _ in deps.queues.sent if q == "step-reset-password")))
+    with pytest.raises(TransientError):
+        await runner.run(task)
+    assert len(sim.client.requests(service="graph", method="PATCH")) == 1

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import json
 import logging
+import hashlib
 import secrets
 import time
 import uuid
@@ -147,6 +148,9 @@ class TokenStore:
     def __init__(self) -> None:
         self.tokens: dict[str, tuple[str, int]] = {}
         self.issued = 0
+        # SHA-256 of every token issued (never the tokens): lets a secret scan prove that no
+        # token reached a log, table or queue without the simulator handing tokens out.
+        self.issued_sha256: list[str] = []
 
     def issue(self, audience: str, lifetime_s: int) -> tuple[str, int]:
         token = secrets.token_urlsafe(32)
@@ -155,6 +159,8 @@ class TokenStore:
             self.tokens.pop(next(iter(self.tokens)))
         self.tokens[token] = (audience, expires_on)
         self.issued += 1
+        if len(self.issued_sha256) < TOKEN_STORE_MAX:
+            self.issued_sha256.append(hashlib.sha256(token.encode()).hexdigest())
         return token, expires_on
 
     def check(self, authorization: str | None, audience: str) -> GraphError | None:
@@ -789,6 +795,11 @@ async def sim_set_risk(request: web.Request) -> web.Response:
     return _control_json({"riskyUser": rec, "detection": det})
 
 
+async def sim_token_hashes(request: web.Request) -> web.Response:
+    core = request.app[CORE_KEY]
+    return _control_json({"sha256": list(core.tokens.issued_sha256), "length": 43})
+
+
 async def sim_clear_tokens(request: web.Request) -> web.Response:
     core = request.app[CORE_KEY]
     core.tokens.clear()
@@ -818,6 +829,7 @@ def create_app(core: SimulatorCore) -> web.Application:
     r.add_post("/_sim/alerts", sim_add_alert)
     r.add_post("/_sim/risk", sim_set_risk)
     r.add_delete("/_sim/tokens", sim_clear_tokens)
+    r.add_get("/_sim/tokens", sim_token_hashes)
     r.add_get("/msi/token", msi_token)
     r.add_post("/adminapi/beta/{tenant}/InvokeCommand", exo_entry)
     r.add_route("*", r"/{version:(?:v1\.0|beta)}/{tail:.*}", graph_entry)

@@ -127,6 +127,10 @@ class SimulatorClient:
         """POST /_sim/reset (seed dict, or the simulator's seed file when None)."""
         return self._control("POST", "/_sim/reset", body=dict(seed) if seed is not None else None)
 
+    def issued_token_sha256(self) -> list[str]:
+        """GET /_sim/tokens: SHA-256 of every bearer token issued (for secret scans)."""
+        return self._control("GET", "/_sim/tokens")["sha256"]
+
     def faults(self) -> dict:
         """GET /_sim/faults."""
         return self._control("GET", "/_sim/faults")

@@ -1,0 +1,198 @@
+"""End to end through the local Functions host, real Azurite and the tenant simulator:
+queue → intake → every step → Table storage; poison handling; HTTP auth and approval;
+and a scan of every log line, table row and queue body for the password and tokens."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables.aio import TableServiceClient
+from azure.storage.queue.aio import QueueServiceClient
+
+from localdev.host.launcher import start_host
+from localdev.stack import REPO, SEED_FILE, tenant_settings
+from shared.adapters.ledger import TABLES
+from shared.model import IncidentRequest
+from shared.playbook import STEP_NAMES
+from tests.secretscan import find_leaks
+
+SEED = json.loads(SEED_FILE.read_text())
+ADELE = "adele.vance@contoso.onmicrosoft.com"
+GLASS = "breakglass@contoso.onmicrosoft.com"
+QUEUES = ["alerts", "alerts-poison"] + [f"step-{s}" for s in STEP_NAMES] + [f"step-{s}-poison" for s in STEP_NAMES]
+
+
+@pytest.fixture(scope="module")
+def host(azurite, simulator, tmp_path_factory):
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "GRAPH_BASE_URL": simulator.url,
+        "EXO_BASE_URL": simulator.url,
+        **simulator.identity_env(),
+        **tenant_settings(SEED),
+        "RESPONDER_MODE": "auto",
+        "LOCALDEV_QUEUE_LEASE_SECONDS": "30",
+    }
+    log = tmp_path_factory.mktemp("host") / "host.log"
+    proc = start_host(str(REPO), env=env, port=0, log_path=str(log))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def storage(azurite, host, sim):
+    """Empty tables and queues before each test (the host keeps running)."""
+    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    queues = QueueServiceClient.from_connection_string(azurite.connection_string)
+    for name in TABLES:
+        client = tables.get_table_client(name)
+        try:
+            async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+                await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        except ResourceNotFoundError:  # not created yet
+            pass
+    for name in QUEUES:
+        try:
+            await queues.get_queue_client(name).clear_messages()
+        except ResourceNotFoundError:
+            pass
+    yield tables, queues
+    await tables.close()
+    await queues.close()
+
+
+async def put(queues: QueueServiceClient, queue: str, text: str) -> None:
+    await queues.get_queue_client(queue).send_message(base64.b64encode(text.encode()).decode())
+
+
+async def peek(queues: QueueServiceClient, queue: str) -> list:
+    try:
+        return await queues.get_queue_client(queue).peek_messages(max_messages=32)
+    except ResourceNotFoundError:
+        return []
+
+
+async def rows(tables: TableServiceClient, table: str) -> list[dict]:
+    try:
+        return [dict(e) async for e in tables.get_table_client(table).list_entities()]
+    except ResourceNotFoundError:  # the app creates its tables on its first invocation
+        return []
+
+
+async def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+async def incident_for(tables, upn: str, states=("succeeded", "failed", "held")) -> dict | None:
+    for row in await rows(tables, "incidents"):
+        if row.get("user_principal_name") == upn and row.get("state") in states:
+            return row
+    return None
+
+
+def http(host, method: str, path: str, body: dict | None = None, key: str | None = "function") -> tuple[int, dict]:
+    url = f"{host.url}/api/{path}"
+    if key:
+        url += "?code=" + (host.function_key if key == "function" else key)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        return exc.code, (json.loads(payload) if payload[:1] == b"{" else {})
+
+
+async def test_alert_on_the_queue_runs_the_whole_playbook_and_leaks_nothing(host, storage, sim):
+    tables, queues = storage
+    await put(queues, "alerts", IncidentRequest(user_id=None, user_principal_name=ADELE).to_json())
+    incident = await wait_for(lambda: incident_for(tables, ADELE))
+    assert incident["state"] == "succeeded"
+    steps = {r["RowKey"]: r for r in await rows(tables, "steps") if r["PartitionKey"] == incident["incident_id"]}
+    assert {name: steps[name]["state"] for name in STEP_NAMES} == {name: "succeeded" for name in STEP_NAMES}
+    assert all(int(steps[n]["attempts"]) == 1 and steps[n]["finished_at"] for n in STEP_NAMES)
+    user_id = incident["user_id"]
+    patches = sim.client.requests(service="graph", method="PATCH", path_contains=f"/users/{user_id}")
+    patches = [r for r in patches if r["path"].rstrip("/").endswith(user_id)]
+    revokes = sim.client.requests(service="graph", method="POST", path_contains="revokeSignInSessions")
+    assert len(patches) == 1 and len(revokes) == 1
+
+    # Secret scan: host log, every table entity, every queue message (incl. poison).
+    state = sim.client.user_state(ADELE)
+    texts = [host.log_text()]
+    for name in TABLES:
+        texts += [json.dumps(r, default=str) for r in await rows(tables, name)]
+    for name in QUEUES:
+        for message in await peek(queues, name):
+            texts.append(base64.b64decode(message.content).decode(errors="replace"))
+    texts += [json.dumps(r) for r in sim.client.requests()]  # the simulator's own log is redacted too
+    tokens = set(sim.client.issued_token_sha256())
+    assert tokens, "the host authenticated with simulator-issued tokens"
+    assert find_leaks(texts, {state["last_password_sha256"]}, tokens) == []
+
+
+async def test_malformed_alert_goes_to_poison_with_an_error_row_and_the_host_keeps_running(host, storage, sim):
+    tables, queues = storage
+    await put(queues, "alerts", '{"version": 1, "user_principal_name": "x\' or 1 eq 1"}')
+    await put(queues, "alerts", "this is not json")
+
+    async def poisoned():
+        messages = await peek(queues, "alerts-poison")
+        return messages if len(messages) == 2 else None
+
+    messages = await wait_for(poisoned)
+    bodies = {base64.b64decode(m.content).decode() for m in messages}
+    assert bodies == {"this is not json", '{"version": 1, "user_principal_name": "x\' or 1 eq 1"}'}
+    errors = await rows(tables, "errors")
+    reasons = sorted(e["reason"] for e in errors if e["PartitionKey"] == "alerts")
+    assert any("not JSON" in r for r in reasons) and any("user principal name" in r for r in reasons)
+    assert sim.client.mutations() == []
+    # Still serving: a good alert after the bad ones is processed.
+    await put(queues, "alerts", IncidentRequest(user_id=None, user_principal_name=ADELE).to_json())
+    assert (await wait_for(lambda: incident_for(tables, ADELE)))["state"] == "succeeded"
+
+
+async def test_http_requires_a_function_key_and_validates_the_body(host, storage):
+    status, _ = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": ADELE}, None)
+    assert status == 401
+    status, _ = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": ADELE}, "wrong-key")
+    assert status == 401
+    status, body = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_id": "not-a-guid"})
+    assert status == 400 and "GUID" in body["error"]
+    status, body = await asyncio.to_thread(http, host, "GET", "incidents/inc-..%2F..")
+    assert status in (400, 404)
+
+
+async def test_break_glass_alert_is_held_and_runs_only_after_approval(host, storage, sim):
+    tables, _ = storage
+    status, body = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": GLASS})
+    assert status == 202 and body["outcome"] == "created"
+    incident_id = body["incident_id"]
+    held = await wait_for(lambda: incident_for(tables, GLASS, ("held",)))
+    assert held["incident_id"] == incident_id and "protected" in held["held_reason"]
+    assert sim.client.mutations() == []
+    status, view = await asyncio.to_thread(http, host, "GET", f"incidents/{incident_id}")
+    assert status == 200 and view["state"] == "held" and view["steps"][0]["state"] == "held"
+
+    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve")
+    assert status == 202 and body["outcome"] == "approved"
+    # The break-glass account is an administrator: the identity only holds User Administrator,
+    # so the reset is refused, and the failure says which role is missing.
+    done = await wait_for(lambda: incident_for(tables, GLASS, ("succeeded", "failed")))
+    assert done["state"] == "failed" and done["stopped_at"] == "reset-password"
+    assert "Privileged Authentication Administrator" in done["stop_reason"]
+    status, _ = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve")
+    assert status == 409  # not held any more

@@ -2,7 +2,8 @@
 
 Starts the local stack, puts incident requests on the alerts queue exactly as a person
 would with Storage Explorer (the compromised demo user, and the break-glass account that
-policy must hold), follows the incidents from Table storage until they are terminal,
+policy must hold) — or, with ``--eventhub FILE``, delivers an Entra/Defender Event Hub
+batch to the stream function instead — follows the incidents from Table storage until they are terminal,
 prints the ledger, checks the simulator's request log (exactly one password PATCH and
 one revoke for the demo user; nothing changed for the break-glass account), stops
 everything, and exits 0 only if all of that holds.
@@ -13,12 +14,15 @@ import asyncio
 import json
 import sys
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from shared.adapters.ledger import Ledger
 from shared.adapters.queues import QueueSender
 from shared.adapters.storage import build_storage
 from shared.model import IncidentRequest
+from shared.normalize import detect_source, parse_payload
 from shared.status import incident_view
 
 from .stack import SEED_FILE, LocalStack
@@ -38,15 +42,21 @@ async def _find_incident(ledger: Ledger, user_key: str) -> str | None:
     return found[0]["incident_id"] if found else None
 
 
-async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_terminal: dict[str, tuple[str, ...]], timeout_s: float, progress) -> dict[str, dict]:
+async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_terminal: dict[str, tuple[str, ...]],
+                  timeout_s: float, progress, eventhub_payload: bytes | None = None) -> dict[str, dict]:
     clients = build_storage({"AzureWebJobsStorage": stack.azurite.connection_string})
     ledger, queues = Ledger(clients.tables), QueueSender(clients.queues)
     views: dict[str, dict] = {}
     try:
-        await queues.ensure(["alerts"])
-        for request in requests:
-            await queues.send(stack.env.get("ALERTS_QUEUE", "alerts"), request.to_json())
-            progress(f"alert queued for {request.user_key}")
+        if eventhub_payload is None:
+            await queues.ensure(["alerts"])
+            for request in requests:
+                await queues.send(stack.env.get("ALERTS_QUEUE", "alerts"), request.to_json())
+                progress(f"alert queued for {request.user_key}")
+        else:
+            function = "defender_stream" if detect_source(eventhub_payload) == "defender-stream" else "entra_stream"
+            await asyncio.to_thread(_invoke, stack, function, eventhub_payload)
+            progress(f"Event Hub batch delivered to {function} ({len(requests)} user(s))")
         deadline = time.monotonic() + timeout_s
         seen: dict[tuple[str, str], str] = {}
         while time.monotonic() < deadline:
@@ -76,6 +86,23 @@ async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_ter
         await clients.close()
 
 
+def _invoke(stack: LocalStack, function: str, payload: bytes) -> None:
+    """Deliver one Event Hub event to a function, as the platform would (local admin API)."""
+    body = json.dumps({"input": json.dumps([json.loads(payload)])}).encode()
+    request = urllib.request.Request(f"{stack.host.url}/admin/functions/{function}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json", "x-functions-key": stack.host.master_key})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if response.status not in (200, 202):
+            raise RuntimeError(f"invoking {function} answered {response.status}")
+
+
+def _view_for(views: dict[str, dict], user: dict) -> dict:
+    for view in views.values():
+        if view.get("user_id") == user["id"] or view.get("user") == user["userPrincipalName"].lower():
+            return view
+    return {}
+
+
 def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
     client = stack.simulator.client
     log = client.requests()
@@ -88,8 +115,8 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
             and r.get("path", "").rstrip("/").endswith(suffix.format(id=user_id))
         )
 
-    demo_view = views.get(demo["userPrincipalName"].lower(), {})
-    glass_view = views.get(glass["userPrincipalName"].lower(), {})
+    demo_view = _view_for(views, demo)
+    glass_view = _view_for(views, glass)
     # The simulator's own record of state changes, not our guess from request methods
     # (checkMemberGroups is a POST that changes nothing).
     glass_changes = [m for m in client.mutations() if glass_id in json.dumps(m) or glass["userPrincipalName"].lower() in json.dumps(m).lower()]
@@ -129,9 +156,11 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
     return checks
 
 
-def run_demo(json_output: bool = False, timeout_s: float = 180.0) -> int:
+def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file: str | None = None) -> int:
+    """Run the demo; with ``eventhub_file`` the alerts arrive as an Event Hub batch instead."""
     seed = json.loads(SEED_FILE.read_text())
     demo, glass = demo_users(seed)
+    payload = Path(eventhub_file).read_bytes() if eventhub_file else None
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr if json_output else sys.stdout, flush=True)
@@ -140,14 +169,18 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0) -> int:
     progress("starting Azurite, tenant simulator and the local Functions host ...")
     with LocalStack() as stack:
         progress(f"stack up in {time.monotonic() - started:.1f}s (functions {stack.host.url}/api)")
-        requests = [
-            IncidentRequest(user_id=None, user_principal_name=demo["userPrincipalName"], source="manual",
-                            risk_level="high", alert_ids=("demo-alert-1",), reason="demo: compromised mailbox"),
-            IncidentRequest(user_id=None, user_principal_name=glass["userPrincipalName"], source="manual",
-                            risk_level="high", alert_ids=("demo-alert-2",), reason="demo: break-glass account flagged"),
-        ]
-        expect = {requests[0].user_key: TERMINAL, requests[1].user_key: TERMINAL + ("held",)}
-        views = asyncio.run(_follow(stack, requests, expect, timeout_s, progress))
+        if payload is None:
+            requests = [
+                IncidentRequest(user_id=None, user_principal_name=demo["userPrincipalName"], source="manual",
+                                risk_level="high", alert_ids=("demo-alert-1",), reason="demo: compromised mailbox"),
+                IncidentRequest(user_id=None, user_principal_name=glass["userPrincipalName"], source="manual",
+                                risk_level="high", alert_ids=("demo-alert-2",), reason="demo: break-glass account flagged"),
+            ]
+        else:
+            requests = parse_payload(payload, min_risk_level=stack.env.get("MIN_RISK_LEVEL", "medium")).requests
+        held_ok = {demo["id"]: TERMINAL, demo["userPrincipalName"]: TERMINAL}
+        expect = {r.user_key: held_ok.get(r.user_key, TERMINAL + ("held",)) for r in requests}
+        views = asyncio.run(_follow(stack, requests, expect, timeout_s, progress, payload))
         checks = _checks(stack, demo, glass, views)
     ok = all(c["ok"] for c in checks)
     elapsed = round(time.monotonic() - started, 1)

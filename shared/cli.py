@@ -273,7 +273,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from localdev.demo import run_demo
 
-    return run_demo(json_output=args.json, timeout_s=args.timeout)
+    return run_demo(json_output=args.json, timeout_s=args.timeout, eventhub_file=args.eventhub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the end-to-end demo on the embedded local stack")
     demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for incidents to finish")
+    demo.add_argument("--eventhub", metavar="FILE", help="drive the demo from an Event Hub-shaped file "
+                      "(e.g. localdev/samples/entra-userriskevents-demo.json) instead of the alerts queue")
     demo.set_defaults(fn=cmd_demo)
 
     dev = sub.add_parser("dev", help="run the local stack in the foreground until Ctrl-C")

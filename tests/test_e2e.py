@@ -46,25 +46,9 @@ def host(azurite, simulator, tmp_path_factory):
 
 
 @pytest.fixture
-async def storage(azurite, host, sim):
+def storage(fresh_storage, host, sim):
     """Empty tables and queues before each test (the host keeps running)."""
-    tables = TableServiceClient.from_connection_string(azurite.connection_string)
-    queues = QueueServiceClient.from_connection_string(azurite.connection_string)
-    for name in TABLES:
-        client = tables.get_table_client(name)
-        try:
-            async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
-                await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
-        except ResourceNotFoundError:  # not created yet
-            pass
-    for name in QUEUES:
-        try:
-            await queues.get_queue_client(name).clear_messages()
-        except ResourceNotFoundError:
-            pass
-    yield tables, queues
-    await tables.close()
-    await queues.close()
+    return fresh_storage
 
 
 async def put(queues: QueueServiceClient, queue: str, text: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
@@ -36,5 +36,13 @@ class QueueSender:
                 pass
 
     async def send(self, queue: str, body: str, *, visibility_timeout: int | None = None) -> str:
-        result = await self._client(queue).send_message(body, visibility_timeout=visibility_timeout)
+        client = self._client(queue)
+        try:
+            result = await client.send_message(body, visibility_timeout=visibility_timeout)
+        except ResourceNotFoundError:  # first message to a queue nobody created yet
+            try:
+                await client.create_queue()
+            except ResourceExistsError:
+                pass
+            result = await client.send_message(body, visibility_timeout=visibility_timeout)
         return result.id

@@ -29,3 +29,35 @@ def azurite() -> AzuriteProcess:
 def azurite_connection_string(azurite: AzuriteProcess) -> str:
     """The session Azurite's connection string (devstoreaccount1, explicit endpoints)."""
     return azurite.connection_string
+
+
+@pytest.fixture
+async def fresh_storage(azurite: AzuriteProcess):
+    """The app's tables and queues emptied before the test; yields aio (tables, queues) clients."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables.aio import TableServiceClient
+    from azure.storage.queue.aio import QueueServiceClient
+
+    from shared.adapters.ledger import TABLES
+    from shared.playbook import STEP_NAMES, queue_name
+
+    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    queues = QueueServiceClient.from_connection_string(azurite.connection_string)
+    for name in TABLES:
+        client = tables.get_table_client(name)
+        try:
+            async for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+                await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+        except ResourceNotFoundError:
+            pass
+    names = ["alerts"] + [queue_name(s) for s in STEP_NAMES]
+    for name in names + [n + "-poison" for n in names]:
+        try:
+            await queues.get_queue_client(name).clear_messages()
+        except ResourceNotFoundError:
+            pass
+    try:
+        yield tables, queues
+    finally:
+        await tables.close()
+        await queues.close()

@@ -257,7 +257,6 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     appSettings: union(appSettings, platformSettings, streamSettings)
-    workspaceId: monitoring.outputs.workspaceId
   }
   // The identity must hold its roles (storage, Event Hubs, Key Vault) before the host starts.
   dependsOn: [

@@ -3,7 +3,9 @@ adapter against the tenant simulator (90-day history with one regression), real 
 
 The host runs tests/fixtures/securescore/hostapp (the blueprint alone, until the lead wires
 it into function_app.py). The snapshot is started the way the local stack starts it: through
-the host's admin API. The first Graph call is throttled (429 + Retry-After) by the simulator.
+the host's admin API. The simulator throttles the first Graph call (429 + Retry-After: the Graph
+adapter retries it) and fails the rerun's first calls with 502s, more than the adapter retries,
+so the snapshot's own retry is exercised through the real adapter too.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from azure.data.tables.aio import TableServiceClient
 
 from localdev.host.launcher import start_host
 from localdev.stack import SEED_FILE, tenant_settings
+from shared.adapters.graph import READ_RETRIES
 from shared.adapters.ledger import Ledger
 from shared.securescore.local import stored_summary, trigger_snapshot
 from shared.securescore.service import latest_score_for_ledger
@@ -64,7 +67,7 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
         assert trigger_snapshot(host.url, host.master_key), (tmp_path / "host.log").read_text()[-3000:]
 
         calls = [r for r in sim.client.requests() if r.get("path", "").endswith("/security/secureScores")]
-        assert [r["status"] for r in calls] == [429, 200]  # throttled, retried, served
+        assert [r["status"] for r in calls] == [429, 200]  # throttled, retried (Retry-After), served
         assert calls[-1]["query"].get("$top") == "90"
 
         rows = asyncio.run(stored_rows(azurite.connection_string))
@@ -72,11 +75,16 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
         today = datetime.now(timezone.utc).date()
         assert max(rows) in (today.isoformat(), (today - timedelta(days=1)).isoformat())
 
-        # a rerun on the same day asks for one object and stores nothing new
+        # a rerun on the same day asks for one object and stores nothing new; 502s beyond what
+        # the Graph adapter retries in-process come out as TransientError and the snapshot's
+        # own bounded retry (a timer has no platform retry) gets the answer
+        failures = READ_RETRIES + 1
+        sim.client.fault_once(service="graph", method="GET", path_contains="/security/secureScores", status=502,
+                              count=failures)
         assert trigger_snapshot(host.url, host.master_key)
         assert asyncio.run(stored_rows(azurite.connection_string)) == rows
         calls = [r for r in sim.client.requests() if r.get("path", "").endswith("/security/secureScores")]
-        assert calls[-1]["query"].get("$top") == "1" and len(calls) == 3
+        assert [(r["status"], r["query"].get("$top")) for r in calls[2:]] == [(502, "1")] * failures + [(200, "1")]
 
         status, headers, body = get(f"{host.url}/api/securescore?days=30", host.function_key)
         assert status == 200 and headers["Content-Type"].startswith("application/json")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.util
 import json
 import re
 import sys
@@ -113,10 +114,17 @@ COMPONENTS: tuple[Component, ...] = (
 # -- reading the code ---------------------------------------------------------------------
 
 def _import_app() -> Any:
-    sys.path.insert(0, str(ROOT))
-    import function_app  # noqa: PLC0415 -- the registered functions are the truth
+    """A fresh ``function_app.app`` (the registered functions are the truth).
 
-    return function_app.app
+    Loaded under a private module name: ``FunctionApp.get_functions()`` may run only once per
+    app object, and the local host indexes the real ``function_app`` module itself.
+    """
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location("_gen_infra_function_app", ROOT / "function_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
 
 
 SETTING_REF = re.compile(r"^%([A-Za-z0-9_]+)%$")
@@ -321,16 +329,19 @@ def _md_list(items: Iterable[str]) -> str:
 
 
 def _uses_text(grant: Grant) -> tuple[str, str]:
-    by = []
-    when = []
+    """(who needs it, when): "when" is "always" unless some use is conditional."""
+    by: list[str] = []
+    when: dict[str, str] = {}
     for use in grant.uses:
         label = use.by if use.kind == "step" else f"{use.by} (component)"
         if label not in by:
             by.append(label)
-        text = use.when_text
-        if text and f"{use.by}: {text}" not in when:
-            when.append(f"{use.by}: {text}")
-    return _md_list(by), "; ".join(when) or "always"
+        condition = "always" if use.when_setting == "*" else \
+            f"{use.when_setting}={'true' if list(use.when_values) == TRUE_VALUES else '|'.join(use.when_values)}"
+        when.setdefault(use.by, condition)
+    if set(when.values()) == {"always"}:
+        return _md_list(by), "always"
+    return _md_list(by), "; ".join(f"{who}: {cond}" for who, cond in when.items())
 
 
 def permissions_md(model: dict[str, Any]) -> str:

@@ -15,6 +15,9 @@ param tableNames array
 param workspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  //checkov:skip=CKV_AZURE_35:the Flex Consumption app is not VNet-integrated, so it reaches storage over the public endpoint; access needs Entra ID (allowSharedKeyAccess false: no keys, no SAS, no anonymous blobs). Deny-by-default needs VNet integration and private endpoints
+  //checkov:skip=CKV_AZURE_59:same as CKV_AZURE_35: public network access stays on for the non-VNet Flex Consumption app; every request must carry an Entra token for a role the identity holds
+  //checkov:skip=CKV_AZURE_206:the SKU is main.bicep's storageSku parameter, default Standard_GZRS (geo- and zone-redundant); checkov cannot follow a module parameter. LRS/ZRS only if chosen explicitly
   name: name
   location: location
   tags: tags

@@ -12,9 +12,9 @@ rows are written, to ``SOC_MAILBOX`` when ``SECURE_SCORE_NOTIFY`` is on; each ru
 mails of recent findings that are still pending (a crash or a transient failure before the
 send), so a mail is sent at least once and, in the normal path, exactly once.
 
-Retries: the Graph adapter's middleware already retries 429/503 honouring Retry-After; a
-TransientError that still comes out is retried here a few times (waiting Retry-After, capped)
-because a timer trigger has no platform retry. If it still fails the error propagates: the
+Retries: the Graph adapter already retries 429s (honouring Retry-After) and 5xx on reads
+in-process; a TransientError that still comes out is retried here a few times (waiting its
+Retry-After, capped at 30 s) because a timer trigger has no platform retry. If it still fails the error propagates: the
 invocation is marked failed and the next run fills the gap.
 """
 from __future__ import annotations
@@ -201,7 +201,7 @@ async def trend(store: ScoreStore, days: int = 30) -> dict[str, Any]:
     records = await store.list_days(since=window[0])
     findings = await store.list_findings(since=window[0])
     regressed = {f.date: f for f in findings}
-    before = await store.day_before(window[0])
+    before = await store.get_day(dates[-days - 1]) if len(dates) > days else None
     rows = []
     previous = before
     for record in records:

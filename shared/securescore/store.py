@@ -6,8 +6,10 @@ Tables (created by :meth:`ScoreStore.ensure`):
   never duplicate or overwrite a day.
 - ``securescorefindings`` PartitionKey = yyyy-mm-dd (the day that regressed),
   RowKey = ``after-<previous yyyy-mm-dd>``: one row per compared pair, insert-if-absent.
-  ``notify_state`` (pending | sending | sent | skipped | failed) makes the mail at-least-once
-  and, in the normal path, exactly once: a sender claims the row with an ETag before mailing.
+  ``notify_state`` makes the mail at-least-once and, in the normal path, exactly once: a
+  sender claims the row with an ETag before mailing. States: pending -> sending -> sent;
+  skipped (mail off, or found by the first run's backfill); failed (transient: retried by
+  the next run); error (permanent, e.g. Mail.Send not granted: not retried).
 
 Works on the azure-data-tables aio ``TableServiceClient`` the ledger uses. Reads treat a
 missing table as empty (nothing has been stored yet).

@@ -182,12 +182,19 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
         expect = {r.user_key: held_ok.get(r.user_key, TERMINAL + ("held",)) for r in requests}
         views = asyncio.run(_follow(stack, requests, expect, timeout_s, progress, payload))
         checks = _checks(stack, demo, glass, views)
+        from shared.securescore.local import stored_summary
+
+        score = stored_summary(stack.azurite.connection_string)
+        checks.append({"check": "secure score snapshot stored", "ok": bool(score and score["days"] >= 1),
+                       "value": score["days"] if score else 0})
     ok = all(c["ok"] for c in checks)
     elapsed = round(time.monotonic() - started, 1)
     if json_output:
         from shared.cli import compact
 
-        print(json.dumps({"ok": ok, "seconds": elapsed, "incidents": [compact(v) for v in views.values()], "checks": checks}, indent=2))
+        print(json.dumps({"ok": ok, "seconds": elapsed, "incidents": [compact(v) for v in views.values()], "checks": checks,
+                          "secure_score": {k: score[k] for k in ("current", "max", "percentage", "days")} if score else None},
+                         indent=2))
     else:
         from shared.cli import render_incident
 

@@ -79,6 +79,10 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+        from shared.securescore.local import trigger_snapshot
+
+        if not trigger_snapshot(self.host.url, self.host.master_key):
+            logger.warning("Secure Score snapshot at start-up failed; see the host log in %s", self.log_dir)
         logger.info("local stack up in %.1fs: host %s, simulator %s", time.monotonic() - started, self.host.url, self.simulator.url)
         return self
 

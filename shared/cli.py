@@ -6,6 +6,7 @@
   responder status [INCIDENT_ID] [--json]
   responder approve INCIDENT_ID      release a held incident
   responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
+  responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
 
 Storage comes from AzureWebJobsStorage (or the identity-based settings) when set, else
 from a running ``responder dev``. Exit codes: 0 ok, 1 the run/incident failed, 2 usage or
@@ -311,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--dry-run", action="store_true", help="parse only: touch no queue or table")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(fn=cmd_ingest)
+
+    from .securescore.cli import add_score_command
+
+    add_score_command(sub, _storage_env)
 
     approve = sub.add_parser("approve", help="approve a held incident")
     approve.add_argument("incident_id")

@@ -46,6 +46,9 @@ DEFAULTS: dict[str, str] = {
     "POLL_SCHEDULE": "0 */5 * * * *",
     "ENTRA_EVENTHUB_NAME": "entra-risk",
     "DEFENDER_EVENTHUB_NAME": "defender-alerts",
+    "SECURE_SCORE_SCHEDULE": "0 30 6 * * *",
+    "SECURE_SCORE_MIN_DROP_POINTS": "5",
+    "SECURE_SCORE_NOTIFY": "false",
 }
 
 

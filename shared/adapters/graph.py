@@ -296,6 +296,18 @@ class GraphAdapter:
             f"/users/{_seg(user_id)}/mailFolders/inbox/messageRules", permission="MailboxSettings.ReadWrite"
         )
 
+    async def get_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.request(
+                "GET",
+                f"/users/{_seg(user_id)}/mailFolders/inbox/messageRules/{_seg(rule_id)}",
+                permission="MailboxSettings.ReadWrite",
+            )
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def disable_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any]:
         return await self.request(
             "PATCH",

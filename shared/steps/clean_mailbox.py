@@ -81,10 +81,15 @@ class CleanMailbox(Step):
             if not reasons or rule.get("isEnabled") is False:
                 kept.append(rule.get("displayName") or rule.get("id"))
                 continue
+            async def graph_rule_off(_record: dict[str, Any], r=rule) -> bool:
+                current = await ctx.graph.get_message_rule(uid, r["id"])
+                return current is None or current.get("isEnabled") is False
+
             await ctx.effect(
                 f"rule-graph-{rule['id']}",
                 lambda r=rule: ctx.graph.disable_message_rule(uid, r["id"]),
                 description=f"disable inbox rule '{rule.get('displayName')}' ({', '.join(reasons)})",
+                verify=graph_rule_off,
             )
             disabled.append({"via": "graph", "id": rule["id"], "name": rule.get("displayName"), "reasons": reasons,
                              "before": {"isEnabled": True, "actions": rule.get("actions")}})
@@ -98,10 +103,15 @@ class CleanMailbox(Step):
                 kept.append(name)
                 continue
             identity = row.get("Identity") or row.get("RuleIdentity")
+            async def exo_rule_off(_record: dict[str, Any], rule_name: str = name) -> bool:
+                rows = await ctx.exchange.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True})
+                return all(r.get("Enabled") is False for r in rows if str(r.get("Name") or "") == rule_name)
+
             await ctx.effect(
                 f"rule-exo-{identity}",
                 lambda i=identity: ctx.exchange.invoke("Disable-InboxRule", {"Identity": i}),
                 description=f"disable hidden inbox rule '{name}' ({', '.join(reasons)})",
+                verify=exo_rule_off,
             )
             disabled.append({"via": "exchange", "id": identity, "name": name, "hidden": True, "reasons": reasons,
                              "before": {"Enabled": True}})
@@ -113,11 +123,16 @@ class CleanMailbox(Step):
         before = {k: mailbox.get(k) for k in ("ForwardingSmtpAddress", "ForwardingAddress", "DeliverToMailboxAndForward")}
         forwarding = None
         if before["ForwardingSmtpAddress"] or before["ForwardingAddress"]:
+            async def forwarding_off(_record: dict[str, Any]) -> bool:
+                now = (await ctx.exchange.invoke("Get-Mailbox", {"Identity": upn}) or [{}])[0]
+                return not now.get("ForwardingSmtpAddress") and not now.get("ForwardingAddress")
+
             await ctx.effect(
                 "clear-forwarding",
                 lambda: ctx.exchange.invoke("Set-Mailbox", {"Identity": upn, "ForwardingSmtpAddress": None,
                                                             "ForwardingAddress": None, "DeliverToMailboxAndForward": False}),
                 description=f"clear mailbox forwarding to {before['ForwardingSmtpAddress'] or before['ForwardingAddress']}",
+                verify=forwarding_off,
             )
             forwarding = {"cleared": not ctx.dry_run, "before": before}
         else:

@@ -2,7 +2,10 @@
 
 The summary is built from the ledger, which never holds a password, so the mail cannot
 carry one. With no SOC_MAILBOX / NOTIFY_SENDER configured the mail is skipped and that is
-recorded. Risk state lags 10-30 minutes behind the confirmation; that is expected.
+recorded. Risk state lags 10-30 minutes behind the confirmation; that is expected (a
+retry after a crash may then confirm once more, which is harmless). The mail is the one
+effect that cannot be verified afterwards: a crash between sending and recording it can,
+at worst, send the SOC a second copy.
 """
 from __future__ import annotations
 
@@ -44,8 +47,12 @@ class Close(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         settings, uid = ctx.settings, ctx.user_id
+        async def confirmed(_record: dict) -> bool:
+            risky = await ctx.graph.get_risky_user(uid)
+            return bool(risky) and risky.get("riskState") == "confirmedCompromised"
+
         await ctx.effect("confirm-compromised", lambda: ctx.graph.confirm_compromised([uid]),
-                         description="confirm the user compromised in Identity Protection")
+                         description="confirm the user compromised in Identity Protection", verify=confirmed)
         detail: dict[str, Any] = {"confirmed_compromised": not ctx.dry_run}
         if settings.soc_mailbox and settings.notify_sender:
             rows = await ctx.deps.ledger.list_steps(ctx.task.incident_id)
@@ -57,5 +64,8 @@ class Close(Step):
         else:
             detail["notified"] = None
             detail["note"] = "SOC_MAILBOX or NOTIFY_SENDER not set: no summary mail"
+        from ..securescore.service import latest_score_for_ledger
+
+        detail["secure_score"] = await latest_score_for_ledger(ctx.deps.ledger)
         summary = "confirmed compromised" + (f"; summary mailed to {settings.soc_mailbox}" if detail["notified"] else "")
         return StepResult("succeeded", summary, detail)

@@ -92,7 +92,11 @@ class EnforceMfa(Step):
             if state == "enforced":
                 detail["mfa"] = "already enforced"
             else:
-                await ctx.effect("per-user-mfa", lambda: ctx.graph.enforce_per_user_mfa(uid), description="set per-user MFA to enforced")
+                async def enforced(_record: dict[str, Any]) -> bool:
+                    return await ctx.graph.get_mfa_state(uid) == "enforced"
+
+                await ctx.effect("per-user-mfa", lambda: ctx.graph.enforce_per_user_mfa(uid),
+                                 description="set per-user MFA to enforced", verify=enforced)
                 detail["mfa"] = "planned" if ctx.dry_run else "enforced"
 
         if not settings.remove_new_auth_methods:

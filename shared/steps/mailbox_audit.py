@@ -32,14 +32,22 @@ class MailboxAudit(Step):
         }
         fixed, findings = [], []
         if found["mailbox_audit_enabled"] is not True:
+            async def audit_on(_record: dict) -> bool:
+                return (await exo.invoke("Get-Mailbox", {"Identity": upn}) or [{}])[0].get("AuditEnabled") is True
+
             await ctx.effect("audit-enable", lambda: exo.invoke("Set-Mailbox", {"Identity": upn, "AuditEnabled": True}),
-                             description="turn mailbox auditing on (AuditEnabled true)")
+                             description="turn mailbox auditing on (AuditEnabled true)", verify=audit_on)
             fixed.append("AuditEnabled")
         if found["audit_bypass_enabled"] is True:
+            async def bypass_off(_record: dict) -> bool:
+                row = (await exo.invoke("Get-MailboxAuditBypassAssociation", {"Identity": upn}) or [{}])[0]
+                return row.get("AuditBypassEnabled") is False
+
             await ctx.effect(
                 "audit-bypass-off",
                 lambda: exo.invoke("Set-MailboxAuditBypassAssociation", {"Identity": upn, "AuditBypassEnabled": False}),
                 description="remove the mailbox audit bypass (AuditBypassEnabled false)",
+                verify=bypass_off,
             )
             fixed.append("AuditBypassEnabled")
         if found["org_audit_disabled"] is True:

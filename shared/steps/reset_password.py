@@ -5,7 +5,8 @@ The password is generated inside the effect, sent once in the PATCH body and dro
 is in no log, ledger row, queue body, mail or exception. Idempotency: the effect is
 checkpointed before the PATCH; if a worker dies between the PATCH and the checkpoint, the
 retry reads the user's ``lastPasswordChangeDateTime`` and does not reset a second time
-when the tenant shows the change landed after the recorded issue time.
+when the tenant shows the change landed after the recorded issue time; the revoke is
+verified the same way through ``signInSessionsValidFromDateTime``.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class ResetPassword(Step):
     calls = (
         Call("graph", "PATCH /users/{id} passwordProfile", "User-PasswordProfile.ReadWrite.All"),
         Call("graph", "POST /users/{id}/revokeSignInSessions", "User.RevokeSessions.All"),
-        Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime", "User.Read.All"),
+        Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime", "User.Read.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -47,10 +48,17 @@ class ResetPassword(Step):
         reset_now = await ctx.effect(
             "password-reset", reset, description="reset the password (force change at next sign-in)", verify=landed
         )
+        async def revoked(record: dict[str, Any]) -> bool:
+            user = await ctx.graph.get_user(user_id, select="id,signInSessionsValidFromDateTime")
+            valid_from = user.get("signInSessionsValidFromDateTime")
+            issued = parse_timestamp(record["issued_at"]).replace(microsecond=0)
+            return bool(valid_from) and parse_timestamp(valid_from) >= issued
+
         revoked_now = await ctx.effect(
             "sessions-revoked",
             lambda: ctx.graph.revoke_sessions(user_id),
             description="revoke all sign-in sessions and refresh tokens",
+            verify=revoked,
         )
         detail: dict[str, Any] = {
             "password_reset": "done" if reset_now else ("planned" if ctx.dry_run else "already done"),

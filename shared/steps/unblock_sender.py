@@ -30,10 +30,14 @@ class UnblockSender(Step):
         if not listed:
             return StepResult("succeeded", "not blocked", {"blocked": False})
         entry = {k: listed[0].get(k) for k in ("SenderAddress", "Reason", "CreatedDatetime", "ChangedDatetime")}
+        async def unblocked(_record: dict) -> bool:
+            return not await ctx.exchange.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})
+
         await ctx.effect(
             "remove-blocked-sender",
             lambda: ctx.exchange.invoke("Remove-BlockedSenderAddress", {"SenderAddress": upn}),
             description=f"remove {upn} from the restricted-senders list",
+            verify=unblocked,
         )
         summary = "would unblock" if ctx.dry_run else "removed from the restricted-senders list (applies within ~1 h)"
         return StepResult("succeeded", summary, {"blocked": True, "entry": entry, "removed": not ctx.dry_run})

@@ -195,7 +195,7 @@ class FakeGraph:
         self._user(user_id)["lastPasswordChangeDateTime"] = iso(datetime.now(timezone.utc) + timedelta(seconds=1))
         if "reset_password" in self.lost_after_effect:
             self.lost_after_effect.discard("reset_password")
-            raise TransientError("connection reset after the PATCH landed")
+            raise RuntimeError("worker died after the PATCH landed")
 
     async def revoke_sessions(self, user_id: str) -> bool:
         self.calls.append(("revoke_sessions", user_id))

@@ -63,7 +63,7 @@ async def test_crash_after_the_patch_landed_does_not_reset_the_password_twice():
     deps, runner = make()
     result, tasks = await start(deps)
     deps.graph.lost_after_effect.add("reset_password")  # PATCH lands, then the worker "crashes"
-    with pytest.raises(TransientError):
+    with pytest.raises(RuntimeError):
         await runner.run(tasks[0])
     assert deps.ledger.step_state(result.incident_id, "reset-password") == "retrying"
     assert await runner.run(tasks[0]) == "ran"
@@ -71,15 +71,32 @@ async def test_crash_after_the_patch_landed_does_not_reset_the_password_twice():
     assert deps.ledger.step_detail(result.incident_id, "reset-password")["password_reset"] == "already done"
 
 
+async def test_transient_write_failure_is_verified_in_process_and_not_repeated_when_it_landed():
+    deps, runner = make()
+    result, tasks = await start(deps)
+    original = deps.graph.reset_password
+
+    async def landed_but_answer_lost(user_id, password, force_change=True):
+        await original(user_id, password, force_change)
+        raise TransientError("Graph PATCH: 504 GatewayTimeout", status=504, retry_after=0.01)
+
+    deps.graph.reset_password = landed_but_answer_lost
+    assert await runner.run(tasks[0]) == "ran"
+    assert deps.graph.count("reset_password") == 1  # verified through lastPasswordChangeDateTime
+    assert deps.ledger.step_state(result.incident_id, "reset-password") == "succeeded"
+
+
 async def test_transient_error_releases_the_step_and_the_retry_succeeds():
     deps, runner = make()
     result, tasks = await start(deps)
-    deps.graph.fail("revoke_sessions", TransientError("Graph POST revoke: 503", status=503))
+    # More failures than the in-process repeats: the step is released for the platform to retry.
+    deps.graph.fail("revoke_sessions", *[TransientError("Graph POST revoke: 503", status=503, retry_after=0.01)] * 3)
     with pytest.raises(TransientError):
         await runner.run(tasks[0])
+    assert deps.ledger.step_state(result.incident_id, "reset-password") == "retrying"
     assert await runner.run(tasks[0]) == "ran"
     assert deps.graph.count("reset_password") == 1  # the reset was checkpointed: only revoke repeats
-    assert deps.graph.count("revoke_sessions") == 2
+    assert deps.graph.count("revoke_sessions") == 4
     assert deps.ledger.steps[(result.incident_id, "reset-password")]["attempts"] == 2
 
 

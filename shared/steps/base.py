@@ -13,6 +13,7 @@ implements ``act(ctx)``. Everything else lives here, once:
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -29,6 +30,8 @@ from ..playbook import next_step, queue_name
 logger = logging.getLogger(__name__)
 
 TERMINAL_INCIDENT_STATES = ("succeeded", "failed", "dry-run")
+EFFECT_RETRIES = 2  # in-process repeats of a verifiable write after a transient failure
+EFFECT_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,21 @@ class StepContext:
             await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True})
             return False
         await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts})
-        await action()
+        for retry in range(EFFECT_RETRIES + 1):
+            try:
+                await action()
+                break
+            except TransientError as exc:
+                # A write that failed transiently may or may not have landed. Without a way to
+                # tell, the step gives up and the platform retries the message; with verify(),
+                # check the tenant first and repeat the write only if it did not land.
+                if verify is None or retry == EFFECT_RETRIES:
+                    raise
+                await asyncio.sleep(min(EFFECT_RETRY_MAX_S, exc.retry_after if exc.retry_after is not None else 0.25 * (retry + 1)))
+                if await verify(record | {"issued_at": self.checkpoint["effects"][name]["issued_at"]}):
+                    self.log.info("effect %s landed despite %s; not repeating it", name, exc)
+                    break
+                self.log.info("effect %s did not land (%s); repeating it (retry %d)", name, exc, retry + 1)
         await self._mark(name, {**self.checkpoint["effects"][name], "done_at": iso(self.deps.clock())})
         self.log.info("effect %s done: %s", name, description)
         return True

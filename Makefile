@@ -4,7 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: setup demo test dev clean
+INFRA_TOOLS := .tools/infra/.installed
+
+.PHONY: setup demo test dev clean infra-tools infra-check
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -20,14 +22,25 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(INFRA_TOOLS): requirements-infra.txt tools/setup_infra_tools.sh
+	bash tools/setup_infra_tools.sh
+
+infra-tools: $(INFRA_TOOLS)
+
+# Offline IaC validation: checkov on infra/, generated files current, infra tests.
+infra-check: setup $(INFRA_TOOLS)
+	BC_SKIP_MAPPING=TRUE .tools/infra/bin/checkov -d infra --framework bicep --skip-download --compact --quiet
+	$(PY) tools/gen_infra.py --check
+	$(PY) -m pytest tests/test_infra*.py -q --noconftest
+
 demo: setup
 	$(VENV)/bin/responder demo
 
 dev: setup
 	$(VENV)/bin/responder dev
 
-test: setup
+test: setup $(INFRA_TOOLS)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) node_modules .localdev
+	rm -rf $(VENV) node_modules .localdev .tools

@@ -2,6 +2,7 @@
 import azure.functions as func
 
 from functions.ingest import bp as ingest_bp
+from functions.maintenance import bp as maintenance_bp
 from functions.operator import bp as operator_bp
 from functions.steps import bp as steps_bp
 from functions.securescore import bp as securescore_bp
@@ -13,3 +14,4 @@ app.register_functions(steps_bp)
 app.register_functions(operator_bp)
 app.register_functions(streams_bp)
 app.register_functions(securescore_bp)
+app.register_functions(maintenance_bp)

@@ -49,6 +49,8 @@ DEFAULTS: dict[str, str] = {
     "SECURE_SCORE_SCHEDULE": "0 30 6 * * *",
     "SECURE_SCORE_MIN_DROP_POINTS": "5",
     "SECURE_SCORE_NOTIFY": "false",
+    "REDRIVE_SCHEDULE": "0 */2 * * * *",
+    "REDRIVE_MAX": "3",
 }
 
 
@@ -129,6 +131,7 @@ class Settings:
     open_incident_window_hours: int
     min_risk_level: str
     step_lease_s: int
+    redrive_max: int
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -166,5 +169,6 @@ class Settings:
             open_incident_window_hours=_int("OPEN_INCIDENT_WINDOW_HOURS", values["OPEN_INCIDENT_WINDOW_HOURS"], 0),
             min_risk_level=_choice("MIN_RISK_LEVEL", values["MIN_RISK_LEVEL"], RISK_LEVELS),
             step_lease_s=_int("STEP_LEASE_SECONDS", values["STEP_LEASE_SECONDS"], 5),
+            redrive_max=_int("REDRIVE_MAX", values["REDRIVE_MAX"], 0),
             raw=dict(values),
         )

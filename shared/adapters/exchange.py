@@ -79,10 +79,11 @@ class ExchangeAdapter:
             attempt += 1
             try:
                 response = await self._http.post(url, headers=headers, content=json.dumps(body))
-            except httpx.TimeoutException:
-                raise TransientError(f"Exchange {cmdlet} timed out") from None
-            except httpx.TransportError as exc:
-                raise TransientError(f"Exchange {cmdlet} transport error: {exc.__class__.__name__}") from None
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if read_only and attempt <= READ_RETRIES:
+                    continue  # a Get-* cmdlet that hung is safe to repeat
+                what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
+                raise TransientError(f"Exchange {cmdlet} {what}") from None
             status = response.status_code
             if status < 300:
                 return response.json() if response.content else {}

@@ -176,10 +176,13 @@ class GraphAdapter:
                 waited += delay
                 logger.debug("Graph %s %s: %s, retrying in %.2fs (attempt %d)", method, path, status, delay, attempt)
                 await asyncio.sleep(delay)
-            except httpx.TimeoutException:
-                raise TransientError(f"Graph {method} {path} timed out") from None
-            except httpx.TransportError as exc:
-                raise TransientError(f"Graph {method} {path} transport error: {exc.__class__.__name__}") from None
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                # A read that hung or lost its connection is safe to repeat; a write is not.
+                if method in _SAFE_METHODS and attempt <= READ_RETRIES:
+                    logger.debug("Graph %s %s: %s, retrying (attempt %d)", method, path, exc.__class__.__name__, attempt)
+                    continue
+                what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
+                raise TransientError(f"Graph {method} {path} {what}") from None
 
     @staticmethod
     def _map_error(exc: APIError, method: str, path: str, permission: str) -> Exception:

@@ -37,7 +37,7 @@ from ..errors import TransientError
 
 logger = logging.getLogger(__name__)
 
-TABLES = ("incidents", "steps", "userincidents", "stormwindow", "errors", "evidence", "defenderpending", "watermarks")
+TABLES = ("incidents", "steps", "userincidents", "stormwindow", "errors", "evidence", "defenderpending", "watermarks", "redrives")
 TERMINAL_STEP_STATES = ("succeeded", "skipped", "failed", "planned")
 MAX_JSON_CHARS = 30_000
 STORM_SHARDS = 8  # a table string property holds 32K UTF-16 characters

@@ -20,6 +20,10 @@ class QueueSender:
         self._service = service
         self._clients: dict = {}
 
+    @property
+    def service(self) -> QueueServiceClient:
+        return self._service
+
     def _client(self, queue: str):
         client = self._clients.get(queue)
         if client is None:

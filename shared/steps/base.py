@@ -25,7 +25,7 @@ from ..deps import Deps
 from ..errors import PermanentError, TransientError
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
-from ..playbook import next_step, queue_name
+from ..playbook import next_step, predecessors, queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,18 @@ class StepRunner:
         if state in TERMINAL_INCIDENT_STATES or state == "held":
             log.info("incident is %s; step not run", state)
             return "stopped" if state != "held" else "held"
+
+        earlier = predecessors(order, task.step)
+        if earlier:
+            # Steps run strictly in order: a task for a later step (a stray or forged message)
+            # does nothing until every earlier step has finished.
+            rows = {r["RowKey"]: r for r in await ledger.list_steps(task.incident_id)}
+            unfinished = [s for s in earlier if rows.get(s, {}).get("state") not in ("succeeded", "skipped", "planned")]
+            if unfinished:
+                log.warning("step task arrived before %s finished; ignored", ", ".join(unfinished))
+                await ledger.record_error(queue_name(task.step), f"out-of-order step task ignored: {', '.join(unfinished)} not finished",
+                                          message_id=task.incident_id)
+                return "ignored"
 
         claim = await ledger.claim_step(task.incident_id, task.step, deps.settings.step_lease_s, task.correlation_id)
         if claim.status == "busy":

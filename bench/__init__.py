@@ -1,0 +1,1 @@
+"""Benchmarks: each prints JSON; none is a timed assertion in the tests."""

@@ -1,0 +1,108 @@
+"""Poison-queue redrive: a message the host gave up on after maxDequeueCount failed
+attempts gets a bounded number of second chances, then its incident is ended honestly.
+
+Transient trouble (a throttling storm, a Graph outage, a worker killed again and again)
+can outlast the host's retries. Poison must never mean "lost": every run of the sweeper
+looks at ``<queue>-poison`` for the alerts and step queues and, per message,
+- leaves alone what is not one of ours or does not parse (bad input the handlers
+  quarantined, with an ``errors`` row; `responder poison` shows those);
+- drops a step task whose step has since finished (nothing left to do);
+- re-enqueues it on its queue, with a growing delay, at most REDRIVE_MAX times (counted
+  in table ``redrives``, keyed by queue and body digest) — idempotency makes this safe;
+- after that, marks the step and its incident ``failed`` with the reason, writes an
+  ``errors`` row, and leaves the message in the poison queue for the operator.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from .adapters.ledger import TERMINAL_STEP_STATES, iso, key
+from .deps import Deps
+from .model import IncidentRequest, MessageError, StepTask
+from .playbook import STEP_NAMES, queue_name
+
+logger = logging.getLogger(__name__)
+
+MAX_PER_QUEUE = 256  # messages looked at per queue per run
+
+
+def _digest(queue: str, body: str) -> str:
+    return hashlib.sha256(f"{queue}\n{body}".encode()).hexdigest()[:32]
+
+
+async def _count(table: Any, queue: str, digest: str) -> dict[str, Any]:
+    try:
+        return dict(await table.get_entity(key(queue), digest))
+    except ResourceNotFoundError:
+        return {}
+
+
+async def _give_up(deps: Deps, queue: str, task: StepTask, redrives: int) -> None:
+    row = await deps.ledger.get_step(task.incident_id, task.step) or {}
+    last = row.get("error") or "no error recorded (the worker may have been killed)"
+    reason = f"{task.step}: transient failures outlasted {redrives} redrive(s) of the poison queue; last error: {last}"
+    await deps.ledger.put_step(task.incident_id, task.step, {"state": "failed", "error": reason[:1000], "lease_until": "",
+                                                             "finished_at": iso(deps.clock())})
+    if await deps.ledger.get_incident(task.incident_id) is not None:
+        await deps.ledger.update_incident(task.incident_id, {"state": "failed", "stopped_at": task.step, "stop_reason": reason[:1000]})
+    await deps.ledger.record_error(queue, reason, message_id=task.incident_id)
+    logger.error("[incident=%s step=%s corr=%s] %s", task.incident_id, task.step, task.correlation_id, reason)
+
+
+async def sweep(deps: Deps, queue_service: Any, redrive_table: Any, max_redrives: int) -> dict[str, int]:
+    stats = {"redriven": 0, "dropped": 0, "gave_up": 0, "left": 0}
+    sources = [deps.settings.alerts_queue] + [queue_name(step) for step in STEP_NAMES]
+    for source in sources:
+        poison = queue_service.get_queue_client(
+            f"{source}-poison", message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=TextBase64DecodePolicy()
+        )
+        try:
+            messages = [m async for m in poison.receive_messages(max_messages=32, visibility_timeout=120)]
+        except ResourceNotFoundError:
+            continue
+        for message in messages[:MAX_PER_QUEUE]:
+            body = message.content
+            task: StepTask | None = None
+            try:
+                if source == deps.settings.alerts_queue:
+                    IncidentRequest.from_json(body)
+                else:
+                    task = StepTask.from_json(body)
+            except (MessageError, ValueError):
+                stats["left"] += 1  # bad input: quarantined with its reason; the operator decides
+                await poison.update_message(message, visibility_timeout=0)
+                continue
+            if task is not None:
+                row = await deps.ledger.get_step(task.incident_id, task.step)
+                if row and row.get("state") in TERMINAL_STEP_STATES:
+                    await poison.delete_message(message)
+                    stats["dropped"] += 1
+                    continue
+            digest = _digest(source, body)
+            record = await _count(redrive_table, source, digest)
+            count = int(record.get("count", 0))
+            if record.get("gave_up"):
+                stats["left"] += 1
+                await poison.update_message(message, visibility_timeout=0)
+                continue
+            if count >= max_redrives:
+                if task is not None:
+                    await _give_up(deps, source, task, count)
+                else:
+                    await deps.ledger.record_error(source, f"alert outlasted {count} redrive(s); left in {source}-poison")
+                await redrive_table.upsert_entity({"PartitionKey": key(source), "RowKey": digest, "count": count, "gave_up": True})
+                await poison.update_message(message, visibility_timeout=0)
+                stats["gave_up"] += 1
+                continue
+            await redrive_table.upsert_entity({"PartitionKey": key(source), "RowKey": digest, "count": count + 1})
+            await deps.queues.send(source, body, visibility_timeout=min(300, 15 * (count + 1)))
+            await poison.delete_message(message)
+            stats["redriven"] += 1
+            logger.warning("[incident=%s step=%s corr=-] poison message redriven to %s (redrive %d of %d)",
+                           task.incident_id if task else "-", task.step if task else "intake", source, count + 1, max_redrives)
+    return stats

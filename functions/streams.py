@@ -1,5 +1,10 @@
 """Stream and polling triggers: Entra ID Protection and Defender XDR via Event Hub, and the
-Graph polling reconciler on a timer. Each only decodes its input and calls shared.ingest."""
+Graph polling reconciler on a timer. Each only decodes its input and calls shared.ingest.
+
+Event Hub checkpoints advance even when a batch fails, so the stream functions carry a
+retry policy: a transient failure (storage or tenant briefly unavailable) fails the batch
+and the host replays it (intake dedupes per user, so a replay is harmless); a permanent
+failure on one event becomes an ``errors`` row and the rest of the batch goes on."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +12,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import get_deps
+from shared.errors import is_transient, safe_reason
 from shared.ingest import DefenderPending, PayloadError, ingest_payload
 from shared.poller import poll_once
 from shared.validation import excerpt
@@ -28,9 +34,18 @@ async def _ingest_events(events: list[func.EventHubEvent], source: str, where: s
             # One unreadable event never blocks the rest of the batch.
             await deps.ledger.record_error(where, str(exc), excerpt=excerpt(body[:200], 200))
             logger.warning("[incident=- step=ingest corr=-] %s event unreadable: %s", where, exc)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if is_transient(exc):
+                raise  # storage or tenant briefly unavailable: fail the batch so the retry policy replays it
+            # A permanent failure on one event (e.g. a value storage refuses) must not sink the batch.
+            reason = f"event could not be ingested: {safe_reason(exc)}"
+            await deps.ledger.record_error(where, reason, message_id=correlation_id or "",
+                                           excerpt=excerpt(body[:200], 200))
+            logger.error("[incident=- step=ingest corr=%s] %s %s", correlation_id or "-", where, reason)
 
 
 @bp.function_name("entra_stream")
+@bp.retry(strategy="exponential_backoff", max_retry_count="5", minimum_interval="00:00:02", maximum_interval="00:01:00")
 @bp.event_hub_message_trigger(arg_name="events", event_hub_name="%ENTRA_EVENTHUB_NAME%", connection="EVENTHUB",
                               cardinality=func.Cardinality.MANY, consumer_group="$Default")
 async def entra_stream(events: list[func.EventHubEvent]) -> None:
@@ -38,6 +53,7 @@ async def entra_stream(events: list[func.EventHubEvent]) -> None:
 
 
 @bp.function_name("defender_stream")
+@bp.retry(strategy="exponential_backoff", max_retry_count="5", minimum_interval="00:00:02", maximum_interval="00:01:00")
 @bp.event_hub_message_trigger(arg_name="events", event_hub_name="%DEFENDER_EVENTHUB_NAME%", connection="EVENTHUB",
                               cardinality=func.Cardinality.MANY, consumer_group="$Default")
 async def defender_stream(events: list[func.EventHubEvent]) -> None:

@@ -7,6 +7,7 @@
   responder approve INCIDENT_ID      release a held incident
   responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
   responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
+  responder poison list|replay QUEUE [--id ID] [--json]    poison messages with their reason; replay them
 
 Storage comes from AzureWebJobsStorage (or the identity-based settings) when set, else
 from a running ``responder dev``. Exit codes: 0 ok, 1 the run/incident failed, 2 usage or
@@ -316,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .securescore.cli import add_score_command
 
     add_score_command(sub, _storage_env)
+
+    from .poison import add_poison_command
+
+    add_poison_command(sub)
 
     approve = sub.add_parser("approve", help="approve a held incident")
     approve.add_argument("incident_id")

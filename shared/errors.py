@@ -32,3 +32,41 @@ class PermanentError(ResponderError):
 
 class ConfigError(PermanentError):
     """The app settings are invalid; raised at start-up."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: our TransientError, Azure SDK 408/429/5xx, timeouts, connection errors."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, PermanentError):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    try:
+        from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+    except ImportError:  # pragma: no cover - azure-core is a dependency
+        return False
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
+        return True
+    if isinstance(exc, HttpResponseError):
+        status = getattr(exc, "status_code", None) or 0
+        return status in (408, 429) or status >= 500
+    return False
+
+
+def safe_reason(exc: BaseException) -> str:
+    """A short description of an unexpected exception that carries no payload values.
+
+    ResponderErrors are safe by construction; for anything else only the type and, for
+    Azure SDK errors, the status and error code are kept (their messages can echo input).
+    """
+    if isinstance(exc, ResponderError):
+        return str(exc)[:500]
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None)
+    parts = [exc.__class__.__name__]
+    if status:
+        parts.append(f"status {status}")
+    if code:
+        parts.append(f"code {code}")
+    return ", ".join(str(p) for p in parts)

@@ -13,6 +13,7 @@ by AlertId and joined when the other half arrives.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from .deps import Deps
 from .intake import IntakeResult, submit
 from .model import new_correlation_id
 from .normalize import ParseResult, PayloadError, join_defender, parse_payload
+from .normalize.defender import slim_pending_record
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,29 @@ class IngestReport:
                 "incident_ids": sorted({o.incident_id for o in self.outcomes if o.incident_id})}
 
 
+# Table storage limits: a key is at most 1 KiB, a string property at most 32K UTF-16 units.
+_MAX_KEY_CHARS = 512
+_MAX_RECORD_CHARS = 30_000
+
+
+def pending_key(alert_id: str) -> str:
+    """The PartitionKey for an AlertId: escaped, or hashed when escaping would pass the key limit."""
+    escaped = key(alert_id)
+    if len(escaped) <= _MAX_KEY_CHARS:
+        return escaped
+    return "sha256-" + hashlib.sha256(alert_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def storable_record(record_json: str) -> str:
+    """The half as stored: as received, or slimmed to what joining reads when it is too big."""
+    if len(record_json) <= _MAX_RECORD_CHARS:
+        return record_json
+    slim = json.dumps(slim_pending_record(json.loads(record_json)), separators=(",", ":"), ensure_ascii=False)
+    if len(slim) > _MAX_RECORD_CHARS:  # cannot happen with the cuts slim_pending_record makes; never store a partial half
+        raise PayloadError("Defender half too large to keep even after slimming")
+    return slim
+
+
 class DefenderPending:
     """Stores Defender halves by AlertId (table ``defenderpending``)."""
 
@@ -55,12 +80,13 @@ class DefenderPending:
 
     async def add(self, alert_id: str, kind: str, record_json: str) -> None:
         row = f"{kind}-{hashlib.sha256(record_json.encode()).hexdigest()[:16]}"
-        await self._table.upsert_entity({"PartitionKey": key(alert_id), "RowKey": row, "kind": kind, "record": record_json})
+        await self._table.upsert_entity({"PartitionKey": pending_key(alert_id), "RowKey": row, "kind": kind,
+                                         "record": storable_record(record_json)})
 
     async def halves(self, alert_id: str) -> tuple[list[str], list[str]]:
         infos, evidence = [], []
         try:
-            async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": key(alert_id)}):
+            async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pending_key(alert_id)}):
                 (infos if entity.get("kind") == "info" else evidence).append(entity.get("record") or "")
         except ResourceNotFoundError:
             pass

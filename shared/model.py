@@ -71,7 +71,10 @@ def parse_timestamp(value: str) -> datetime:
         raise MessageError(f"not an ISO 8601 timestamp: {excerpt(value)}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00
+        raise MessageError(f"timestamp out of range: {excerpt(value)}") from exc
 
 
 def _iso(dt: datetime) -> str:
@@ -94,11 +97,15 @@ def _load(body: str | bytes, schema: str) -> dict[str, Any]:
             body = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MessageError("message is not UTF-8 text") from exc
-    if len(body.encode("utf-8")) > MAX_MESSAGE_BYTES:
+    try:
+        encoded_length = len(body.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # lone surrogates cannot be stored or forwarded
+        raise MessageError("message holds characters that are not valid Unicode") from exc
+    if encoded_length > MAX_MESSAGE_BYTES:
         raise MessageError(f"message is over the {MAX_MESSAGE_BYTES} byte limit")
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and ints past the digit limit
         raise MessageError(f"message is not JSON: {exc.__class__.__name__}") from exc
     if not isinstance(data, dict):
         raise MessageError(f"message must be a JSON object, got {type(data).__name__}")

@@ -11,7 +11,9 @@ Two things park a message on ``<queue>-poison``:
   excerpt (and time: the row is written just before the message), one row per message;
 * the Functions host, after ``maxDequeueCount`` failed attempts (an unhandled exception each
   time). The body is copied unchanged and no error row is written; the reason is in the host
-  log, and the listing says "moved by the host after N failed attempts".
+  log, and the listing says "moved by the host after N failed attempts". When the redrive
+  sweeper (shared/redrive.py) has since given up on a step task, its ``errors`` row (keyed by
+  the incident id) is shown too.
 
 Replaying sends the poison message's stored text back to the source queue exactly as it is
 stored (base64 text, as the app's QueueSender and the host write it; a body that is not
@@ -168,6 +170,29 @@ def _match_rows(messages: list[dict[str, Any]], rows: list[dict[str, Any]]) -> N
                 break
 
 
+def _match_given_up(messages: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    """A step task the redrive sweeper gave up on (shared/redrive.py) has a row keyed by its incident id."""
+    from .model import MessageError, StepTask
+
+    given_up: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: str(r.get("recorded_at") or "")):
+        if "redrive" in str(row.get("reason") or "") and row.get("message_id"):
+            given_up[str(row["message_id"])] = row
+    if not given_up:
+        return
+    for message in messages:
+        if message["error_row"] is not None:
+            continue
+        try:
+            task = StepTask.from_json(message["_text"])
+        except (MessageError, ValueError, OverflowError):
+            continue
+        row = given_up.get(task.incident_id)
+        if row is not None:
+            message["error_row"] = {**row, "message_id": ""}
+            message["_given_up"] = True
+
+
 async def list_poison(store: Any, queue: str) -> list[dict[str, Any]]:
     """The messages on ``<queue>-poison`` (the first 32, oldest first) with the recorded reason.
 
@@ -190,15 +215,23 @@ async def list_poison(store: Any, queue: str) -> list[dict[str, Any]]:
             "size": len(text),
             "excerpt": text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else ""),
             "_key": excerpt(text, EXCERPT_CHARS),
+            "_text": text,
             "error_row": None,
         })
     if messages:
-        _match_rows(messages, await _error_rows(store, queue))
+        rows = await _error_rows(store, queue)
+        _match_rows(messages, rows)
+        _match_given_up(messages, rows)
     out = []
     for message in messages:
         row = message.pop("error_row")
         message.pop("_key")
-        if row is not None:
+        message.pop("_text")
+        if message.pop("_given_up", False):
+            message.update(moved_by="host", reason=f"moved by the host after {attempts} failed attempts, then "
+                                                   f"given up by the redrive sweeper: {row.get('reason')}",
+                           original_message_id="", recorded_at=str(row.get("recorded_at") or ""))
+        elif row is not None:
             message.update(moved_by="app", reason=str(row.get("reason") or ""),
                            original_message_id=str(row.get("message_id") or ""),
                            recorded_at=str(row.get("recorded_at") or ""))

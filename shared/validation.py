@@ -38,7 +38,7 @@ def excerpt(value: object, limit: int = 40) -> str:
 
 
 def is_guid(value: object) -> bool:
-    return isinstance(value, str) and bool(_GUID_RE.match(value))
+    return isinstance(value, str) and bool(_GUID_RE.fullmatch(value))
 
 
 def normalize_guid(value: object, field: str = "id") -> str:
@@ -57,7 +57,7 @@ def normalize_upn(value: object, field: str = "user_principal_name") -> str:
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a string, got {type(value).__name__}")
     candidate = value.strip()
-    if not candidate or len(candidate) > _MAX_UPN or not _UPN_RE.match(candidate):
+    if not candidate or len(candidate) > _MAX_UPN or not _UPN_RE.fullmatch(candidate):
         raise ValidationError(f"{field} is not a valid user principal name: {excerpt(value)}")
     return candidate.lower()
 

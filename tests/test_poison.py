@@ -20,6 +20,7 @@ from shared.cli import CliError, _Store
 from shared.deps import Deps
 from shared.model import IncidentRequest, StepTask
 from shared.poison import UnknownQueueError, add_poison_command, list_poison, max_dequeue_count, replay
+from shared.redrive import _give_up
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 
@@ -160,6 +161,19 @@ async def test_a_step_task_is_replayed_byte_for_byte_onto_its_step_queue(store):
     back = sorted(base64.b64decode(m.content) for m in await stored(store, "step-reset-password"))
     assert back == sorted([task.encode("utf-8"), binary])
     assert StepTask.from_json(next(b for b in back if b.startswith(b"{"))).incident_id == "inc-0123456789abcdef0123"
+
+
+async def test_a_step_task_the_redrive_sweeper_gave_up_on_is_listed_with_the_sweepers_reason(store):
+    task = StepTask(incident_id="inc-00000000000000000042", step="reset-password", user_key=ADELE,
+                    correlation_id="c0ffee00-0000-4000-8000-000000000042")
+    await moved_by_host(store, "step-reset-password", task.to_json().encode("utf-8"))
+    deps = Deps(settings=None, ledger=store.ledger, queues=store.queues, graph=None)
+    await _give_up(deps, "step-reset-password", task, 3)  # exactly what the sweeper writes
+
+    [entry] = await list_poison(store, "step-reset-password")
+
+    assert entry["moved_by"] == "host"
+    assert "given up by the redrive sweeper" in entry["reason"] and "outlasted 3 redrive(s)" in entry["reason"]
 
 
 async def test_replay_when_the_poison_queue_is_empty_replays_nothing(store):

@@ -64,7 +64,7 @@ from ._common import (
     user_identity,
 )
 
-__all__ = ["DefenderBatch", "join_defender"]
+__all__ = ["DefenderBatch", "join_defender", "slim_pending_record"]
 
 _USER_ENTITIES = {"user", "mailbox"}
 _SYSTEM_DOMAINS = {"nt authority", "nt service", "window manager", "font driver host", "nt-autorität", "autorite nt"}
@@ -267,3 +267,39 @@ def _as_record(raw: Any, kind: str) -> dict[str, Any] | None:
         return raw
     category = "AdvancedHunting-AlertInfo" if kind == "defender-info" else "AdvancedHunting-AlertEvidence"
     return {"category": category, "properties": raw}
+
+
+# What join_defender reads from a stored half; everything else can go when a half is too
+# big for one Table storage property (32K UTF-16 characters).
+_KEPT_PROPERTIES = ("AlertId", "Severity", "Title", "Timestamp", "EntityType", "EvidenceRole", "AccountObjectId",
+                    "AccountUpn", "AccountDomain", "AccountName", "AccountSid", "Category", "ServiceSource",
+                    "DetectionSource", "AdditionalFields")
+
+
+def slim_pending_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a streaming record with only what joining needs (pure).
+
+    Keeps the category, time and the properties ``join_defender`` reads; the title is cut
+    to what an incident keeps anyway and AdditionalFields to the identity keys in it.
+    """
+    props = record.get("properties") if isinstance(record.get("properties"), dict) else record
+    kept: dict[str, Any] = {}
+    for name in _KEPT_PROPERTIES:
+        value = props.get(name)
+        if value is None:
+            continue
+        if name == "AdditionalFields":
+            extra = _additional(props)
+            value = {k: extra[k] for k in (*_ID_KEYS, *_UPN_KEYS) if isinstance(extra.get(k), str) and len(extra[k]) <= 1024}
+            if not value:
+                continue
+        elif isinstance(value, str) and name != "AlertId":
+            value = value[:1024]
+        elif not isinstance(value, (str, int, float, bool)):
+            continue
+        kept[name] = value
+    slim: dict[str, Any] = {"properties": kept}
+    for name in ("category", "time"):
+        if isinstance(record.get(name), str):
+            slim[name] = record[name][:256]
+    return slim

@@ -50,6 +50,7 @@ class LocalStack:
     seed: dict[str, Any] | None = None
     faults: dict[str, Any] | None = None
     host_port: int = 0
+    with_host: bool = True  # False: storage + simulator only (a benchmark drives the app itself)
     log_dir: Path = field(default_factory=lambda: STATE_DIR / "logs")
     azurite: Any = None
     simulator: Any = None
@@ -75,6 +76,8 @@ class LocalStack:
             }
             env.update(self.overrides)
             self.env = env
+            if not self.with_host:
+                return self
             self.host = start_host(str(REPO), env=env, port=self.host_port, log_path=str(self.log_dir / "host.log"))
         except BaseException:
             self.stop()

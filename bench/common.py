@@ -53,7 +53,7 @@ async def incidents(conn: str) -> list[dict[str, Any]]:
     out = []
     try:
         async for entity in service.get_table_client("incidents").list_entities(
-                select=["user_key", "state", "incident_id", "created_at"]):
+                select=["user_key", "state", "incident_id", "created_at", "Timestamp"]):  # Timestamp: else metadata lacks it
             row = dict(entity)
             stamp = entity.metadata.get("timestamp")
             row["_updated"] = stamp.timestamp() if stamp else None

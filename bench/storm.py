@@ -1,6 +1,6 @@
 """Storm: N users flagged at once against Graph-like latency and throttling. Prints JSON.
 
-    python -m bench.storm [--users N] [--rate R] [--latency-ms L] [--naive-sample K] [--json]
+    python -m bench.storm [--users N] [--rate R] [--latency-ms L] [--naive-sample K] [--instances I] [--json]
 
 The tenant simulator adds L ms to every Graph / Exchange call and throttles each service
 with a token bucket of R requests/s (429 + Retry-After beyond it). N incident requests go
@@ -13,7 +13,9 @@ on the alerts queue at once; the run ends when every incident is terminal.
   responder can make those calls faster than the bucket lets them through;
 - naive_s: the obvious script (one user at a time, each call awaited, a 429 waited out)
   on a sample of K more users with the same simulator settings, scaled linearly to N;
-- peak_rss_mb: the largest peak resident set of the Functions host's processes.
+- peak_rss_mb: the largest peak resident set of the Functions host's processes;
+- instances: local hosts sharing the storage (as Flex Consumption scales out); host_cpu_s
+  is summed over them, peak_rss_mb is the largest of them.
 """
 from __future__ import annotations
 
@@ -111,18 +113,18 @@ def _calls(sim, since: int) -> dict[str, collections.Counter]:
 
 
 def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s: float, progress,
-        overrides: dict[str, str] | None = None) -> dict[str, Any]:
+        overrides: dict[str, str] | None = None, instances: int = 1) -> dict[str, Any]:
     settings = {"STORM_THRESHOLD": str(users * 2 + 100)}  # measuring containment, not the storm breaker
     settings.update(overrides or {})
-    with LocalStack(overrides=settings) as stack:
+    with LocalStack(overrides=settings, instances=instances) as stack:
         sim, conn = stack.simulator.client, stack.azurite.connection_string
         storm_users = sim.add_users(users, prefix="storm", compromised=True)
         naive_users = sim.add_users(naive_sample, prefix="naive", compromised=True) if naive_sample else []
         ids = {u["id"] for u in storm_users}
         sim.set_faults(throttle(rate, latency_ms))
         since = max((e["seq"] for e in sim.requests(limit=1)), default=0)
-        host_pid = stack.host.pid
-        cpu0 = cpu_seconds(host_pid)
+        host_pids = stack.host_pids
+        cpu0 = sum(cpu_seconds(pid) or 0 for pid in host_pids)
         t0 = now()
         asyncio.run(inject(conn, storm_users, "storm"))
         progress(f"{users} alerts queued in {now() - t0:.1f}s; {rate:g} req/s per service, {latency_ms:g} ms latency")
@@ -136,8 +138,8 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
                 break
             time.sleep(2)
         wall = now() - t0
-        cpu = cpu_seconds(host_pid)
-        rss = peak_rss_mb(host_pid)
+        cpu = sum(cpu_seconds(pid) or 0 for pid in host_pids)
+        rss = max((peak_rss_mb(pid) or 0 for pid in host_pids), default=None)
         calls = _calls(sim, since)
         contained = containment_times(sim.mutations(), ids)
         terminal_rows = [r for r in rows if r.get("state") in TERMINAL]
@@ -153,6 +155,7 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
     states = collections.Counter(r.get("state") for r in rows)
     return {
         "users": users,
+        "instances": instances,
         "rate_per_s": rate,
         "latency_ms": latency_ms,
         "contained_s": round(contained_s, 1) if contained_s is not None else None,
@@ -170,7 +173,7 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
         "exo_calls": served["exo"] + calls["exo"][429],
         "calls_per_user": round((served["graph"] + served["exo"]) / users, 1),
         "throttled_429s": sum(calls[svc][429] for svc in THROTTLED),
-        "host_cpu_s": round(cpu - cpu0, 1) if cpu is not None and cpu0 is not None else None,
+        "host_cpu_s": round(cpu - cpu0, 1),
         "peak_rss_mb": rss,
         "wall_s": round(wall, 1),
     }
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--naive-sample", type=int, default=10, help="users the sequential script runs on")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--instances", type=int, default=1, help="local hosts sharing the storage (scale-out)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="app setting override for the run (repeatable)")
     parser.add_argument("--json", action="store_true")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    result = run(args.users, args.rate, args.latency_ms, args.naive_sample, args.timeout, progress, overrides)
+    result = run(args.users, args.rate, args.latency_ms, args.naive_sample, args.timeout, progress, overrides, args.instances)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0 if result["terminal_s"] is not None else 1
 

@@ -51,10 +51,12 @@ class LocalStack:
     faults: dict[str, Any] | None = None
     host_port: int = 0
     with_host: bool = True  # False: storage + simulator only (a benchmark drives the app itself)
+    instances: int = 1  # >1: extra hosts on the same storage, as the platform scales out (timers on the first only)
     log_dir: Path = field(default_factory=lambda: STATE_DIR / "logs")
     azurite: Any = None
     simulator: Any = None
     host: Any = None
+    extra_hosts: list[Any] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> "LocalStack":
@@ -79,6 +81,12 @@ class LocalStack:
             if not self.with_host:
                 return self
             self.host = start_host(str(REPO), env=env, port=self.host_port, log_path=str(self.log_dir / "host.log"))
+            if self.instances > 1:
+                # The platform runs a timer on one instance (a blob lease); here the extra
+                # instances simply have their timers disabled, the real host's way.
+                extra_env = {**env, **{f"AzureWebJobs.{name}.Disabled": "true" for name in timer_functions()}}
+                for index in range(1, self.instances):
+                    self.extra_hosts.append(start_host(str(REPO), env=extra_env, log_path=str(self.log_dir / f"host-{index}.log")))
         except BaseException:
             self.stop()
             raise
@@ -106,7 +114,17 @@ class LocalStack:
         os.chmod(tmp, 0o600)
         tmp.replace(STATE_FILE)
 
+    @property
+    def host_pids(self) -> list[int]:
+        return [h.pid for h in [self.host, *self.extra_hosts] if h is not None]
+
     def stop(self) -> None:
+        for extra in self.extra_hosts:
+            try:
+                extra.stop()
+            except Exception:
+                logger.exception("stopping an extra host failed")
+        self.extra_hosts = []
         for name in ("host", "simulator", "azurite"):
             proc = getattr(self, name)
             if proc is not None:
@@ -121,6 +139,14 @@ class LocalStack:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def timer_functions() -> list[str]:
+    """Names of the app's timer-triggered functions (read from function_app.app)."""
+    import function_app
+
+    return [f.get_function_name() for f in function_app.app.get_functions()
+            if any(b.type == "timerTrigger" for b in f.get_bindings())]
 
 
 def read_state() -> dict[str, Any] | None:

@@ -6,7 +6,10 @@ can outlast the host's retries. Poison must never mean "lost": every run of the 
 looks at ``<queue>-poison`` for the alerts and step queues and, per message,
 - leaves alone what is not one of ours or does not parse (bad input the handlers
   quarantined, with an ``errors`` row; `responder poison` shows those);
-- drops a step task whose step has since finished (nothing left to do);
+- drops a step task whose step has since finished and whose incident has moved on (the
+  next step has a row, or the incident is over); a finished step whose successor was never
+  enqueued (a worker killed between the ledger write and the enqueue) is redriven, so the
+  runner's redelivery path enqueues the successor — dropping it would strand the incident;
 - re-enqueues it on its queue, with a growing delay, at most REDRIVE_MAX times (counted
   in table ``redrives``, keyed by queue and body digest) — idempotency makes this safe;
 - after that, marks the step and its incident ``failed`` with the reason, writes an
@@ -24,7 +27,7 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from .adapters.ledger import TERMINAL_STEP_STATES, iso, key
 from .deps import Deps
 from .model import IncidentRequest, MessageError, StepTask
-from .playbook import STEP_NAMES, queue_name
+from .playbook import STEP_NAMES, next_step, queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,23 @@ async def _count(table: Any, queue: str, digest: str) -> dict[str, Any]:
         return dict(await table.get_entity(key(queue), digest))
     except ResourceNotFoundError:
         return {}
+
+
+async def _nothing_left(deps: Deps, task: StepTask, row: dict[str, Any] | None) -> bool:
+    """True when a poison step task has nothing left to do: its step is finished and the
+    incident has moved past it (or stopped). Otherwise a redrive lets the runner advance."""
+    if not row or row.get("state") not in TERMINAL_STEP_STATES:
+        return False
+    if row.get("state") == "failed":
+        return True
+    incident = await deps.ledger.get_incident(task.incident_id)
+    if incident is None or incident.get("state") in ("succeeded", "failed", "dry-run"):
+        return True
+    order = tuple(incident.get("playbook", "").split(",")) if incident.get("playbook") else deps.settings.playbook_steps
+    nxt = next_step(order, task.step) if task.step in order else None
+    if nxt is None:
+        return False  # the last step finished but the incident was never closed: let the runner close it
+    return await deps.ledger.get_step(task.incident_id, nxt) is not None
 
 
 async def _give_up(deps: Deps, queue: str, task: StepTask, redrives: int) -> None:
@@ -79,7 +99,7 @@ async def sweep(deps: Deps, queue_service: Any, redrive_table: Any, max_redrives
                 continue
             if task is not None:
                 row = await deps.ledger.get_step(task.incident_id, task.step)
-                if row and row.get("state") in TERMINAL_STEP_STATES:
+                if await _nothing_left(deps, task, row):
                     await poison.delete_message(message)
                     stats["dropped"] += 1
                     continue

@@ -131,6 +131,9 @@ class FakeLedger:
         self.evidence[(incident_id, section)] = json.loads(text)
         return len(text)
 
+    async def put_evidence_many(self, incident_id: str, sections: dict) -> dict:
+        return {section: await self.put_evidence(incident_id, section, data) for section, data in sections.items()}
+
     async def list_evidence(self, incident_id: str) -> dict:
         return {s: d for (i, s), d in self.evidence.items() if i == incident_id}
 

@@ -54,3 +54,16 @@ async def test_oversized_detail_is_stored_bounded(ledger):
     await ledger.finish("inc-big1", "snapshot", claim, "succeeded", {"blob": "x" * 100_000})
     row = await ledger.get_step("inc-big1", "snapshot")
     assert len(row["detail"]) < 32_000 and '"truncated": true' in row["detail"]
+
+
+async def test_evidence_sections_are_stored_together_and_read_back(ledger):
+    sections = {f"section{i}": {"i": i, "rules": [{"name": "r" * 50}] * 5} for i in range(30)}
+    sections["huge"] = {"blob": "x" * 100_000}
+    sizes = await ledger.put_evidence_many("inc-evidence", sections)
+    assert set(sizes) == set(sections) and sizes["huge"] <= 30_000
+    stored = await ledger.list_evidence("inc-evidence")
+    assert stored["section7"] == sections["section7"]
+    assert stored["huge"]["truncated"] is True and len(stored) == 31
+    # A retry stores the same sections again without error (upsert, replace).
+    await ledger.put_evidence_many("inc-evidence", {"section7": {"i": "again"}})
+    assert (await ledger.list_evidence("inc-evidence"))["section7"] == {"i": "again"}

@@ -10,6 +10,7 @@ from shared.intake import approve, submit
 from shared.model import IncidentRequest, StepTask
 from shared.settings import Settings
 from shared.steps import StepRunner
+from shared.steps.base import Step, StepResult
 from shared.steps.reset_password import ResetPassword
 from tests.fakes import FakeGraph, FakeLedger, FakeQueues
 
@@ -176,3 +177,53 @@ async def test_unknown_user_fails_permanently_with_not_found():
     task = StepTask(**{k: v for k, v in deps.queues.on("step-reset-password")[0].items() if k not in ("schema", "version")})
     assert await runner.run(task) == "stopped"
     assert "404" in deps.ledger.incidents[result.incident_id]["stop_reason"]
+
+
+class RecordingStep(Step):
+    """A read-only step that records each run (for ordering tests)."""
+
+    name = "snapshot"
+    mutates = False
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    async def act(self, ctx):
+        self.runs.append(ctx.task.incident_id)
+        return StepResult("succeeded", "recorded")
+
+
+def make_two_steps():
+    settings = Settings.from_env({"RESPONDER_MODE": "auto", "PLAYBOOK_STEPS": "snapshot,reset-password"})
+    deps = Deps(settings=settings, ledger=FakeLedger(), queues=FakeQueues(), graph=FakeGraph([USER]))
+    first = RecordingStep()
+    return deps, StepRunner(deps, {"snapshot": first, "reset-password": ResetPassword()}), first
+
+
+async def test_redelivery_of_a_finished_step_does_not_enqueue_a_successor_that_already_has_a_row():
+    deps, runner, _ = make_two_steps()
+    await submit(deps, IncidentRequest(user_id=None, user_principal_name=USER["userPrincipalName"]))
+    first = StepTask(**{k: v for k, v in deps.queues.on("step-snapshot")[0].items() if k not in ("schema", "version")})
+    assert await runner.run(first) == "ran"
+    assert len(deps.queues.on("step-reset-password")) == 1
+    await deps.ledger.claim_step(first.incident_id, "reset-password", 60, "c")  # the successor started
+    assert await runner.run(first) == "done"
+    assert len(deps.queues.on("step-reset-password")) == 1  # not enqueued a second time
+
+
+async def test_redelivery_of_a_finished_step_whose_successor_never_started_enqueues_it():
+    deps, runner, _ = make_two_steps()
+    await submit(deps, IncidentRequest(user_id=None, user_principal_name=USER["userPrincipalName"]))
+    first = StepTask(**{k: v for k, v in deps.queues.on("step-snapshot")[0].items() if k not in ("schema", "version")})
+    await runner.run(first)
+    deps.queues.sent.clear()  # the enqueue was lost with the worker
+    assert await runner.run(first) == "done"
+    assert len(deps.queues.on("step-reset-password")) == 1
+
+
+async def test_a_later_step_task_arriving_before_its_predecessor_finished_is_ignored():
+    deps, runner, recorder = make_two_steps()
+    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name=USER["userPrincipalName"]))
+    forged = StepTask(result.incident_id, "reset-password", "u", "c")
+    assert await runner.run(forged) == "ignored"
+    assert deps.graph.count("reset_password") == 0 and recorder.runs == []

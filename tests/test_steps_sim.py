@@ -8,6 +8,7 @@ by test_e2e.py); the tenant side is real wire traffic.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -240,3 +241,25 @@ async def test_a_5xx_on_a_write_is_repeated_only_after_the_tenant_shows_it_did_n
     assert patches == [503, 204]  # the client did not repeat it blindly...
     assert any("lastPasswordChangeDateTime" in json.dumps(r.get("query")) for r in checks)  # ...the step checked first
     assert sim.client.user_state(ADELE)["password_changes"] == 1
+
+
+async def test_the_user_is_read_once_when_the_snapshot_resolves_the_incident(world):
+    deps, runner, sim = world
+    sim.client.clear_requests()
+    await open_incident(deps)
+    await drive(deps, runner, stop_before="reset-password")
+    user_reads = [r for r in sim.client.requests(service="graph", method="GET")
+                  if re.fullmatch(r"/v1\.0/users/[^/]+", r["path"].split("?")[0])]
+    assert len(user_reads) == 1, [r["path"] for r in user_reads]
+    assert (await deps.ledger.list_evidence(next(iter(deps.ledger.incidents))))["user"]["userPrincipalName"].lower() == ADELE
+
+
+async def test_the_organisation_config_is_read_once_per_worker_not_per_incident(world):
+    deps, runner, sim = world
+    sim.client.clear_requests()
+    await open_incident(deps)
+    await drive(deps, runner)
+    await open_incident(deps, upn="megan.bowen@contoso.onmicrosoft.com")
+    await drive(deps, runner)
+    assert all(i["state"] == "succeeded" for i in deps.ledger.incidents.values())
+    assert len(sim.client.requests(service="exo", cmdlet="Get-OrganizationConfig")) == 1

@@ -255,7 +255,10 @@ class LocalHost:
         service = self._services.get(conn)
         if service is None:
             try:
-                service = QueueServiceClient.from_connection_string(conn)
+                # No proxy configured: skip aiohttp's per-request proxy/.netrc lookup (as the app does).
+                proxied = any(os.environ.get(n) or os.environ.get(n.lower()) for n in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"))
+                options = {} if proxied else {"use_env_settings": False}
+                service = QueueServiceClient.from_connection_string(conn, **options)
             except ValueError as exc:
                 raise SettingsError(f"invalid storage connection string: {exc}") from None
             self._services[conn] = service

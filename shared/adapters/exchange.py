@@ -5,14 +5,17 @@
 identity (scope ``https://outlook.office365.com/.default``, app role Exchange.ManageAsApp
 plus an Exchange/Security Administrator directory role). Responses are
 ``{"value": [...]}`` paged by ``@odata.nextLink``; errors carry the real reason under
-``error.innererror.internalexception.message``.
+``error.innererror.internalexception.message``. Requests in flight are paced by an
+AdaptiveLimiter (throttle.py), like Graph's.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import random
+import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -20,13 +23,18 @@ import httpx
 
 from ..errors import PermanentError, TransientError
 from .credentials import EXO_SCOPE
-from .graph import READ_RETRIES, THROTTLE_BUDGET_S, THROTTLE_RETRIES, parse_retry_after
+from .graph import MAX_IN_FLIGHT, READ_RETRIES, THROTTLE_BUDGET_S, THROTTLE_RETRIES, parse_retry_after
+from .throttle import AdaptiveLimiter
 
 logger = logging.getLogger(__name__)
 
 PERMISSION = "Exchange.ManageAsApp (+ Exchange Administrator role)"
 _TRANSIENT = {408, 429, 500, 502, 503, 504}
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
+# Tenant-wide reads every incident makes and no step changes: answered from a per-worker
+# cache for a few minutes (a 1,000-user storm would otherwise ask 2,000 times).
+CACHED_CMDLETS = frozenset({"Get-OrganizationConfig"})
+ORG_CONFIG_TTL_S = 300.0
 
 
 class ExchangeAdapter:
@@ -35,7 +43,12 @@ class ExchangeAdapter:
         self._base = base_url.rstrip("/")
         self._tenant = tenant_id
         self._domain = tenant_domain
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
+        )
+        self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -47,6 +60,16 @@ class ExchangeAdapter:
         return f"{self._base}/adminapi/beta/{quote(self._tenant, safe='')}/InvokeCommand"
 
     async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None, anchor: str | None = None) -> list[dict[str, Any]]:
+        if cmdlet in CACHED_CMDLETS and not parameters:
+            hit = self._cache.get(cmdlet)
+            if hit is not None and hit[0] > time.monotonic():
+                return copy.deepcopy(hit[1])
+            rows = await self._invoke(cmdlet, parameters, anchor)
+            self._cache[cmdlet] = (time.monotonic() + ORG_CONFIG_TTL_S, copy.deepcopy(rows))
+            return rows
+        return await self._invoke(cmdlet, parameters, anchor)
+
+    async def _invoke(self, cmdlet: str, parameters: dict[str, Any] | None, anchor: str | None) -> list[dict[str, Any]]:
         token = await self._credential.get_token(EXO_SCOPE)
         anchor_upn = anchor or (f"{SYSTEM_MAILBOX}@{self._domain}" if self._domain else "")
         headers = {
@@ -78,7 +101,10 @@ class ExchangeAdapter:
         while True:
             attempt += 1
             try:
-                response = await self._http.post(url, headers=headers, content=json.dumps(body))
+                async with self.limiter.slot() as slot:
+                    response = await self._http.post(url, headers=headers, content=json.dumps(body))
+                    if response.status_code == 429:
+                        slot.mark_throttled(parse_retry_after(response.headers.get("Retry-After")))
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if read_only and attempt <= READ_RETRIES:
                     continue  # a Get-* cmdlet that hung is safe to repeat

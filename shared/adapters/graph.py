@@ -5,6 +5,10 @@ redirects, telemetry) with kiota's AzureIdentityAuthenticationProvider. Response
 as raw JSON instead of SDK models: a call that only needs a few fields does not pay the
 model-parse cost (about a second and 35 MB the first time in a process).
 
+Requests in flight are paced by an AdaptiveLimiter (throttle.py): it grows until Graph
+answers 429, halves then, and pauses for Retry-After, so a storm fills the throttle
+without hammering it.
+
 Every method names the app permission it needs, so a 403 becomes a PermanentError that
 tells the operator exactly what to grant. Paths are built from validated ids, each path
 segment percent-encoded; OData string literals go through odata_quote().
@@ -36,6 +40,7 @@ from msgraph_core import GraphClientFactory
 from ..errors import PermanentError, TransientError
 from ..validation import odata_quote
 from .credentials import GRAPH_SCOPE
+from .throttle import AdaptiveLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,7 @@ _SAFE_METHODS = {"GET", "HEAD"}
 THROTTLE_RETRIES = 6  # 429s are retried in-process: a throttled request was not processed
 THROTTLE_BUDGET_S = 60.0
 READ_RETRIES = 2  # 5xx on a read is retried in-process; on a write it goes back to the step
+MAX_IN_FLIGHT = 64  # per service per worker: the adaptive limiter's ceiling and the connection pool
 
 
 def parse_retry_after(value: Any) -> float | None:
@@ -104,7 +110,7 @@ class GraphAdapter:
         )
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
         )
         # The SDK's retry handler is switched off: it reads Retry-After as an integer (Graph
         # sends fractions) and retries writes after a 5xx, when the write may have landed.
@@ -114,6 +120,7 @@ class GraphAdapter:
             client=http, options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)}
         )
         self._http = http
+        self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
         self.adapter = GraphRequestAdapter(auth, http)
         self.adapter.base_url = f"{self._base}/v1.0"
 
@@ -160,7 +167,13 @@ class GraphAdapter:
         while True:
             attempt += 1
             try:
-                return await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
+                async with self.limiter.slot() as slot:
+                    try:
+                        return await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
+                    except APIError as exc:
+                        if exc.response_status_code == 429:
+                            slot.mark_throttled(parse_retry_after(_header(exc.response_headers, "Retry-After")))
+                        raise
             except APIError as exc:  # ODataError, or a body that is not a Graph error
                 status = exc.response_status_code or 0
                 delay = parse_retry_after(_header(exc.response_headers, "Retry-After"))

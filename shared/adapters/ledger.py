@@ -14,6 +14,7 @@ by steps, which never put secrets in them.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -98,11 +99,13 @@ class Ledger:
         self.t = {name: tables.get_table_client(name) for name in TABLES}
 
     async def ensure(self) -> None:
-        for name in TABLES:
+        async def create(name: str) -> None:
             try:
                 await self._service.create_table(name)
             except ResourceExistsError:
                 pass
+
+        await asyncio.gather(*(create(name) for name in TABLES))
 
     # -- incidents -----------------------------------------------------------------------
 
@@ -332,6 +335,24 @@ class Ledger:
             mode=UpdateMode.REPLACE,
         )
         return len(text)
+
+    async def put_evidence_many(self, incident_id: str, sections: dict[str, Any]) -> dict[str, int]:
+        """Store several snapshot sections in one table transaction (one partition, one round
+        trip); returns each stored size in characters."""
+        if not sections:
+            return {}
+        now = iso(utcnow())
+        sizes, operations = {}, []
+        for section, data in sections.items():
+            text = dump_json(data)
+            sizes[section] = len(text)
+            entity = {"PartitionKey": key(incident_id), "RowKey": key(section), "data": text, "recorded_at": now}
+            operations.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
+        # A transaction holds at most 100 operations and 4 MiB; sections are at most
+        # MAX_JSON_CHARS each, so chunks of 25 stay well inside both.
+        for start in range(0, len(operations), 25):
+            await self.t["evidence"].submit_transaction(operations[start:start + 25])
+        return sizes
 
     async def list_evidence(self, incident_id: str) -> dict[str, Any]:
         sections = {}

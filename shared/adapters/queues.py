@@ -5,6 +5,7 @@ encode policy on to the queue clients it creates, so each queue client gets it h
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Iterable
 
@@ -33,11 +34,13 @@ class QueueSender:
         return client
 
     async def ensure(self, queues: Iterable[str]) -> None:
-        for queue in queues:
+        async def create(queue: str) -> None:
             try:
                 await self._client(queue).create_queue()
             except ResourceExistsError:
                 pass
+
+        await asyncio.gather(*(create(queue) for queue in queues))
 
     async def send(self, queue: str, body: str, *, visibility_timeout: int | None = None) -> str:
         client = self._client(queue)

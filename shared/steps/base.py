@@ -62,6 +62,9 @@ class StepContext:
         self.log = log
         self.dry_run = incident.get("mode") == "dry-run"
         self.would: list[str] = []
+        # The user object the runner read when it resolved the incident in this attempt
+        # (None when an earlier step resolved it): steps may reuse it instead of reading again.
+        self.resolved_user: dict[str, Any] | None = None
 
     @property
     def user_id(self) -> str:
@@ -178,7 +181,9 @@ class StepRunner:
             return "stopped" if state != "held" else "held"
 
         earlier = predecessors(order, task.step)
-        if earlier:
+        if earlier and incident.get("current_step") != task.step:
+            # (When the incident already points at this step, _advance put it there after
+            # every earlier step finished: no need to read the ledger rows.)
             # Steps run strictly in order: a task for a later step (a stray or forged message)
             # does nothing until every earlier step has finished.
             rows = {r["RowKey"]: r for r in await ledger.list_steps(task.incident_id)}
@@ -198,6 +203,10 @@ class StepRunner:
             log.info("step already %s (redelivery); advancing", claim.row.get("state"))
             if claim.row.get("state") == "failed":
                 return "stopped"
+            nxt = next_step(order, task.step)
+            if nxt is not None and await ledger.get_step(task.incident_id, nxt) is not None:
+                log.info("next step %s already has a ledger row; nothing to enqueue", nxt)
+                return "done"
             await self._advance(task, incident, order, log)
             return "done"
 
@@ -257,6 +266,7 @@ class StepRunner:
         }
         await self.deps.ledger.update_incident(ctx.task.incident_id, fields)
         incident.update(fields)
+        ctx.resolved_user = user
         ctx.log.info("user resolved to %s (synced=%s)", fields["user_id"], fields["on_prem_synced"])
 
     async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog) -> None:

@@ -1,13 +1,15 @@
 """snapshot: the read-only "before" picture, taken before any change.
 
-Attackers create and delete inbox rules before anyone looks, so this runs first. Each
-section is stored as one row in the ``evidence`` table (size-bounded JSON). A section the
+Attackers create and delete inbox rules before anyone looks, so this runs first. The
+sections are read concurrently and stored as rows of the ``evidence`` table (size-bounded
+JSON, one table transaction). A section the
 identity may not read (403) is recorded as unavailable with the permission to grant; a
 throttled or failed read raises so the platform retries. The earliest risk signal found
 here is saved on the incident: enforce-mfa removes methods registered after it.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..errors import PermanentError
@@ -53,8 +55,14 @@ class Snapshot(Step):
     async def act(self, ctx: StepContext) -> StepResult:
         uid, upn = ctx.user_id, ctx.upn
         graph, exo = ctx.graph, ctx.exchange
+        resolved = ctx.resolved_user
+
+        async def user() -> Any:
+            # The runner just read this user (same $select) when it resolved the incident.
+            return resolved if resolved is not None else await graph.get_user(uid)
+
         readers = {
-            "user": lambda: graph.get_user(uid),
+            "user": user,
             "auth_methods": lambda: graph.list_auth_methods(uid),
             "inbox_rules": lambda: graph.list_message_rules(uid),
             "risky_user": lambda: graph.get_risky_user(uid),
@@ -67,20 +75,27 @@ class Snapshot(Step):
         }
         stored: dict[str, int] = dict(ctx.checkpoint.get("stored", {}))
         unavailable: dict[str, str] = dict(ctx.checkpoint.get("unavailable", {}))
-        detections: list[dict[str, Any]] = []
-        for section, read in readers.items():
-            if section in stored and section != "risk_detections":
-                continue  # stored by an earlier attempt; the "before" must not be re-read after changes
-            try:
-                data = await read()
-            except PermanentError as exc:
-                unavailable[section] = str(exc)[:300]
-                ctx.log.warning("snapshot section %s unavailable: %s", section, exc)
-                continue
-            if section == "risk_detections":
-                detections = data or []
-            stored[section] = await ctx.deps.ledger.put_evidence(ctx.task.incident_id, section, data)
-            await ctx.save(stored=stored, unavailable=unavailable)
+        # Sections stored by an earlier attempt are not re-read: the "before" must not be
+        # re-read after changes. risk_detections is always read (first_risk_at needs it).
+        todo = [section for section in readers if section not in stored or section == "risk_detections"]
+        # The reads are independent: run them together (the adapters' limiters pace them).
+        results = await asyncio.gather(*(readers[section]() for section in todo), return_exceptions=True)
+        fetched: dict[str, Any] = {}
+        retry: BaseException | None = None
+        for section, result in zip(todo, results):
+            if isinstance(result, PermanentError):
+                unavailable[section] = str(result)[:300]
+                ctx.log.warning("snapshot section %s unavailable: %s", section, result)
+            elif isinstance(result, BaseException):
+                retry = retry or result
+            else:
+                fetched[section] = result
+        if fetched:
+            stored.update(await ctx.deps.ledger.put_evidence_many(ctx.task.incident_id, fetched))
+        await ctx.save(stored=stored, unavailable=unavailable)
+        if retry is not None:
+            raise retry  # what was read is kept; the retry reads only what is missing
+        detections = fetched.get("risk_detections") or []
         first_risk = first_risk_time(detections, ctx.incident.get("detected_at") or "")
         await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"first_risk_at": first_risk})
         ctx.incident["first_risk_at"] = first_risk

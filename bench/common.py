@@ -127,5 +127,15 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
+def tree_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its live descendants."""
+    total, stack = 0.0, [pid] if pid else []
+    while stack:
+        current = stack.pop()
+        total += cpu_seconds(current) or 0.0
+        stack.extend(_children(current))
+    return total
+
+
 def now() -> float:
     return datetime.now(timezone.utc).timestamp()

@@ -30,7 +30,10 @@ def _summary(values: list[float]) -> dict[str, float | None]:
 
 
 def run(alerts: int, gap_s: float, latency_ms: float, progress, overrides: dict[str, str] | None = None) -> dict[str, Any]:
-    with LocalStack(overrides=overrides or {}) as stack:
+    # The users are seeded as risky, so the polling reconciler would open their incidents on
+    # its own schedule, before their alert is sent: it is switched off for this measurement.
+    settings = {"AzureWebJobs.poll_reconciler.Disabled": "true", **(overrides or {})}
+    with LocalStack(overrides=settings) as stack:
         sim, conn = stack.simulator.client, stack.azurite.connection_string
         users = sim.add_users(alerts, prefix="lat", compromised=True)
         if latency_ms:

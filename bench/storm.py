@@ -14,6 +14,8 @@ on the alerts queue at once; the run ends when every incident is terminal.
 - naive_s: the obvious script (one user at a time, each call awaited, a 429 waited out)
   on a sample of K more users with the same simulator settings, scaled linearly to N;
 - peak_rss_mb: the largest peak resident set of the Functions host's processes;
+- host_cpu_s / azurite_cpu_s / simulator_cpu_s: CPU seconds each part of the stack used
+  during the run, and stack_cpu_busy_pct: their sum over (wall time x cores);
 - instances: local hosts sharing the storage (as Flex Consumption scales out); host_cpu_s
   is summed over them, peak_rss_mb is the largest of them.
 """
@@ -28,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from bench.common import TERMINAL, containment_times, cpu_seconds, incidents, inject, now, peak_rss_mb
+from bench.common import TERMINAL, containment_times, cpu_seconds, incidents, inject, now, peak_rss_mb, tree_cpu_seconds
 from localdev.stack import LocalStack
 
 THROTTLED = ("graph", "exo")
@@ -125,6 +127,8 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
         since = max((e["seq"] for e in sim.requests(limit=1)), default=0)
         host_pids = stack.host_pids
         cpu0 = sum(cpu_seconds(pid) or 0 for pid in host_pids)
+        others = {"azurite": stack.azurite.pid, "simulator": stack.simulator.pid}
+        others0 = {name: tree_cpu_seconds(pid) for name, pid in others.items()}
         t0 = now()
         asyncio.run(inject(conn, storm_users, "storm"))
         progress(f"{users} alerts queued in {now() - t0:.1f}s; {rate:g} req/s per service, {latency_ms:g} ms latency")
@@ -139,6 +143,7 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
             time.sleep(2)
         wall = now() - t0
         cpu = sum(cpu_seconds(pid) or 0 for pid in host_pids)
+        others_cpu = {name: round(tree_cpu_seconds(pid) - others0[name], 1) for name, pid in others.items()}
         rss = max((peak_rss_mb(pid) or 0 for pid in host_pids), default=None)
         calls = _calls(sim, since)
         contained = containment_times(sim.mutations(), ids)
@@ -174,6 +179,12 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
         "calls_per_user": round((served["graph"] + served["exo"]) / users, 1),
         "throttled_429s": sum(calls[svc][429] for svc in THROTTLED),
         "host_cpu_s": round(cpu - cpu0, 1),
+        "host_cpu_ms_per_user": round((cpu - cpu0) * 1000 / users),
+        "azurite_cpu_s": others_cpu["azurite"],
+        "simulator_cpu_s": others_cpu["simulator"],
+        # Share of the machine's cores busy with the stack during the run (the benchmark's
+        # own polling not counted): near 100% means CPU, not the throttle, sets the pace.
+        "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "peak_rss_mb": rss,
         "wall_s": round(wall, 1),
     }

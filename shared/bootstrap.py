@@ -19,6 +19,7 @@ from .adapters.queues import QueueSender
 from .adapters.storage import build_storage
 from .deps import Deps
 from .gate import protection_gate
+from .logs import quiet_transport_loggers
 from .playbook import STEP_NAMES, queue_name
 from .settings import Settings
 from .steps import StepRunner, registry
@@ -32,6 +33,7 @@ _lock: asyncio.Lock | None = None
 
 async def build_deps(settings: Settings | None = None) -> Deps:
     settings = settings or Settings.from_env()
+    quiet_transport_loggers()
     credential = build_credential()
     storage = build_storage(credential=credential)
     ledger = Ledger(storage.tables)

@@ -263,3 +263,14 @@ async def test_the_organisation_config_is_read_once_per_worker_not_per_incident(
     await drive(deps, runner)
     assert all(i["state"] == "succeeded" for i in deps.ledger.incidents.values())
     assert len(sim.client.requests(service="exo", cmdlet="Get-OrganizationConfig")) == 1
+
+
+async def test_a_5xx_on_the_read_only_group_check_is_retried_in_process(world):
+    deps, runner, sim = world
+    incident_id = await open_incident(deps)
+    sim.client.fault_once(service="graph", method="POST", path_contains="checkMemberGroups", status=503, count=1)
+    ran = await drive(deps, runner, stop_before="reset-password")
+    assert ran == [("snapshot", "ran")]  # no TransientError: the gate's read was simply repeated
+    assert deps.ledger.step_state(incident_id, "snapshot") == "succeeded"
+    checks = sim.client.requests(service="graph", method="POST", path_contains="checkMemberGroups")
+    assert [r["status"] for r in checks] == [503, 200]

@@ -93,3 +93,54 @@ def test_bounds_are_validated():
         AdaptiveLimiter(initial=0)
     with pytest.raises(ValueError):
         AdaptiveLimiter(initial=10, maximum=5)
+
+
+async def test_a_cancelled_waiter_neither_leaks_nor_steals_a_slot():
+    limiter = AdaptiveLimiter(initial=1, maximum=1)
+    release = asyncio.Event()
+
+    async def holder():
+        async with limiter.slot():
+            await release.wait()
+
+    async def waiter(done: list):
+        async with limiter.slot():
+            done.append(1)
+
+    hold = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    cancelled = asyncio.create_task(waiter([]))
+    finished: list = []
+    patient = asyncio.create_task(waiter(finished))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    release.set()
+    await asyncio.gather(hold, patient)
+    assert finished == [1] and limiter.in_flight == 0 and cancelled.cancelled()
+
+
+async def test_queued_waiters_resume_after_a_pause_in_arrival_order():
+    limiter = AdaptiveLimiter(initial=2, maximum=2)
+    order: list[int] = []
+    gate = asyncio.Event()
+
+    async def first():
+        async with limiter.slot() as slot:
+            await gate.wait()
+            slot.mark_throttled(0.2)
+
+    async def later(i: int):
+        async with limiter.slot():
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    head = [asyncio.create_task(first()) for _ in range(2)]
+    await asyncio.sleep(0)
+    tail = [asyncio.create_task(later(i)) for i in range(5)]
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    gate.set()
+    await asyncio.gather(*head, *tail)
+    assert order == [0, 1, 2, 3, 4]
+    assert loop.time() - started >= 0.18  # nobody went while the service said to wait

@@ -139,8 +139,12 @@ class GraphAdapter:
         query: dict[str, str] | None = None,
         beta: bool = False,
         headers: dict[str, str] | None = None,
+        idempotent: bool = False,
     ) -> Any:
-        """Send one request; return parsed JSON (or None for an empty body)."""
+        """Send one request; return parsed JSON (or None for an empty body).
+
+        ``idempotent`` marks a POST that only reads (checkMemberGroups): like a GET, it is
+        repeated in-process after a 5xx or a timeout."""
         info = RequestInformation()
         info.http_method = Method[method.upper()]
         url = f"{self._base}/{'beta' if beta else 'v1.0'}{path}"
@@ -152,7 +156,7 @@ class GraphAdapter:
             info.headers.try_add(key, value)
         if body is not None:
             info.set_stream_content(json.dumps(body).encode("utf-8"), "application/json")
-        raw = await self._send(info, method.upper(), path, permission)
+        raw = await self._send(info, method.upper(), path, permission, idempotent=idempotent)
         if not raw:
             return None
         try:
@@ -160,8 +164,9 @@ class GraphAdapter:
         except ValueError:
             raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
 
-    async def _send(self, info: RequestInformation, method: str, path: str, permission: str) -> Any:
+    async def _send(self, info: RequestInformation, method: str, path: str, permission: str, idempotent: bool = False) -> Any:
         """Send with bounded in-process retries: 429 always (honouring Retry-After), 5xx for reads."""
+        safe = idempotent or method in _SAFE_METHODS
         waited = 0.0
         attempt = 0
         while True:
@@ -179,7 +184,7 @@ class GraphAdapter:
                 delay = parse_retry_after(_header(exc.response_headers, "Retry-After"))
                 if status == 429 and attempt <= THROTTLE_RETRIES:
                     delay = delay if delay is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
-                elif status in _TRANSIENT_STATUS and method in _SAFE_METHODS and attempt <= READ_RETRIES:
+                elif status in _TRANSIENT_STATUS and safe and attempt <= READ_RETRIES:
                     delay = delay if delay is not None else 0.2 * attempt
                 else:
                     raise self._map_error(exc, method, path, permission) from None
@@ -191,7 +196,7 @@ class GraphAdapter:
                 await asyncio.sleep(delay)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 # A read that hung or lost its connection is safe to repeat; a write is not.
-                if method in _SAFE_METHODS and attempt <= READ_RETRIES:
+                if safe and attempt <= READ_RETRIES:
                     logger.debug("Graph %s %s: %s, retrying (attempt %d)", method, path, exc.__class__.__name__, attempt)
                     continue
                 what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
@@ -251,6 +256,7 @@ class GraphAdapter:
             f"/users/{_seg(user_id)}/checkMemberGroups",
             body={"groupIds": group_ids},
             permission="GroupMember.Read.All",
+            idempotent=True,
         )
         return list((result or {}).get("value", []))
 

@@ -237,10 +237,12 @@ class Ledger:
 
     async def claim_step(self, incident_id: str, step: str, lease_s: int, correlation_id: str) -> Claim:
         table = self.t["steps"]
-        for _ in range(5):
+        for round_ in range(5):
             now = utcnow()
             lease_until = iso(now + timedelta(seconds=lease_s))
-            row = await self.get_step(incident_id, step)
+            # First delivery is the common case: try to create the row straight away (one
+            # round trip); only when it exists is it read to decide.
+            row = None if round_ == 0 else await self.get_step(incident_id, step)
             if row is None:
                 entity = {
                     "PartitionKey": key(incident_id),

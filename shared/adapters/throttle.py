@@ -12,6 +12,7 @@ The limiter only paces; retrying the throttled request stays with the caller.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
@@ -32,6 +33,12 @@ class Slot:
 
 
 class AdaptiveLimiter:
+    """Bounds requests in flight; waiters are served first come, first served.
+
+    A freed slot is handed straight to the next waiter (O(1) per request, no wake-up of
+    every waiter), which matters when a storm has hundreds of requests queued here.
+    """
+
     def __init__(
         self,
         initial: int = 16,
@@ -49,7 +56,8 @@ class AdaptiveLimiter:
         self._last_cut = float("-inf")
         self._cut_interval = cut_interval_s
         self._clock = clock
-        self._cond: asyncio.Condition | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
         self.throttled = 0  # 429s seen (for logs and benchmarks)
         self.peak = 0  # most requests in flight at once
 
@@ -64,43 +72,64 @@ class AdaptiveLimiter:
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - self._clock())
 
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+    def _take(self) -> None:
+        self._in_flight += 1
+        if self._in_flight > self.peak:
+            self.peak = self._in_flight
+
+    def _wake(self) -> None:
+        """Hand free slots to waiters, or come back when a pause ends."""
+        self._timer = None
+        pause = self.paused_for()
+        if pause > 0:
+            if self._waiters:
+                self._timer = asyncio.get_running_loop().call_later(pause, self._wake)
+            return
+        while self._waiters and self._in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
 
     async def _acquire(self) -> None:
-        cond = self._condition()
-        async with cond:
-            while True:
-                pause = self.paused_for()
-                if pause > 0:
-                    try:
-                        await asyncio.wait_for(cond.wait(), timeout=pause)
-                    except asyncio.TimeoutError:
-                        pass
-                    continue
+        while not self._waiters:
+            pause = self.paused_for()
+            if pause <= 0:
                 if self._in_flight < self.limit:
-                    self._in_flight += 1
-                    self.peak = max(self.peak, self._in_flight)
+                    self._take()
                     return
-                await cond.wait()
-
-    async def _release(self, slot: Slot) -> None:
-        cond = self._condition()
-        async with cond:
-            self._in_flight -= 1
-            if slot.throttled:
-                self.throttled += 1
-                now = self._clock()
-                if now - self._last_cut >= self._cut_interval:
-                    self._limit = max(float(self.minimum), self._limit / 2)
-                    self._last_cut = now
-                if slot.retry_after:
-                    self._paused_until = max(self._paused_until, now + slot.retry_after)
+                break
+            await asyncio.sleep(pause)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        if self._timer is None and self.paused_for() > 0:
+            self._wake()  # arms the timer that ends the pause
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(Slot())  # a slot was handed over just as we were cancelled: pass it on
             else:
-                self._limit = min(float(self.maximum), self._limit + 1.0 / max(1.0, self._limit))
-            cond.notify_all()
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def _release(self, slot: Slot) -> None:
+        self._in_flight -= 1
+        if slot.throttled:
+            self.throttled += 1
+            now = self._clock()
+            if now - self._last_cut >= self._cut_interval:
+                self._limit = max(float(self.minimum), self._limit / 2)
+                self._last_cut = now
+            if slot.retry_after:
+                self._paused_until = max(self._paused_until, now + slot.retry_after)
+        else:
+            self._limit = min(float(self.maximum), self._limit + 1.0 / max(1.0, self._limit))
+        if self._waiters and self._timer is None:
+            self._wake()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:
@@ -109,4 +138,4 @@ class AdaptiveLimiter:
         try:
             yield slot
         finally:
-            await asyncio.shield(self._release(slot))
+            self._release(slot)

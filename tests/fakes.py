@@ -207,7 +207,9 @@ class FakeGraph:
 
     async def check_member_groups(self, user_id: str, group_ids: list[str]) -> list[str]:
         self.calls.append(("check_member_groups", user_id))
-        return [g for g in group_ids if user_id in self.groups.get(g, set())]
+        self._maybe_fail("check_member_groups")
+        object_id = self._user(user_id)["id"]  # Graph takes the object id or the UPN here
+        return [g for g in group_ids if object_id in self.groups.get(g, set())]
 
     def count(self, method: str) -> int:
         return sum(1 for c in self.calls if c[0] == method)

@@ -227,3 +227,22 @@ async def test_a_later_step_task_arriving_before_its_predecessor_finished_is_ign
     forged = StepTask(result.incident_id, "reset-password", "u", "c")
     assert await runner.run(forged) == "ignored"
     assert deps.graph.count("reset_password") == 0 and recorder.runs == []
+
+
+async def test_a_failed_group_lookup_beside_the_user_resolution_stops_before_any_change():
+    deps, runner = make()
+    result, tasks = await start(deps, GLASS)
+    deps.graph.fail("check_member_groups", TransientError("Graph POST checkMemberGroups: 503", status=503))
+    with pytest.raises(TransientError):
+        await runner.run(tasks[0])
+    assert deps.graph.count("reset_password") == 0
+    assert await runner.run(tasks[0]) == "held"  # the retry looks again and holds the protected account
+    assert deps.graph.count("reset_password") == 0
+
+
+async def test_the_group_lookup_runs_with_the_alert_s_key_beside_the_resolution():
+    deps, runner = make()
+    _, tasks = await start(deps, GLASS)  # the alert names the user by UPN only
+    assert await runner.run(tasks[0]) == "held"
+    lookups = [c for c in deps.graph.calls if c[0] in ("get_user", "check_member_groups")]
+    assert sorted(lookups) == sorted([("get_user", GLASS["userPrincipalName"]), ("check_member_groups", GLASS["userPrincipalName"])])

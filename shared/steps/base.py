@@ -214,10 +214,20 @@ class StepRunner:
         ctx = StepContext(deps, task, incident, claim, log)
         log.info("step started (attempt %d)", claim.attempts)
         try:
-            if not incident.get("user_resolved"):
+            gated = task.step == order[0] and self.gate is not None and not incident.get("approved")
+            in_group: bool | None = None
+            prefetch = getattr(self.gate, "prefetch", None) if gated else None
+            if not incident.get("user_resolved") and prefetch is not None:
+                # The group lookup needs only the user's key: run it beside the resolution.
+                key = incident.get("user_id") or incident["user_principal_name"]
+                resolved, in_group = await asyncio.gather(self._resolve_user(ctx), prefetch(ctx, key), return_exceptions=True)
+                for outcome in (resolved, in_group):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            elif not incident.get("user_resolved"):
                 await self._resolve_user(ctx)
-            if task.step == order[0] and self.gate is not None and not incident.get("approved"):
-                held_reason = await self.gate(ctx)
+            if gated:
+                held_reason = await (self.gate(ctx, in_group) if in_group is not None else self.gate(ctx))
                 if held_reason:
                     # "held" is not a terminal step state: approval claims the row again.
                     await ledger.finish(task.incident_id, task.step, claim, "held", {"reason": held_reason}, held_reason)

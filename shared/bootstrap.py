@@ -2,7 +2,8 @@
 
 ``get_deps()`` is awaited by every handler; the first call validates settings, builds the
 credential, the Graph and Exchange adapters and the storage clients, and creates the
-queues and tables while it fetches the Graph and Exchange tokens (all concurrently). Later calls return the same objects.
+queues and tables while it fetches the Graph and Exchange tokens (all concurrently).
+Later calls return the same objects.
 """
 from __future__ import annotations
 

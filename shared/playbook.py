@@ -5,6 +5,8 @@ rows and the entries of ``responder demo --json``.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from .errors import ConfigError
 
 STEP_NAMES: tuple[str, ...] = (
@@ -53,6 +55,12 @@ def validate_order(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if "close" in steps and steps[-1] != "close":
         raise ConfigError("PLAYBOOK_STEPS: close must be the last step")
     return steps
+
+
+def incident_order(incident: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The playbook an incident was opened with (recorded on its row), else ``default``."""
+    recorded = incident.get("playbook")
+    return tuple(recorded.split(",")) if recorded else default
 
 
 def first_step(order: tuple[str, ...]) -> str:

@@ -27,7 +27,8 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from .adapters.ledger import TERMINAL_STEP_STATES, iso, key
 from .deps import Deps
 from .model import IncidentRequest, MessageError, StepTask
-from .playbook import STEP_NAMES, next_step, queue_name
+from .playbook import STEP_NAMES, incident_order, queue_name
+from .steps.base import TERMINAL_INCIDENT_STATES, successor_started
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +54,11 @@ async def _nothing_left(deps: Deps, task: StepTask, row: dict[str, Any] | None) 
     if row.get("state") == "failed":
         return True
     incident = await deps.ledger.get_incident(task.incident_id)
-    if incident is None or incident.get("state") in ("succeeded", "failed", "dry-run"):
+    if incident is None or incident.get("state") in TERMINAL_INCIDENT_STATES:
         return True
-    order = tuple(incident.get("playbook", "").split(",")) if incident.get("playbook") else deps.settings.playbook_steps
-    nxt = next_step(order, task.step) if task.step in order else None
-    if nxt is None:
-        return False  # the last step finished but the incident was never closed: let the runner close it
-    return await deps.ledger.get_step(task.incident_id, nxt) is not None
+    order = incident_order(incident, deps.settings.playbook_steps)
+    # The last step finished but the incident was never closed: a redrive lets the runner close it.
+    return task.step in order and await successor_started(deps.ledger, task.incident_id, order, task.step)
 
 
 async def _give_up(deps: Deps, queue: str, task: StepTask, redrives: int) -> None:

@@ -72,15 +72,20 @@ async def test_bad_input_in_poison_is_left_for_the_operator_and_valid_alerts_are
     assert [base64.b64decode(m.content).decode() for m in remaining] == ["this is not json"]
 
 
+async def snapshot_finished_then_poisoned(deps, ledger, incident_id: str, current_step: str) -> None:
+    """A two-step incident whose snapshot finished and whose snapshot task sits in poison."""
+    await ledger.create_incident({"incident_id": incident_id, "state": "running", "playbook": "snapshot,close",
+                                  "current_step": current_step, "user_key": "u", "created_at": "2024-01-01T00:00:00Z"})
+    claim = await ledger.claim_step(incident_id, "snapshot", 60, "c")
+    await ledger.finish(incident_id, "snapshot", claim, "succeeded", {})
+    await deps.queues.send("step-snapshot-poison", StepTask(incident_id, "snapshot", "u", "c").to_json())
+
+
 async def test_a_finished_step_whose_successor_was_never_enqueued_is_redriven_not_dropped(world):
     # A worker killed between the ledger write and the enqueue of the next step: the task
     # lands in poison with its step finished, and nothing else would ever move the incident.
     deps, queues, ledger = world
-    await ledger.create_incident({"incident_id": "inc-redrive4", "state": "running", "playbook": "snapshot,close",
-                                  "current_step": "snapshot", "user_key": "u", "created_at": "2024-01-01T00:00:00Z"})
-    claim = await ledger.claim_step("inc-redrive4", "snapshot", 60, "c")
-    await ledger.finish("inc-redrive4", "snapshot", claim, "succeeded", {})
-    await deps.queues.send("step-snapshot-poison", StepTask("inc-redrive4", "snapshot", "u", "c").to_json())
+    await snapshot_finished_then_poisoned(deps, ledger, "inc-redrive4", current_step="snapshot")
     stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=3)
     assert stats["redriven"] == 1 and stats["dropped"] == 0
     assert await queued(queues, "step-snapshot") == 1
@@ -88,12 +93,8 @@ async def test_a_finished_step_whose_successor_was_never_enqueued_is_redriven_no
 
 async def test_a_finished_step_whose_successor_already_started_is_dropped(world):
     deps, queues, ledger = world
-    await ledger.create_incident({"incident_id": "inc-redrive5", "state": "running", "playbook": "snapshot,close",
-                                  "current_step": "close", "user_key": "u", "created_at": "2024-01-01T00:00:00Z"})
-    claim = await ledger.claim_step("inc-redrive5", "snapshot", 60, "c")
-    await ledger.finish("inc-redrive5", "snapshot", claim, "succeeded", {})
+    await snapshot_finished_then_poisoned(deps, ledger, "inc-redrive5", current_step="close")
     await ledger.claim_step("inc-redrive5", "close", 60, "c")
-    await deps.queues.send("step-snapshot-poison", StepTask("inc-redrive5", "snapshot", "u", "c").to_json())
     stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=3)
     assert stats["dropped"] == 1 and stats["redriven"] == 0
     assert await poison_count(queues, "step-snapshot") == 0

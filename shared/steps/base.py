@@ -25,7 +25,7 @@ from ..deps import Deps
 from ..errors import PermanentError, TransientError
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
-from ..playbook import next_step, predecessors, queue_name
+from ..playbook import incident_order, next_step, predecessors, queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,13 @@ async def enqueue_step(deps: Deps, incident_id: str, step: str, user_key: str, c
     await deps.queues.send(queue_name(step), task.to_json(), visibility_timeout=delay_s)
 
 
+async def successor_started(ledger: Any, incident_id: str, order: tuple[str, ...], step: str) -> bool:
+    """Has the step after ``step`` (in this incident's order) got a ledger row yet?
+    False for the last step. The runner's redelivery path and the poison sweeper both ask."""
+    nxt = next_step(order, step)
+    return nxt is not None and await ledger.get_step(incident_id, nxt) is not None
+
+
 class StepRunner:
     """Drives one StepTask through claim → act → record → enqueue next."""
 
@@ -171,7 +178,7 @@ class StepRunner:
             log.warning("incident not found; dropping the step task")
             await ledger.record_error(queue_name(task.step), "incident not found", message_id=task.incident_id)
             return "ignored"
-        order = tuple(incident.get("playbook", "").split(",")) if incident.get("playbook") else deps.settings.playbook_steps
+        order = incident_order(incident, deps.settings.playbook_steps)
         if task.step not in order:
             log.warning("step is not in this incident's playbook %s; ignoring", order)
             return "ignored"
@@ -203,9 +210,8 @@ class StepRunner:
             log.info("step already %s (redelivery); advancing", claim.row.get("state"))
             if claim.row.get("state") == "failed":
                 return "stopped"
-            nxt = next_step(order, task.step)
-            if nxt is not None and await ledger.get_step(task.incident_id, nxt) is not None:
-                log.info("next step %s already has a ledger row; nothing to enqueue", nxt)
+            if await successor_started(ledger, task.incident_id, order, task.step):
+                log.info("the next step already has a ledger row; nothing to enqueue")
                 return "done"
             await self._advance(task, incident, order, log)
             return "done"

@@ -18,13 +18,14 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from localdev.process import ChildProcess, ChildStartError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 HOST = "127.0.0.1"
 
 
-class AzuriteError(RuntimeError):
+class AzuriteError(ChildStartError):
     """Azurite is missing, did not start, or did not open its ports in time."""
 
 
@@ -119,27 +120,15 @@ def _port_open(port: int, host: str = HOST) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:]) or "<empty>"
-
-
-class AzuriteProcess:
+class AzuriteProcess(ChildProcess):
     """A running Azurite; also a context manager that stops it on exit."""
 
-    def __init__(self, process: subprocess.Popen, ports: AzuritePorts, workdir: Path, log_path: Path) -> None:
-        self.process = process
-        self.ports = ports
-        self.workdir = workdir
-        self.log_path = log_path
-        self.host = HOST
+    name = "Azurite"
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def __init__(self, ports: AzuritePorts, workdir: Path) -> None:
+        super().__init__(workdir / "azurite.log", workdir)
+        self.ports = ports
+        self.host = HOST
 
     @property
     def blob_port(self) -> int:
@@ -157,41 +146,13 @@ class AzuriteProcess:
     def connection_string(self) -> str:
         return connection_string_for(self.ports, self.host)
 
-    def is_running(self) -> bool:
-        return self.process.poll() is None
-
     def log_tail(self, lines: int = 30) -> str:
-        return _tail(self.log_path, lines)
-
-    def _kill_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.process.pid, sig)  # started in its own session: pgid == pid
-        except (ProcessLookupError, PermissionError):
-            pass
+        return super().log_tail(lines) or "<empty>"
 
     def stop(self, grace: float = 2.0) -> Optional[int]:
         """SIGTERM, then SIGKILL after ``grace`` seconds (Azurite may ignore SIGTERM after
         serving clients); the whole process group is killed as well. Idempotent."""
-        if self.process.poll() is None:
-            try:
-                self.process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                logger.debug("Azurite pid %d ignored SIGTERM; sending SIGKILL", self.process.pid)
-                self._kill_group(signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._kill_group(signal.SIGKILL)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        return self.process.returncode
-
-    def __enter__(self) -> "AzuriteProcess":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        return super().stop(grace)
 
     def __repr__(self) -> str:
         return f"AzuriteProcess(pid={self.pid}, ports={self.ports})"
@@ -215,7 +176,6 @@ def start_azurite(
     picked = iter(_free_ports(3))  # bound together, so distinct
     ports = AzuritePorts(blob_port or next(picked), queue_port or next(picked), table_port or next(picked))
     workdir = Path(tempfile.mkdtemp(prefix="azurite-"))
-    log_path = workdir / "azurite.log"
     cmd = [
         exe,
         "--inMemoryPersistence",  # cannot be combined with --location
@@ -227,28 +187,17 @@ def start_azurite(
         "--tableHost", HOST, "--tablePort", str(ports.table),
         *extra_args,
     ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            cmd, cwd=str(workdir), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    azurite = AzuriteProcess(process, ports, workdir, log_path)
-    deadline = time.monotonic() + timeout
-    pending = list(ports.as_tuple())
-    while pending:
-        if process.poll() is not None:
-            tail = azurite.log_tail()
-            azurite.stop()
-            raise AzuriteError(f"Azurite exited with code {process.returncode} during startup:\n{tail}")
-        pending = [p for p in pending if not _port_open(p)]
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            tail = azurite.log_tail()
-            azurite.stop(grace=1)
-            raise AzuriteError(
-                f"Azurite did not listen on port(s) {pending} within {timeout:.0f}s; output:\n{tail}")
-        time.sleep(0.1)
+    azurite = AzuriteProcess(ports, workdir)
+    process = azurite.spawn(cmd, cwd=workdir)
+
+    def listening() -> Optional[bool]:
+        return True if all(_port_open(p) for p in ports.as_tuple()) else None
+
+    try:
+        azurite.wait_until(listening, timeout, f"listening on ports {list(ports.as_tuple())}", poll_s=0.1)
+    except ChildStartError as exc:
+        azurite.stop(grace=1)
+        raise AzuriteError(str(exc)) from None
     logger.info("Azurite pid %d: blob %d, queue %d, table %d", process.pid, *ports.as_tuple())
     return azurite
 

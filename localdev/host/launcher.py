@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Mapping, Optional
+
+from localdev.process import ChildProcess, ChildStartError
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +30,14 @@ __all__ = ["HostProcess", "HostStartTimeout", "start_host", "REPO_ROOT"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-class HostStartTimeout(RuntimeError):
+class HostStartTimeout(ChildStartError):
     """The host did not become ready (or exited) in time; the message has its log tail."""
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "<no log>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class HostProcess:
+class HostProcess(ChildProcess):
     """A ``python -m localdev.host`` child process."""
+
+    name = "local host"
 
     def __init__(
         self,
@@ -66,11 +59,9 @@ class HostProcess:
         self.shutdown_grace = shutdown_grace
         self.ready_timeout = ready_timeout
         self._workdir = Path(tempfile.mkdtemp(prefix="localhost-"))
-        self.log_path = Path(log_path) if log_path else self._workdir / "host.log"
+        super().__init__(Path(log_path) if log_path else self._workdir / "host.log")
         self.ready_file = self._workdir / "ready.json"
-        self.process: Optional[subprocess.Popen] = None
         self.info: dict = {}
-        self.returncode: Optional[int] = None
 
     # -- info from the ready file ----------------------------------------------------------
     @property
@@ -92,13 +83,6 @@ class HostProcess:
     @property
     def functions(self) -> list:
         return list(self.info.get("functions", []))
-
-    @property
-    def pid(self) -> Optional[int]:
-        return self.process.pid if self.process else None
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def status(self, timeout: float = 10.0) -> dict:
         """``GET /admin/host/status`` with the master key."""
@@ -134,77 +118,26 @@ class HostProcess:
         child_env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT)] + ([child_env["PYTHONPATH"]] if child_env.get("PYTHONPATH") else []))
         child_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(
-                cmd, cwd=str(self.app_dir), env=child_env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        finally:
-            log.close()
-        self.returncode = None
+        self.spawn(cmd, cwd=self.app_dir, env=child_env, append_log=True)
         self._wait_ready(ready_timeout)
         logger.info("Local host pid %d ready at %s (log %s)", self.pid, self.url, self.log_path)
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.returncode = self.process.returncode
-                raise HostStartTimeout(
-                    f"local host exited with code {self.returncode} before it was ready; "
-                    f"log {self.log_path}:\n{_tail(self.log_path)}")
-            if self.ready_file.exists():
-                try:
-                    self.info = json.loads(self.ready_file.read_text(encoding="utf-8"))
-                    return
-                except ValueError:
-                    pass  # replaced atomically, so this is unexpected; try again
-            time.sleep(0.05)
-        self._signal_group(signal.SIGKILL)
-        raise HostStartTimeout(
-            f"local host not ready after {timeout:.0f}s; log {self.log_path}:\n{_tail(self.log_path)}")
+        def ready() -> Optional[dict]:
+            try:
+                return json.loads(self.ready_file.read_text(encoding="utf-8")) or None
+            except (OSError, ValueError):
+                return None  # not written yet (it is replaced atomically)
 
-    def _signal_group(self, sig: int) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
         try:
-            os.killpg(self.process.pid, sig)  # own session: pgid == pid
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            self.process.send_signal(sig)
+            self.info = self.wait_until(ready, timeout, "ready")
+        except ChildStartError as exc:
+            raise HostStartTimeout(str(exc)) from None
 
     def stop(self, grace: Optional[float] = None) -> Optional[int]:
         """SIGTERM, wait ``grace`` (default: shutdown grace + 5 s), then SIGKILL. Returns the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            grace = self.shutdown_grace + 5 if grace is None else grace
-            try:
-                self.process.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                logger.warning("Local host pid %d ignored SIGTERM for %.0fs; killing it", self.pid, grace)
-                self._signal_group(signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._signal_group(signal.SIGKILL)  # stray children, if any
-        self.returncode = self.process.returncode
-        return self.returncode
-
-    def kill(self) -> Optional[int]:
-        """SIGKILL the host at once (chaos tests): in-flight messages reappear after their lease."""
-        if self.process is None:
-            return None
-        self._signal_group(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.returncode = self.process.returncode
-        return self.returncode
+        return super().stop(self.shutdown_grace + 5 if grace is None else grace)
 
     def restart(self, grace: Optional[float] = None, ready_timeout: Optional[float] = None) -> "HostProcess":
         """Stop (if running) and start again on the same port."""

@@ -12,39 +12,34 @@ secrets redacted; the Authorization header is never stored.
 from __future__ import annotations
 
 import asyncio
-import collections
+import dataclasses
 import json
 import logging
-import hashlib
 import secrets
-import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
 
-from . import exo
-from .faults import Decision, FaultConfigError, FaultInjector
+from . import control, exo
+from .core import (CORE_KEY, REDACTED, SECRET_KEYS, WWW_AUTHENTICATE, RequestLog, SimulatorCore, TokenStore,
+                   redact)
+from .faults import Decision
 from .graph import ROUTER, GraphRequest, GraphResponse
-from .odata import GRAPH_JSON, GraphError, iso, throttle_body, utcnow
-from .state import SeedError, TenantState, load_seed
+from .odata import GRAPH_JSON, GraphError, throttle_body
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["CORE_KEY", "REDACTED", "SECRET_KEYS", "LoopbackError", "RequestLog", "Simulator", "SimulatorCore",
+           "TokenStore", "apply_faults", "check_loopback", "create_app", "redact"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 EXO_AUDIENCE = "https://outlook.office365.com"
 AUDIENCES = frozenset({GRAPH_AUDIENCE, EXO_AUDIENCE})
-REQUEST_LOG_MAX = 200_000
-TOKEN_STORE_MAX = 100_000
 MAX_BATCH = 20
-REDACTED = "<redacted>"
-SECRET_KEYS = frozenset({"password", "temporaryaccesspass", "secret", "secretkey", "client_secret", "access_token",
-                         "refresh_token", "authorization", "newpassword", "currentpassword"})
 LOGGED_HEADERS = ("client-request-id", "X-AnchorMailbox", "Prefer", "ConsistencyLevel", "X-ResponseFormat")
-WWW_AUTHENTICATE = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
-                    'client_id="00000003-0000-0000-c000-000000000000"')
 EXO_JSON = GRAPH_JSON
 
 
@@ -60,162 +55,12 @@ def check_loopback(host: str) -> str:
     return "127.0.0.1" if host == "localhost" else host
 
 
-def redact(value: Any) -> Any:
-    """Deep copy of a JSON value with secret-looking keys replaced by '<redacted>'."""
-    if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and k.lower() in SECRET_KEYS and v is not None else redact(v))
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
 def normalize_audience(resource: str) -> str:
     """'https://graph.microsoft.com/.default' -> 'https://graph.microsoft.com'."""
     res = resource.strip()
     if res.endswith("/.default"):
         res = res[: -len("/.default")]
     return res.rstrip("/")
-
-
-# ---------------------------------------------------------------------- request log
-
-class RequestLog:
-    """Bounded in-memory log of simulated requests."""
-
-    def __init__(self, maxlen: int = REQUEST_LOG_MAX) -> None:
-        self.entries: collections.deque = collections.deque(maxlen=maxlen)
-        self.seq = 0
-
-    def record(self, service: str, method: str, path: str, query: Mapping[str, str] | None, status: int, *,
-               request_id: str, user: str | None = None, permission: str | None = None, latency_ms: float = 0.0,
-               fault: str | None = None, body: Any = None, batch_id: str | None = None, item_id: str | None = None,
-               cmdlet: str | None = None, headers: Mapping[str, str] | None = None) -> dict:
-        """Append one entry (the body is redacted here)."""
-        self.seq += 1
-        entry = {
-            "seq": self.seq, "time": iso(utcnow()), "service": service, "method": method, "path": path,
-            "query": dict(query) if query else {}, "status": status, "user": user, "permission": permission,
-            "latency_ms": round(latency_ms, 3), "fault": fault, "batch_id": batch_id, "item_id": item_id,
-            "request_id": request_id, "cmdlet": cmdlet,
-            "body": redact(body) if body is not None else None,
-        }
-        if headers:
-            entry["headers"] = dict(headers)
-        self.entries.append(entry)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s %s %s%s -> %s%s", service, method, path, f" [{cmdlet}]" if cmdlet else "", status,
-                         f" fault={fault}" if fault else "")
-        return entry
-
-    def query(self, service: str | None = None, method: str | None = None, path_contains: str | None = None,
-              since: int | None = None, status: int | None = None, cmdlet: str | None = None,
-              batch_id: str | None = None, user: str | None = None, limit: int | None = None) -> list[dict]:
-        """Filtered entries, oldest first (`limit` keeps the newest N)."""
-        out = []
-        pc = path_contains.lower() if path_contains else None
-        for e in self.entries:
-            if since is not None and e["seq"] <= since:
-                continue
-            if service and e["service"] != service:
-                continue
-            if method and e["method"] != method.upper():
-                continue
-            if pc and pc not in e["path"].lower():
-                continue
-            if status is not None and e["status"] != status:
-                continue
-            if cmdlet and (e["cmdlet"] or "").lower() != cmdlet.lower():
-                continue
-            if batch_id and e["batch_id"] != batch_id:
-                continue
-            if user and (e["user"] or "").lower() != user.lower():
-                continue
-            out.append(e)
-        if limit is not None:
-            out = out[-limit:] if limit > 0 else []
-        return out
-
-    def clear(self) -> None:
-        self.entries.clear()
-
-
-# ---------------------------------------------------------------------- tokens
-
-class TokenStore:
-    """Opaque bearer tokens issued by /msi/token, bound to an audience."""
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, tuple[str, int]] = {}
-        self.issued = 0
-        # SHA-256 of every token issued (never the tokens): lets a secret scan prove that no
-        # token reached a log, table or queue without the simulator handing tokens out.
-        self.issued_sha256: list[str] = []
-
-    def issue(self, audience: str, lifetime_s: int) -> tuple[str, int]:
-        token = secrets.token_urlsafe(32)
-        expires_on = int(time.time()) + lifetime_s
-        if len(self.tokens) >= TOKEN_STORE_MAX:
-            self.tokens.pop(next(iter(self.tokens)))
-        self.tokens[token] = (audience, expires_on)
-        self.issued += 1
-        if len(self.issued_sha256) < TOKEN_STORE_MAX:
-            self.issued_sha256.append(hashlib.sha256(token.encode()).hexdigest())
-        return token, expires_on
-
-    def check(self, authorization: str | None, audience: str) -> GraphError | None:
-        """None when `authorization` carries a valid token for `audience`, else the 401 to answer."""
-        def fail(message: str) -> GraphError:
-            return GraphError(401, "InvalidAuthenticationToken", message, {"WWW-Authenticate": WWW_AUTHENTICATE})
-        if not authorization:
-            return fail("Access token is empty.")
-        scheme, _, token = authorization.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return fail("Access token is empty.")
-        rec = self.tokens.get(token)
-        if rec is None:
-            return fail("IDX14100: JWT is not well formed, there are no dots (.). The token needs to be in JWS or "
-                        "JWE Compact Serialization Format.")
-        aud, expires_on = rec
-        if expires_on <= time.time():
-            return fail("Lifetime validation failed, the token is expired.")
-        if aud != audience:
-            return fail("Access token validation failure. Invalid audience.")
-        return None
-
-    def clear(self) -> None:
-        self.tokens.clear()
-
-
-# ---------------------------------------------------------------------- core
-
-class SimulatorCore:
-    """State + faults + request log + tokens of one simulator instance."""
-
-    def __init__(self, seed: Mapping[str, Any] | None = None, seed_path: str | None = None,
-                 faults: Mapping[str, Any] | None = None, identity_header: str | None = None) -> None:
-        self.seed_path = seed_path
-        self.seed = dict(seed) if seed is not None else load_seed(seed_path)
-        self.state = TenantState(self.seed)
-        self.faults = FaultInjector(faults)
-        self.log = RequestLog()
-        self.tokens = TokenStore()
-        self.identity_header = identity_header or secrets.token_urlsafe(24)
-        self.started = time.time()
-
-    def reset(self, seed: Mapping[str, Any] | None = None) -> None:
-        """Rebuild the tenant from `seed`, else from the seed file (re-read) or the initial seed."""
-        if seed is None:
-            seed = load_seed(self.seed_path) if self.seed_path else self.seed
-        self.state = TenantState(seed)
-        logger.info("Tenant state reset (%d users)", len(self.state.users))
-
-    def granted(self) -> frozenset:
-        return frozenset(self.state.granted - self.state.denied)
-
-
-CORE_KEY = web.AppKey("core", SimulatorCore)
 
 
 # ---------------------------------------------------------------------- fault bodies
@@ -265,6 +110,41 @@ def token_fault(decision: Decision) -> tuple[int, Any, dict]:
                              "correlationId": str(uuid.uuid4())}, headers
 
 
+# ---------------------------------------------------------------------- applying a fault (once)
+
+@dataclasses.dataclass
+class Outcome:
+    """What one request answers after fault injection: the handler's answer or the fault's."""
+
+    value: Any
+    fault: str | None = None  # Decision.describe() for the request log
+    drop: bool = False  # status 0: close the connection without an answer
+
+
+async def apply_faults(core: SimulatorCore, service: str, method: str, target: str,
+                       work: Callable[[], Awaitable[Any]], answer: Callable[[Decision], Any], *,
+                       cmdlet: str | None = None, random_faults: bool = True) -> Outcome:
+    """The one place a fault is applied to a request of ``service`` (graph | exo | token).
+
+    A queued one-shot matching (method, target, cmdlet) wins, else the service's throttle /
+    random error / hang decision (unless ``random_faults`` is off: a $batch envelope, whose items
+    are decided one by one). A fault answers before the work runs (no side effect), after
+    sleeping ``hang_s``; with ``after_effect`` the work runs first and the fault is answered
+    anyway (an error the work raises is answered instead). ``answer(decision)`` builds the
+    service's fault answer; status 0 sets ``drop``.
+    """
+    decision = core.faults.take_once(service, method, target, cmdlet)
+    if decision is None and random_faults:
+        decision = core.faults.decide(service)
+    if decision is None:
+        return Outcome(await work())
+    if decision.after_effect:
+        await work()
+    elif decision.hang_s:
+        await asyncio.sleep(decision.hang_s)
+    return Outcome(answer(decision), decision.describe(), drop=decision.status == 0)
+
+
 # ---------------------------------------------------------------------- Graph
 
 async def dispatch_graph(core: SimulatorCore, rq: GraphRequest, *, batch_id: str | None = None,
@@ -274,17 +154,12 @@ async def dispatch_graph(core: SimulatorCore, rq: GraphRequest, *, batch_id: str
     try:
         route, params = ROUTER.match(rq.method, rq.version, rq.segments)
         rq.params = params
-        decision = core.faults.take_once("graph", rq.method, rq.path) or core.faults.decide("graph")
-        if decision is not None and not decision.after_effect:
-            fault = decision.describe()
-            if decision.hang_s:
-                await asyncio.sleep(decision.hang_s)
-            resp = graph_fault(decision, rq)
-        else:
-            resp = route.handler(core.state, rq)
-            if decision is not None:
-                fault = decision.describe()
-                resp = graph_fault(decision, rq)
+
+        async def work() -> GraphResponse:
+            return route.handler(core.state, rq)
+
+        outcome = await apply_faults(core, "graph", rq.method, rq.path, work, lambda d: graph_fault(d, rq))
+        resp, fault = outcome.value, outcome.fault
     except GraphError as err:
         if err.permission:
             rq.permission = err.permission
@@ -296,7 +171,7 @@ async def dispatch_graph(core: SimulatorCore, rq: GraphRequest, *, batch_id: str
     core.log.record("graph", rq.method, rq.path, rq.query, resp.status, request_id=rq.request_id, user=rq.user_id,
                     permission=rq.permission, latency_ms=latency_ms, fault=fault,
                     body=rq.body if rq.method in ("POST", "PATCH", "PUT") else None,
-                    batch_id=batch_id, item_id=item_id)
+                    batch_id=batch_id, item_id=item_id, headers=rq.headers or None)
     return resp
 
 
@@ -358,9 +233,10 @@ async def graph_batch(core: SimulatorCore, rq: GraphRequest) -> GraphResponse:
                 headers = item.get("headers") or {}
                 crid = next((str(v) for k, v in headers.items() if str(k).lower() == "client-request-id"),
                             rq.client_request_id)
+                logged = {h: str(v) for k, v in headers.items() for h in LOGGED_HEADERS if str(k).lower() == h.lower()}
                 sub = GraphRequest(method=item["method"].upper(), version=rq.version, segments=segs, query=query,
                                    body=item.get("body"), base_url=rq.base_url, request_id=str(uuid.uuid4()),
-                                   client_request_id=crid, granted=rq.granted)
+                                   client_request_id=crid, granted=rq.granted, headers=logged)
                 resp = await dispatch_graph(core, sub, batch_id=rq.request_id, item_id=iid)
                 status = 504 if resp.status == 0 else resp.status
                 out_headers = {"Cache-Control": "no-cache", "x-ms-resource-unit": "1"}
@@ -382,7 +258,8 @@ def _json_response(status: int, body: Any, headers: Mapping[str, str], content_t
     if body is None:
         return web.Response(status=status, headers=hdrs)
     hdrs["Content-Type"] = content_type
-    return web.Response(status=status, body=json.dumps(body).encode(), headers=hdrs)
+    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()  # str: a non-JSON (gateway) body
+    return web.Response(status=status, body=raw, headers=hdrs)
 
 
 def _drop(request: web.Request) -> web.Response:
@@ -390,19 +267,6 @@ def _drop(request: web.Request) -> web.Response:
     if transport is not None:
         transport.abort()
     return web.Response(status=504)
-
-
-async def _read_json(request: web.Request) -> tuple[Any, bool]:
-    """(parsed body or None, ok)."""
-    if not request.body_exists:
-        return None, True
-    raw = await request.read()
-    if not raw.strip():
-        return None, True
-    try:
-        return json.loads(raw), True
-    except (ValueError, UnicodeDecodeError):
-        return None, False
 
 
 async def graph_entry(request: web.Request) -> web.StreamResponse:
@@ -418,14 +282,15 @@ async def graph_entry(request: web.Request) -> web.StreamResponse:
     query = {k: v for k, v in request.query.items()}
     rq = GraphRequest(method=request.method, version=version, segments=segs, query=query, body=None,
                       base_url=f"http://{request.host}", request_id=request_id, client_request_id=crid,
-                      granted=core.granted())
+                      granted=core.granted(),
+                      headers={h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers})
     base_headers = {"request-id": request_id, "client-request-id": crid}
     err = core.tokens.check(request.headers.get("Authorization"), GRAPH_AUDIENCE)
     if err is not None:
         core.log.record("graph", rq.method, rq.path, query, 401, request_id=request_id, latency_ms=latency * 1000,
                         fault=None)
         return _json_response(401, err.body(request_id, crid), {**base_headers, **err.headers})
-    body, ok = await _read_json(request)
+    body, ok = await control.read_json(request)
     if not ok:
         err = GraphError(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header "
                          "is set and payload is of valid JSON format.")
@@ -436,21 +301,16 @@ async def graph_entry(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             err = GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
             return _json_response(405, err.body(request_id, crid), base_headers)
-        fault = None
-        decision = core.faults.take_once("graph", "POST", rq.path)
-        if decision is not None and not decision.after_effect:
-            fault = decision.describe()
-            if decision.hang_s:
-                await asyncio.sleep(decision.hang_s)
-            resp = graph_fault(decision, rq)
-        else:
+        async def run_batch() -> GraphResponse:
             try:
-                resp = await graph_batch(core, rq)
+                return await graph_batch(core, rq)
             except GraphError as exc:
-                resp = GraphResponse(exc.status, exc.body(request_id, crid))
-            if decision is not None:
-                fault = decision.describe()
-                resp = graph_fault(decision, rq)
+                return GraphResponse(exc.status, exc.body(request_id, crid))
+
+        # Throttling and random errors apply per item inside the batch, not to the envelope.
+        outcome = await apply_faults(core, "graph", "POST", rq.path, run_batch, lambda d: graph_fault(d, rq),
+                                     random_faults=False)
+        resp, fault = outcome.value, outcome.fault
         n_items = len(body["requests"]) if isinstance(body, dict) and isinstance(body.get("requests"), list) else 0
         core.log.record("graph", "POST", rq.path, query, resp.status, request_id=request_id,
                         latency_ms=latency * 1000, fault=fault, batch_id=request_id,
@@ -459,7 +319,8 @@ async def graph_entry(request: web.Request) -> web.StreamResponse:
         resp = await dispatch_graph(core, rq, latency_ms=latency * 1000)
     if resp.status == 0:
         return _drop(request)
-    return _json_response(resp.status, resp.body, {**base_headers, **resp.headers})
+    return _json_response(resp.status, resp.body, {**base_headers, **resp.headers},
+                          resp.content_type or GRAPH_JSON)
 
 
 async def graph_unknown(request: web.Request) -> web.Response:
@@ -494,7 +355,7 @@ async def exo_entry(request: web.Request) -> web.StreamResponse:
         core.log.record("exo", "POST", path, {}, 401, request_id=request_id, latency_ms=latency * 1000,
                         headers=logged_headers)
         return _json_response(401, err.body(request_id, crid), {**base_headers, **err.headers})
-    body, ok = await _read_json(request)
+    body, ok = await control.read_json(request)
     ctx: dict[str, Any] = {}
     cmdlet = None
     fault = None
@@ -506,29 +367,24 @@ async def exo_entry(request: web.Request) -> web.StreamResponse:
             raise exo.ExoError(400, "BadRequest", "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
                                "The request body is not valid JSON.")
         cmdlet, params = exo.parse_input(body)
-        decision = core.faults.take_once("exo", "POST", f"{path}#{cmdlet}", cmdlet) or core.faults.decide("exo")
-        if decision is not None and not decision.after_effect:
-            fault = decision.describe()
-            if decision.hang_s:
-                await asyncio.sleep(decision.hang_s)
-            if decision.status == 0:
-                core.log.record("exo", "POST", path, {}, 0, request_id=request_id, latency_ms=latency * 1000,
-                                fault=fault, body=body, cmdlet=cmdlet, headers=logged_headers)
-                return _drop(request)
-            status, payload, out_headers = exo_fault(decision, request_id)
-        else:
-            if "Exchange.ManageAsApp" in core.granted():
-                permission = "Exchange.ManageAsApp"
-                payload = exo.invoke(st, tenant, cmdlet, params, ctx)
-                status = 200
-            else:
+
+        async def work() -> tuple[int, Any, dict]:
+            nonlocal permission
+            if "Exchange.ManageAsApp" not in core.granted():
                 permission = "missing:Exchange.ManageAsApp"
-                status = 403
-                payload = GraphError(403, "Authorization_RequestDenied",
-                                     "Insufficient privileges to complete the operation.").body(request_id, crid)
-            if decision is not None:
-                fault = decision.describe()
-                status, payload, out_headers = exo_fault(decision, request_id)
+                return 403, GraphError(403, "Authorization_RequestDenied",
+                                       "Insufficient privileges to complete the operation.").body(request_id, crid), {}
+            permission = "Exchange.ManageAsApp"
+            return 200, exo.invoke(st, tenant, cmdlet, params, ctx), {}
+
+        outcome = await apply_faults(core, "exo", "POST", f"{path}#{cmdlet}", work,
+                                     lambda d: exo_fault(d, request_id), cmdlet=cmdlet)
+        fault = outcome.fault
+        if outcome.drop:
+            core.log.record("exo", "POST", path, {}, 0, request_id=request_id, latency_ms=latency * 1000,
+                            fault=fault, body=body, cmdlet=cmdlet, headers=logged_headers)
+            return _drop(request)
+        status, payload, out_headers = outcome.value
     except exo.ExoError as exc:
         status, payload = exc.status, exc.body()
     except Exception:
@@ -565,271 +421,49 @@ async def msi_token(request: web.Request) -> web.StreamResponse:
     elif not secrets.compare_digest(secret.encode(), core.identity_header.encode()):
         status, payload = error(401, "The X-IDENTITY-HEADER header is invalid.")
     else:
-        decision = (core.faults.take_once("token", "GET", f"{request.rel_url.path}?resource={resource}")
-                    or core.faults.decide("token"))
-        if decision is not None and not decision.after_effect:
-            fault = decision.describe()
-            if decision.hang_s:
-                await asyncio.sleep(decision.hang_s)
-            if decision.status == 0:
-                core.log.record("token", "GET", request.rel_url.path, query, 0, request_id=request_id,
-                                latency_ms=latency * 1000, fault=fault)
-                return _drop(request)
-            status, payload, headers = token_fault(decision)
-        else:
+        def issue() -> tuple[int, Any, dict]:
             audience = normalize_audience(resource)
             ids = {k: q[k].lower() for k in ("client_id", "object_id", "principal_id", "mi_res_id") if q.get(k)}
             if q.get("api-version") != "2019-08-01":
-                status, payload = error(400, f"Unsupported api-version '{q.get('api-version')}'. Use 2019-08-01.")
-            elif not resource:
-                status, payload = error(400, "Required query variable 'resource' is missing.")
-            elif audience not in AUDIENCES:
-                status, payload = error(400, f"AADSTS500011: The resource principal named {resource} was not found "
-                                        f"in the tenant named {st.tenant_name}.")
-            elif (("client_id" in ids and ids["client_id"] != st.mi_client_id)
-                  or ("object_id" in ids and ids["object_id"] != st.mi_object_id)
-                  or ("principal_id" in ids and ids["principal_id"] != st.mi_object_id)
-                  or ("mi_res_id" in ids and ids["mi_res_id"] != (st.mi_resource_id or "").lower())):
-                status, payload = error(400, "Unable to load the proper Managed Identity.")
-            else:
-                token, expires_on = core.tokens.issue(audience, st.token_lifetime_s)
-                status = 200
-                payload = {"access_token": token, "expires_on": str(expires_on), "resource": resource,
-                           "token_type": "Bearer", "client_id": st.mi_client_id}
-            if decision is not None:
-                fault = decision.describe()
-                status, payload, headers = token_fault(decision)
+                return (*error(400, f"Unsupported api-version '{q.get('api-version')}'. Use 2019-08-01."), {})
+            if not resource:
+                return (*error(400, "Required query variable 'resource' is missing."), {})
+            if audience not in AUDIENCES:
+                return (*error(400, f"AADSTS500011: The resource principal named {resource} was not found "
+                                    f"in the tenant named {st.tenant_name}."), {})
+            if (("client_id" in ids and ids["client_id"] != st.mi_client_id)
+                    or ("object_id" in ids and ids["object_id"] != st.mi_object_id)
+                    or ("principal_id" in ids and ids["principal_id"] != st.mi_object_id)
+                    or ("mi_res_id" in ids and ids["mi_res_id"] != (st.mi_resource_id or "").lower())):
+                return (*error(400, "Unable to load the proper Managed Identity."), {})
+            token, expires_on = core.tokens.issue(audience, st.token_lifetime_s)
+            return 200, {"access_token": token, "expires_on": str(expires_on), "resource": resource,
+                         "token_type": "Bearer", "client_id": st.mi_client_id}, {}
+
+        async def work() -> tuple[int, Any, dict]:
+            return issue()
+
+        outcome = await apply_faults(core, "token", "GET", f"{request.rel_url.path}?resource={resource}", work,
+                                     token_fault)
+        fault = outcome.fault
+        if outcome.drop:
+            core.log.record("token", "GET", request.rel_url.path, query, 0, request_id=request_id,
+                            latency_ms=latency * 1000, fault=fault)
+            return _drop(request)
+        status, payload, headers = outcome.value
     core.log.record("token", "GET", request.rel_url.path, query, status, request_id=request_id,
                     latency_ms=latency * 1000, fault=fault)
     return _json_response(status, payload, headers, "application/json; charset=utf-8")
-
-
-# ---------------------------------------------------------------------- control API
-
-def _control_json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
-
-
-def _control_error(message: str, status: int = 400) -> web.Response:
-    return _control_json({"error": message}, status)
-
-
-@web.middleware
-async def loopback_only(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Refuse anything not coming from loopback (the bind is loopback already; belt and braces)."""
-    if request.remote not in ("127.0.0.1", "::1", None) and not str(request.remote).startswith("127."):
-        return _control_error("loopback only", 403)
-    return await handler(request)
-
-
-async def _control_body(request: web.Request) -> Any:
-    body, ok = await _read_json(request)
-    if not ok:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "invalid JSON"}), content_type="application/json")
-    return body
-
-
-async def sim_health(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    return _control_json({"status": "ok", "tenant_id": core.state.tenant_id, "users": len(core.state.users),
-                          "uptime_s": round(time.time() - core.started, 3), "requests_recorded": core.log.seq,
-                          "tokens_issued": core.tokens.issued})
-
-
-async def sim_requests(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    q = request.query
-    try:
-        since = int(q["since"]) if "since" in q else None
-        status = int(q["status"]) if "status" in q else None
-        limit = int(q["limit"]) if "limit" in q else None
-    except ValueError:
-        return _control_error("since, status and limit must be integers")
-    entries = core.log.query(service=q.get("service"), method=q.get("method"), path_contains=q.get("path_contains"),
-                             since=since, status=status, cmdlet=q.get("cmdlet"), batch_id=q.get("batch_id"),
-                             user=q.get("user"), limit=limit)
-    return _control_json({"count": len(entries), "last_seq": core.log.seq, "requests": entries})
-
-
-async def sim_clear_requests(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    core.log.clear()
-    return _control_json({"cleared": True, "last_seq": core.log.seq})
-
-
-async def sim_state(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    users = request.query.getall("user", [])
-    include = request.query.get("users", "true").lower() not in ("0", "false", "no")
-    return _control_json(core.state.dump(users or None, include))
-
-
-async def sim_mutations(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    since = int(request.query.get("since", "0") or 0)
-    return _control_json({"mutations": [m for m in core.state.mutations if m["seq"] > since]})
-
-
-async def sim_reset(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request)
-    if isinstance(body, dict) and set(body) == {"seed"}:
-        body = body["seed"]
-    if body is not None and not isinstance(body, dict):
-        return _control_error("seed must be a JSON object")
-    try:
-        core.reset(body)
-    except (SeedError, KeyError, TypeError, ValueError) as exc:
-        return _control_error(f"invalid seed: {exc}")
-    return _control_json({"reset": True, "tenant_id": core.state.tenant_id, "users": len(core.state.users)})
-
-
-async def sim_get_faults(request: web.Request) -> web.Response:
-    return _control_json(request.app[CORE_KEY].faults.to_dict())
-
-
-async def sim_put_faults(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request)
-    try:
-        core.faults.configure(body or {})
-    except (FaultConfigError, TypeError, ValueError) as exc:
-        return _control_error(str(exc))
-    return _control_json(core.faults.to_dict())
-
-
-async def sim_delete_faults(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    core.faults.clear()
-    return _control_json(core.faults.to_dict())
-
-
-async def sim_fault_once(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request)
-    specs = body if isinstance(body, list) else [body]
-    try:
-        shots = [core.faults.add_once(spec or {}) for spec in specs]
-    except (FaultConfigError, TypeError, ValueError) as exc:
-        return _control_error(str(exc))
-    return _control_json({"queued": [s.to_dict() for s in shots]})
-
-
-def _permissions_view(core: SimulatorCore) -> dict:
-    st = core.state
-    return {"granted": sorted(st.granted), "denied": sorted(st.denied), "effective": sorted(st.granted - st.denied),
-            "directoryRoles": sorted(st.directory_roles)}
-
-
-async def sim_get_permissions(request: web.Request) -> web.Response:
-    return _control_json(_permissions_view(request.app[CORE_KEY]))
-
-
-async def sim_put_permissions(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request)
-    if not isinstance(body, dict):
-        return _control_error("expected {\"granted\": [...], \"denied\": [...], \"directoryRoles\": [...]}")
-    for key in body:
-        if key not in ("granted", "denied", "directoryRoles"):
-            return _control_error(f"unknown key {key!r}")
-        if not isinstance(body[key], list) or not all(isinstance(v, str) for v in body[key]):
-            return _control_error(f"{key} must be a list of strings")
-    st = core.state
-    if "granted" in body:
-        st.granted = set(body["granted"])
-    if "denied" in body:
-        st.denied = set(body["denied"])
-    if "directoryRoles" in body:
-        st.directory_roles = set(body["directoryRoles"])
-    logger.info("Permissions set: denied=%s roles=%s", sorted(st.denied), sorted(st.directory_roles))
-    return _control_json(_permissions_view(core))
-
-
-async def sim_add_users(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request) or {}
-    try:
-        count = int(body.get("count", 1))
-        start = int(body.get("start", 1))
-    except (TypeError, ValueError):
-        return _control_error("count and start must be integers")
-    prefix = str(body.get("prefix", "user"))
-    if not 1 <= count <= 100_000 or start < 0:
-        return _control_error("count must be between 1 and 100000")
-    if not prefix or not all(c.isalnum() or c in ".-_" for c in prefix):
-        return _control_error("prefix must be letters, digits, '.', '-' or '_'")
-    users = core.state.add_generated_users(count, prefix, start, bool(body.get("risky")),
-                                           bool(body.get("compromised")))
-    return _control_json({"count": len(users), "users": users})
-
-
-async def sim_add_alert(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request) or {}
-    st = core.state
-    if isinstance(body.get("alert"), dict):
-        alert = st.add_alert(body["alert"])
-    else:
-        user = st.find_user(str(body.get("user", "")))
-        if user is None:
-            return _control_error("unknown user")
-        alert = st.user_alert(user, body.get("title", "Suspicious inbox forwarding"), body.get("severity", "high"))
-    st.mutate("alert_created", None, alert=alert["id"])
-    return _control_json(alert)
-
-
-async def sim_set_risk(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    body = await _control_body(request) or {}
-    st = core.state
-    user = st.find_user(str(body.get("user", "")))
-    if user is None:
-        return _control_error("unknown user")
-    rec = st.set_risk(user, body.get("riskLevel", "high"), body.get("riskState", "atRisk"),
-                      body.get("riskDetail", "none"))
-    det = None
-    if body.get("detection", True):
-        det = st.add_detection(user, {"riskLevel": body.get("riskLevel", "high"),
-                                      "riskEventType": body.get("riskEventType", "unfamiliarFeatures")})
-    return _control_json({"riskyUser": rec, "detection": det})
-
-
-async def sim_token_hashes(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    return _control_json({"sha256": list(core.tokens.issued_sha256), "length": 43})
-
-
-async def sim_clear_tokens(request: web.Request) -> web.Response:
-    core = request.app[CORE_KEY]
-    core.tokens.clear()
-    return _control_json({"cleared": True})
 
 
 # ---------------------------------------------------------------------- app
 
 def create_app(core: SimulatorCore) -> web.Application:
     """The aiohttp application for `core`."""
-    app = web.Application(middlewares=[loopback_only], client_max_size=16 * 1024 * 1024)
+    app = web.Application(middlewares=[control.loopback_only], client_max_size=16 * 1024 * 1024)
     app[CORE_KEY] = core
     r = app.router
-    r.add_get("/_sim/health", sim_health)
-    r.add_get("/_sim/requests", sim_requests)
-    r.add_delete("/_sim/requests", sim_clear_requests)
-    r.add_get("/_sim/state", sim_state)
-    r.add_get("/_sim/mutations", sim_mutations)
-    r.add_post("/_sim/reset", sim_reset)
-    r.add_get("/_sim/faults", sim_get_faults)
-    r.add_put("/_sim/faults", sim_put_faults)
-    r.add_delete("/_sim/faults", sim_delete_faults)
-    r.add_post("/_sim/faults/once", sim_fault_once)
-    r.add_get("/_sim/permissions", sim_get_permissions)
-    r.add_put("/_sim/permissions", sim_put_permissions)
-    r.add_post("/_sim/users", sim_add_users)
-    r.add_post("/_sim/alerts", sim_add_alert)
-    r.add_post("/_sim/risk", sim_set_risk)
-    r.add_delete("/_sim/tokens", sim_clear_tokens)
-    r.add_get("/_sim/tokens", sim_token_hashes)
+    control.add_routes(r)
     r.add_get("/msi/token", msi_token)
     r.add_post("/adminapi/beta/{tenant}/InvokeCommand", exo_entry)
     r.add_route("*", r"/{version:(?:v1\.0|beta)}/{tail:.*}", graph_entry)

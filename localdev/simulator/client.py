@@ -12,16 +12,16 @@ import json
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
+
+from localdev.process import ChildProcess, ChildStartError
 
 logger = logging.getLogger(__name__)
 
@@ -188,21 +188,39 @@ class SimulatorClient:
         self._control("DELETE", "/_sim/tokens")
 
 
-class SimulatorProcess:
+class SimulatorProcess(ChildProcess):
     """A simulator running as a subprocess (see `start_simulator`)."""
 
-    def __init__(self, proc: subprocess.Popen, info: Mapping[str, Any], identity_header: str, workdir: Path,
-                 log_path: Path) -> None:
-        self.proc = proc
-        self.url: str = info["url"]
-        self.port: int = int(info["port"])
-        self.pid: int = int(info["pid"])
-        self.tenant_id: str = info.get("tenant_id", "")
-        self.identity_endpoint = self.url + "/msi/token"
+    name = "simulator"
+
+    def __init__(self, identity_header: str, workdir: Path) -> None:
+        super().__init__(workdir / "simulator.log", workdir)
         self.identity_header = identity_header
+        self.ready_file = workdir / "ready.json"
+        self.url = ""
+        self.port = 0
+        self.tenant_id = ""
+        self.identity_endpoint = ""
+        self.client: SimulatorClient
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        assert self.process is not None
+        return self.process
+
+    def _read_ready(self) -> dict | None:
+        try:
+            info = json.loads(self.ready_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return info or None
+
+    def _ready(self, info: Mapping[str, Any]) -> None:
+        self.url = info["url"]
+        self.port = int(info["port"])
+        self.tenant_id = info.get("tenant_id", "")
+        self.identity_endpoint = self.url + "/msi/token"
         self.client = SimulatorClient(self.url)
-        self.log_path = log_path
-        self._workdir = workdir
 
     def identity_env(self) -> dict[str, str]:
         """Environment variables that point azure-identity's ManagedIdentityCredential at the simulator."""
@@ -218,41 +236,7 @@ class SimulatorProcess:
 
     def log_tail(self, lines: int = 50) -> str:
         """Last lines of the simulator's stderr/stdout log."""
-        try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, grace: float = 5.0) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                logger.warning("Simulator pid %s did not stop in %.1fs; killing it", self.proc.pid, grace)
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        code = self.proc.returncode
-        for p in sorted(self._workdir.glob("*"), reverse=True):
-            try:
-                p.unlink()
-            except OSError:
-                pass
-        try:
-            self._workdir.rmdir()
-        except OSError:
-            pass
-        return code
-
-    def __enter__(self) -> "SimulatorProcess":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        return super().log_tail(lines)
 
 
 def start_simulator(seed: Mapping[str, Any] | str | os.PathLike | None = None,
@@ -266,11 +250,10 @@ def start_simulator(seed: Mapping[str, Any] | str | os.PathLike | None = None,
     through the environment, never on the command line. Output goes to a log file (`.log_path`).
     """
     workdir = Path(tempfile.mkdtemp(prefix="m365sim-"))
-    ready = workdir / "ready.json"
-    log_path = workdir / "simulator.log"
     identity_header = identity_header or secrets.token_urlsafe(24)
+    sim = SimulatorProcess(identity_header, workdir)
     cmd = [python or sys.executable, "-m", "localdev.simulator", "--host", host, "--port", str(port),
-           "--ready-file", str(ready), "--log-level", log_level]
+           "--ready-file", str(sim.ready_file), "--log-level", log_level]
     if seed is not None:
         if isinstance(seed, Mapping):
             seed_file = workdir / "seed.json"
@@ -284,28 +267,11 @@ def start_simulator(seed: Mapping[str, Any] | str | os.PathLike | None = None,
     child_env.update(env or {})
     child_env[IDENTITY_HEADER_ENV] = identity_header
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
-    log_fh = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
+    sim.spawn(cmd, cwd=REPO_ROOT, env=child_env)
     try:
-        proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=child_env, stdout=log_fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    finally:
-        log_fh.close()
-    deadline = time.monotonic() + startup_timeout
-    while time.monotonic() < deadline:
-        if ready.exists():
-            try:
-                info = json.loads(ready.read_text(encoding="utf-8"))
-            except ValueError:
-                info = None
-            if info:
-                sim = SimulatorProcess(proc, info, identity_header, workdir, log_path)
-                logger.info("Simulator started at %s (pid %s)", sim.url, proc.pid)
-                return sim
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:] if log_path.exists() else ""
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=5)
-    raise RuntimeError(f"simulator did not start (exit code {proc.returncode}):\n{tail}")
+        info = sim.wait_until(sim._read_ready, startup_timeout, "listening")
+    except ChildStartError as exc:
+        raise RuntimeError(f"simulator did not start: {exc}") from None
+    sim._ready(info)
+    logger.info("Simulator started at %s (pid %s)", sim.url, sim.pid)
+    return sim

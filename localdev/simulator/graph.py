@@ -76,6 +76,11 @@ class GraphRequest:
     params: dict[str, str] = dataclasses.field(default_factory=dict)
     user_id: str | None = None
     permission: str | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # the LOGGED_HEADERS the client sent
+
+    def header(self, name: str) -> str | None:
+        """A request header by case-insensitive name (only the logged ones are kept)."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
     @property
     def path(self) -> str:
@@ -108,6 +113,7 @@ class GraphResponse:
     status: int
     body: Any = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    content_type: str | None = None  # None: Graph's JSON; a str body is sent as is with this type
 
 
 Handler = Callable[[TenantState, GraphRequest], GraphResponse]

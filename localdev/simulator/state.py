@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .odata import GUID_RE, exo_time, iso, parse_iso, resolve_relative_times, utcnow
+from .securescores import generate_secure_scores
 
 logger = logging.getLogger(__name__)
 
@@ -760,116 +761,6 @@ class TenantState:
                                 for d in self.detections if d["userId"] == user.id],
             "groups": self.groups_of(user.id),
         }
-
-
-# ---------------------------------------------------------------------- secure score
-
-_CONTROLS: list[tuple[str, str, float, str, list[tuple[int, float]]]] = [
-    # name, category, maxScore, description, [(applies when days_ago <= N, score)] in decreasing N
-    ("AdminMFAV2", "Identity", 10.0,
-     "Requiring multifactor authentication (MFA) for administrative roles makes it harder for attackers to access accounts.",
-     [(999, 10.0)]),
-    ("MFARegistrationV2", "Identity", 9.0,
-     "Multifactor authentication (MFA) helps protect devices and data that are accessible to these users.",
-     [(999, 5.0), (60, 7.0), (35, 9.0)]),
-    ("BlockLegacyAuthentication", "Identity", 8.0,
-     "Today, most compromising sign-in attempts come from legacy authentication. Legacy authentication does not support MFA.",
-     [(999, 0.0), (70, 8.0)]),
-    ("PWAgePolicyNew", "Identity", 8.0,
-     "It is Microsoft's official security position to not expire passwords periodically without a specific reason.",
-     [(999, 8.0)]),
-    ("SelfServicePasswordReset", "Identity", 1.0,
-     "With self-service password reset in Microsoft Entra ID, users no longer need to engage help desk to reset passwords.",
-     [(999, 1.0)]),
-    ("IntegratedApps", "Identity", 4.0,
-     "Allow user consent only for applications that have been published by a verified publisher.",
-     [(999, 0.0), (45, 4.0)]),
-    ("SigninRiskPolicy", "Identity", 7.0,
-     "Turn on the sign-in risk policy to require MFA for risky sign-ins.",
-     [(999, 0.0), (50, 7.0)]),
-    ("UserRiskPolicy", "Identity", 7.0,
-     "Turn on the user risk policy to require a secure password change for high-risk users.",
-     [(999, 0.0), (50, 7.0)]),
-    ("OneAdmin", "Identity", 1.0, "Designate more than one global admin.", [(999, 1.0)]),
-    ("RoleOverlap", "Identity", 1.0, "Use least privileged administrative roles.", [(999, 0.0), (25, 1.0)]),
-    ("mdo_autoforwardingmode", "Apps", 8.0,
-     "Ensure all forms of mail forwarding to external domains are blocked or monitored.",
-     [(999, 0.0), (40, 8.0)]),
-    ("mdo_safelinksforemail", "Apps", 9.0, "Create Safe Links policies for email messages.", [(999, 9.0)]),
-    ("mdo_safeattachments", "Apps", 8.0, "Turn on Safe Attachments in block mode.", [(999, 4.0), (65, 8.0)]),
-    ("exo_mailboxaudit", "Apps", 5.0, "Ensure mailbox auditing for all users is enabled.", [(999, 5.0)]),
-    ("DLPEnabled", "Data", 10.0,
-     "Data Loss Prevention (DLP) policies can be used to comply with business standards and industry regulations.",
-     [(999, 0.0), (10, 10.0)]),
-    ("CustomerLockBoxEnabled", "Data", 10.0, "Turn on customer lockbox feature.", [(999, 0.0)]),
-    ("meeting_restrictanonymousjoin_v1", "Apps", 2.0, "Only invited users should be automatically admitted to Teams meetings.",
-     [(999, 2.0)]),
-]
-# Controls that fall during the regression window (days_ago in (R-4, R]) and their score there.
-_REGRESSION = {"MFARegistrationV2": 2.0, "BlockLegacyAuthentication": 0.0, "mdo_autoforwardingmode": 0.0}
-_REGRESSION_LEN = 4
-
-
-def _control_score(name: str, steps: list[tuple[int, float]], days_ago: int, regression_days_ago: int) -> float:
-    if name in _REGRESSION and regression_days_ago - _REGRESSION_LEN < days_ago <= regression_days_ago:
-        return _REGRESSION[name]
-    score = steps[0][1]
-    for threshold, value in steps:
-        if days_ago <= threshold:
-            score = value
-    return score
-
-
-def generate_secure_scores(tenant_id: str, days: int, regression_days_ago: int, today: dt.date,
-                           licensed: int) -> list[dict]:
-    """A deterministic daily secure-score history ending today (UTC), newest first.
-
-    Includes one regression: on `regression_days_ago` three controls fall (about -23 points) for
-    four days, then recover.
-    """
-    out = []
-    max_score = sum(c[2] for c in _CONTROLS)
-    for days_ago in range(days):
-        day = today - dt.timedelta(days=days_ago)
-        created = f"{day.isoformat()}T00:00:00Z"
-        controls = []
-        total = 0.0
-        for name, category, cmax, desc, steps in _CONTROLS:
-            score = _control_score(name, steps, days_ago, regression_days_ago)
-            total += score
-            pct = round(100.0 * score / cmax, 2) if cmax else 0.0
-            controls.append({
-                "controlCategory": category, "controlName": name, "description": desc,
-                "implementationStatus": "Fully implemented." if score >= cmax else
-                ("Not implemented." if score == 0 else "Partially implemented."),
-                "lastSynced": created, "on": "true" if score > 0 else "false",
-                "score": score, "scoreInPercentage": pct,
-            })
-        out.append({
-            "id": f"{tenant_id}_{day.isoformat()}",
-            "azureTenantId": tenant_id,
-            "activeUserCount": max(licensed - 1, 0),
-            "createdDateTime": created,
-            "currentScore": round(total, 2),
-            "enabledServices": ["HasAADP1", "HasAADP2", "HasEXOP2", "HasMDOP2", "HasM365E5", "HasMDEP2", "HasSPOP2"],
-            "licensedUserCount": licensed,
-            "maxScore": max_score,
-            "averageComparativeScores": [
-                {"basis": "AllTenants", "averageScore": 52.86, "appsScore": 45.81, "appsScoreMax": 120.83,
-                 "dataScore": 0.37, "dataScoreMax": 5.15, "deviceScore": 20.67, "deviceScoreMax": 35.04,
-                 "identityScore": 41.21, "identityScoreMax": 61.88, "infrastructureScore": 0.0,
-                 "infrastructureScoreMax": 0.0},
-                {"basis": "TotalSeats", "averageScore": 48.1, "SeatSizeRangeLowerValue": "1",
-                 "SeatSizeRangeUpperValue": "100", "appsScore": 53.64, "appsScoreMax": 146.11, "dataScore": 0.36,
-                 "dataScoreMax": 6.26, "deviceScore": 16.59, "deviceScoreMax": 28.5, "identityScore": 40.39,
-                 "identityScoreMax": 61.22, "infrastructureScore": 0.0, "infrastructureScoreMax": 0.0},
-                {"basis": "IndustryTypes", "averageScore": 49.7},
-            ],
-            "controlScores": controls,
-            "vendorInformation": {"provider": "SecureScore", "providerVersion": None, "subProvider": None,
-                                  "vendor": "Microsoft"},
-        })
-    return out
 
 
 def validate_guid(value: str) -> bool:

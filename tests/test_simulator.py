@@ -38,8 +38,12 @@ def graph(sim, token, method, path, body=None, query=None, headers=None):
     return status, hdrs, parsed
 
 
-def exo(sim, token, cmdlet, tenant=TENANT, **params):
-    return sim.client.raw("POST", f"/adminapi/beta/{tenant}/InvokeCommand", token=token,
+SYSTEM_ANCHOR = "APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@" + TENANT
+
+
+def exo(sim, token, cmdlet, tenant=TENANT, anchor=SYSTEM_ANCHOR, **params):
+    headers = {"X-AnchorMailbox": anchor} if anchor else {}
+    return sim.client.raw("POST", f"/adminapi/beta/{tenant}/InvokeCommand", token=token, headers=headers,
                           body={"CmdletInput": {"CmdletName": cmdlet, "Parameters": params}})
 
 
@@ -221,13 +225,17 @@ def test_password_reset_of_admin_needs_privileged_authentication_administrator(s
                  body={"passwordProfile": {"password": GOOD_PASSWORD}})[0] == 403
 
 
-def test_synced_user_without_writeback_records_it(sim, gtoken):
-    status, _, _ = graph(sim, gtoken, "PATCH", f"/v1.0/users/{SYNCED}",
-                         body={"passwordProfile": {"password": GOOD_PASSWORD, "forceChangePasswordNextSignIn": True}})
-    assert status == 204
-    user = sim.client.user_state(SYNCED)
-    assert user["onPremisesSyncEnabled"] is True and user["passwordWriteback"] is False
-    assert user["password_change_records"][-1]["writeback"] is False
+def test_synced_and_federated_users_password_reset_is_refused_with_the_documented_400(sim, gtoken):
+    for upn, text in ((SYNCED, "on-premises mastered Directory Sync objects"),
+                      ("federated.user@fabrikam.com", "originated within an external service")):
+        status, _, body = graph(sim, gtoken, "PATCH", f"/v1.0/users/{upn}",
+                                body={"passwordProfile": {"password": GOOD_PASSWORD, "forceChangePasswordNextSignIn": True}})
+        assert status == 400
+        assert_graph_error(body, "Request_BadRequest")
+        assert text in body["error"]["message"]
+        assert sim.client.user_state(upn)["password_changes"] == 0
+    # sessions can still be revoked
+    assert graph(sim, gtoken, "POST", f"/v1.0/users/{SYNCED}/revokeSignInSessions")[0] == 200
 
 
 def test_patch_user_account_enabled_needs_its_own_permission(sim, gtoken):
@@ -306,7 +314,12 @@ def test_auth_methods_list_and_delete(sim, gtoken):
     types = [m["@odata.type"] for m in body["value"]]
     assert types == ["#microsoft.graph.passwordAuthenticationMethod", "#microsoft.graph.phoneAuthenticationMethod",
                      "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
-                     "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod"]
+                     "#microsoft.graph.microsoftAuthenticatorAuthenticationMethod",
+                     "#microsoft.graph.phoneAuthenticationMethod",
+                     "#microsoft.graph.softwareOathAuthenticationMethod"]
+    # v1.0 phone and software OATH methods carry no creation time
+    undated = [m for m in body["value"] if "phone" in m["@odata.type"] or "softwareOath" in m["@odata.type"]]
+    assert undated and all("createdDateTime" not in m for m in undated)
     authenticators = [m for m in body["value"] if "Authenticator" in m["@odata.type"]]
     assert all("createdDateTime" in m and "displayName" in m for m in authenticators)
     # the attacker's authenticator was registered after the first risk detection
@@ -330,7 +343,7 @@ def test_auth_methods_list_and_delete(sim, gtoken):
                                                 "28c10230-6103-485e-b985-444c60001490")
     assert status == 400
     ids = [m["id"] for m in graph(sim, gtoken, "GET", path)[2]["value"]]
-    assert ATTACKER_METHOD not in ids and len(ids) == 3
+    assert ATTACKER_METHOD not in ids and len(ids) == 5
     user = sim.client.user_state(ADELE)
     assert [m["id"] for m in user["deleted_auth_methods"]] == [ATTACKER_METHOD]
 
@@ -434,7 +447,7 @@ def test_message_rules_graph_view_and_patch(sim, gtoken, xtoken):
     status, _, body = graph(sim, gtoken, "GET", path)
     assert status == 200
     names = [r["displayName"] for r in body["value"]]
-    assert names == ["Sync", "..", "Invoices", "Newsletters"]  # hidden rules are not listed by Graph
+    assert names == ["Sync", "..", "Invoices", "Newsletters", "Archive copy"]  # hidden rules are not listed
     forward = body["value"][0]
     assert forward["actions"]["forwardTo"][0]["emailAddress"]["address"].endswith(".example")
     assert set(forward) == {"id", "displayName", "sequence", "isEnabled", "hasError", "isReadOnly", "conditions",
@@ -462,10 +475,10 @@ def test_exo_envelope_hidden_rules_and_disable(sim, gtoken, xtoken):
     assert body["@odata.context"] == (f"https://outlook.office365.com/adminapi/beta/{TENANT}/$metadata"
                                       "#Collection(Exchange.GenericHashTable)")
     assert body["adminapi.warnings@odata.type"] == "#Collection(String)" and body["@adminapi.warnings"] == []
-    assert len(body["value"]) == 4
+    assert len(body["value"]) == 5
     _, _, hidden = exo(sim, xtoken, "Get-InboxRule", Mailbox=ADELE, IncludeHidden=True)
     rows = hidden["value"]
-    assert len(rows) == 7
+    assert len(rows) == 10
     for row in rows:
         assert {"Identity", "Name", "Enabled", "Priority", "RuleIdentity", "ForwardTo", "RedirectTo",
                 "DeleteMessage", "MoveToFolder", "MarkAsRead"} <= set(row)
@@ -473,8 +486,8 @@ def test_exo_envelope_hidden_rules_and_disable(sim, gtoken, xtoken):
     assert {"Junk E-Mail Rule", "Microsoft.Exchange.OOF.KnownSenders.Handled"} <= names
     invoices = [r for r in rows if r["Name"] == "Invoices"][0]
     assert invoices["MoveToFolder"].endswith("RSS Subscriptions") and invoices["MarkAsRead"] is True
-    redirect = [r for r in rows if r["RedirectTo"]][0]
-    status, _, body = exo(sim, xtoken, "Disable-InboxRule", Identity=redirect["Identity"])
+    redirect = [r for r in rows if r["RedirectTo"] and r["Name"] == " "][0]
+    status, _, body = exo(sim, xtoken, "Disable-InboxRule", Identity=redirect["Identity"], Confirm=False)
     assert status == 200 and body["value"] == []
     rules = {r["ruleIdentity"]: r for r in sim.client.user_state(ADELE)["rules"]}
     assert rules[redirect["RuleIdentity"]]["isEnabled"] is False and rules[redirect["RuleIdentity"]]["hidden"]

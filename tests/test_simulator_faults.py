@@ -81,6 +81,7 @@ def test_exo_one_shot_matches_cmdlet(sim):
 
     def call(cmdlet, **params):
         return sim.client.raw("POST", f"/adminapi/beta/{TENANT}/InvokeCommand", token=xtoken,
+                              headers={"X-AnchorMailbox": f"UPN:{ADELE}"},
                               body={"CmdletInput": {"CmdletName": cmdlet, "Parameters": params}})
     assert call("Get-Mailbox", Identity=ADELE)[0] == 200
     status, hdrs, body = call("Set-Mailbox", Identity=ADELE, AuditEnabled=True)

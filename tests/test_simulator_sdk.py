@@ -29,7 +29,9 @@ async def test_managed_identity_credential_gets_audience_bound_tokens(sim_identi
     assert sim.client.raw("GET", user, token=graph.token)[0] == 200
     assert sim.client.raw("GET", user, token=exo.token)[0] == 401
     invoke = {"CmdletInput": {"CmdletName": "Get-OrganizationConfig", "Parameters": {}}}
-    assert sim.client.raw("POST", f"/adminapi/beta/{TENANT}/InvokeCommand", token=exo.token, body=invoke)[0] == 200
+    anchor = {"X-AnchorMailbox": f"APP:SystemMailbox{{bb558c35-97f1-4cb9-8ff7-d53741dc928c}}@{TENANT}"}
+    assert sim.client.raw("POST", f"/adminapi/beta/{TENANT}/InvokeCommand", token=exo.token, body=invoke,
+                          headers=anchor)[0] == 200
     assert sim.client.raw("POST", f"/adminapi/beta/{TENANT}/InvokeCommand", token=graph.token, body=invoke)[0] == 401
 
 

@@ -74,15 +74,30 @@ _FAULT_MESSAGES = {500: "An internal server error occurred. Please retry later."
                    504: "The gateway did not receive a response in time."}
 
 
+GATEWAY_TIMEOUT_HTML = ("<!DOCTYPE html><html><head><title>504 Gateway Time-out</title></head><body>"
+                        "<h1>504 Gateway Time-out</h1><p>The server didn't respond in time.</p></body></html>")
+
+
 def graph_fault(decision: Decision, rq: GraphRequest) -> GraphResponse:
-    """The Graph answer for an injected fault (status 0 = drop the connection)."""
+    """The Graph answer for an injected fault (status 0 = drop the connection).
+
+    - 429: the throttling body of samples/graph-error-429.json with Retry-After, except from Identity
+      Protection (riskyUsers, riskDetections), which throttles "without a Retry-After header"
+      (learn.microsoft.com/graph/throttling-limits, Identity Protection limits);
+    - 503: Graph's error body, Retry-After when the fault carries one (concepts/errors.md: "may be specified");
+    - 504: the front door's HTML page, not a Graph JSON body (assumed: the gateway answers, not the service).
+    """
     headers = {}
     if decision.retry_after:
         headers["Retry-After"] = decision.retry_after
     if decision.status == 0:
         return GraphResponse(0, None, headers)
     if decision.status == 429:
+        if rq.segments and rq.segments[0].lower() == "identityprotection":
+            headers.pop("Retry-After", None)
         return GraphResponse(429, throttle_body(rq.request_id), headers)
+    if decision.status == 504:
+        return GraphResponse(504, GATEWAY_TIMEOUT_HTML, headers, content_type="text/html")
     code = _FAULT_CODES.get(decision.status, "Error")
     message = decision.message or _FAULT_MESSAGES.get(decision.status, "Injected fault.")
     return GraphResponse(decision.status, GraphError(decision.status, code, message).body(
@@ -242,7 +257,7 @@ async def graph_batch(core: SimulatorCore, rq: GraphRequest) -> GraphResponse:
                 out_headers = {"Cache-Control": "no-cache", "x-ms-resource-unit": "1"}
                 if resp.body is not None:
                     out_headers["OData-Version"] = "4.0"
-                    out_headers["Content-Type"] = GRAPH_JSON
+                    out_headers["Content-Type"] = resp.content_type or GRAPH_JSON
                 out_headers.update(resp.headers)
                 entry = {"id": iid, "status": status, "headers": out_headers}
                 if resp.body is not None:
@@ -367,6 +382,7 @@ async def exo_entry(request: web.Request) -> web.StreamResponse:
             raise exo.ExoError(400, "BadRequest", "Microsoft.Exchange.Admin.OData.Core.ODataServiceException",
                                "The request body is not valid JSON.")
         cmdlet, params = exo.parse_input(body)
+        exo.check_anchor(st, tenant, request.headers.get("X-AnchorMailbox"), cmdlet)
 
         async def work() -> tuple[int, Any, dict]:
             nonlocal permission

@@ -39,7 +39,8 @@ class ExoError(Exception):
         self.details = details
 
     def body(self) -> dict:
-        """Error body shaped like the samples."""
+        """Error body shaped like the samples: with ``details`` as exo-invokecommand-error-unknown-parameter.json,
+        without them as exo-invokecommand-error-invalid-enum.json (which carries the warnings sidecar)."""
         err: dict[str, Any] = {"code": self.code, "message": "Invalid Operation"}
         if self.details:
             err["details"] = [{"code": "Client", "target": "", "message": f"|{self.exc_type}|{self.message}"}]
@@ -49,6 +50,9 @@ class ExoError(Exception):
             "stacktrace": "",
             "internalexception": {"message": self.message, "type": self.exc_type, "stacktrace": ""},
         }
+        if not self.details:
+            err["adminapi.warnings@odata.type"] = "#Collection(String)"
+            err["@adminapi.warnings"] = []
         return {"error": err}
 
 
@@ -71,6 +75,35 @@ def missing_parameter(name: str) -> ExoError:
     return ExoError(400, "BadRequest", "System.Management.Automation.ParameterBindingException",
                     f"Cannot process command because of one or more missing mandatory parameters: {name}.",
                     details=True)
+
+
+SYSTEM_MAILBOX = "systemmailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
+
+
+def check_anchor(st: TenantState, tenant: str, anchor: str | None, cmdlet: str) -> None:
+    """X-AnchorMailbox routes an InvokeCommand to a mailbox server; public clients always send one:
+    ``APP:SystemMailbox{bb558c35-...}@{tenant id or initial domain}`` (app-only), ``UPN:SystemMailbox{...}@{domain}``
+    or ``UPN:{user}`` for mailbox cmdlets. Missing, malformed or foreign anchors are refused here with the
+    proxy error the reference notes (strict: the real service may route some unanchored calls anyway)."""
+    def refuse(why: str) -> ExoError:
+        return ExoError(400, "BadRequest", "Microsoft.Exchange.Configuration.Tasks.CmdletProxyNotAvailableException",
+                        f"Cmdlet '{cmdlet}' couldn't be proxied to the mailbox server: {why}.")
+    if not anchor or not anchor.strip():
+        raise refuse("the X-AnchorMailbox header is missing")
+    kind, sep, target = anchor.strip().partition(":")
+    kind = kind.upper()
+    if not sep or kind not in ("APP", "UPN", "SMTP") or "@" not in target:
+        raise refuse(f"X-AnchorMailbox '{anchor[:120]}' is not of the form UPN:<mailbox> or APP:SystemMailbox{{...}}@<tenant>")
+    local, _, domain = target.rpartition("@")
+    domain = domain.lower()
+    if local.lower() == SYSTEM_MAILBOX:
+        if domain in (st.tenant_id, st.domain.lower()) and domain in (tenant.lower(), st.tenant_id, st.domain.lower()):
+            return
+        raise refuse(f"the system mailbox anchor names another organization ({domain})")
+    if kind == "APP":
+        raise refuse("an APP: anchor must name the organization's system mailbox")
+    if st.find_mailbox(target) is None:
+        raise refuse(f"the anchor mailbox '{target}' was not found in this organization")
 
 
 def _bool(params: Mapping[str, Any], name: str) -> bool:
@@ -237,11 +270,12 @@ def inbox_rule_row(user: User, rule: Mapping[str, Any]) -> dict:
         "Enabled": rule["isEnabled"],
         "Priority": rule["sequence"],
         "RuleIdentity": rule["ruleIdentity"],
-        "Identity": f"{user.id}\\{rule['ruleIdentity']}",
+        "Identity": f"{alias}\\{rule['ruleIdentity']}",  # Exchange Online: MailboxAlias\RuleIdentity
         "MailboxOwnerId": user.id,
         "Description": _describe(cond, actions, folder),
         "InError": False,
         "ErrorType": None,
+        # System rules (junk mail, out-of-office) are not managed by the *-InboxRule cmdlets (assumed property).
         "SupportedByTask": not rule.get("system", False),
         "StopProcessingRules": bool(actions.get("stopProcessingRules", False)),
         "ForwardTo": _recipients(actions.get("forwardTo")),
@@ -367,8 +401,15 @@ def _find_rule(st: TenantState, p: Mapping[str, Any]) -> tuple[User, dict]:
         if user is None:
             raise not_found(identity)
         for rule in user.rules:
-            if rule["ruleIdentity"] == rule_key or rule["displayName"].lower() == rule_key.lower():
+            if rule["ruleIdentity"] == rule_key:
                 return user, rule
+        named = [r for r in user.rules if r["displayName"].lower() == rule_key.lower()]
+        if len(named) > 1:
+            raise ExoError(400, "BadRequest", "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAmbiguousException",
+                           f"The operation couldn't be performed because '{identity}' matches multiple entries.",
+                           details=True)
+        if named:
+            return user, named[0]
         raise not_found(identity)
     hit = st.rules_by_identity.get(rule_key)
     if hit is None:
@@ -391,13 +432,37 @@ def get_inbox_rule(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
     return [inbox_rule_row(user, r) for r in _rules_for(user, include_hidden)], []
 
 
+def _confirmed(p: Mapping[str, Any]) -> bool:
+    """``-Confirm:$false`` (sent as ``"Confirm": false``) or ``-Force``: the cmdlet will not prompt."""
+    confirm = p.get("Confirm")
+    no_prompt = confirm is False or (isinstance(confirm, str) and confirm.strip().lower().lstrip("$") == "false")
+    force = p.get("Force")
+    return no_prompt or force is True or (isinstance(force, str) and force.strip().lower().lstrip("$") == "true")
+
+
 def _toggle_rule(enabled: bool) -> Callable[[TenantState, Mapping[str, Any], dict], Result]:
+    verb = "Enable" if enabled else "Disable"
+
     def run(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
         user, rule = _find_rule(st, p)
         ctx["user"] = user.id
+        # Disable-InboxRule.md: "When you ... enable, or disable an Inbox rule in Exchange PowerShell, any
+        # client-side rules created by Microsoft Outlook are removed"; "A confirmation prompt warns you if the
+        # mailbox contains rules that were created by Outlook" (-Force / -Confirm:$false skip it). InvokeCommand
+        # has nobody to answer a prompt.
+        if user.client_rules and not _confirmed(p):
+            raise ExoError(400, "BadRequest", "System.Management.Automation.Host.HostException",
+                           "A command that prompts the user failed because the host program or the command type "
+                           "does not support user interaction. The host was attempting to request confirmation with "
+                           f"the following message: {verb} Inbox rule: the mailbox contains rules created by "
+                           "Outlook; any client-side rules will be removed.")
+        warnings = []
+        gone = st.remove_client_rules(user, via="exo") if user.client_rules else []
+        if gone:
+            warnings.append(f"{len(gone)} Outlook client-side rule(s) in this mailbox were removed.")
         if rule["isEnabled"] != enabled:
             st.update_rule(user, rule, {"isEnabled": enabled}, via="exo")
-        return [], []
+        return [], warnings
     return run
 
 
@@ -434,8 +499,10 @@ CMDLETS: dict[str, tuple[tuple[str, ...], Callable[[TenantState, Mapping[str, An
                      "AuditEnabled", "AuditLogAgeLimit", "Force"), set_mailbox),
     "Get-InboxRule": (("Mailbox", "Identity", "IncludeHidden", "BypassScopeCheck", "DescriptionTimeFormat",
                        "DescriptionTimeZone", "SweepRules"), get_inbox_rule),
-    "Disable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob"), _toggle_rule(False)),
-    "Enable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob"), _toggle_rule(True)),
+    "Disable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob", "WhatIf"),
+                          _toggle_rule(False)),
+    "Enable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob", "WhatIf"),
+                         _toggle_rule(True)),
     "Get-OrganizationConfig": ((), get_org_config),
     "Get-MailboxAuditBypassAssociation": (("Identity", "ResultSize"), get_bypass),
     "Set-MailboxAuditBypassAssociation": (("Identity", "AuditBypassEnabled"), set_bypass),

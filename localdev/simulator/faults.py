@@ -10,7 +10,8 @@ Configuration (per service: "graph", "exo", "token"), all keys optional:
                "seed": 42}}                                     # deterministic RNG for the random faults
 
 One-shot faults (`add_once`): {"service", "method", "path_contains", "cmdlet", "status", "count",
-"retry_after", "after_effect", "hang_s", "message"}. The next `count` matching requests fail that way.
+"retry_after", "after_effect", "hang_s", "message", "skip"}. After `skip` matching requests have passed
+(default 0: e.g. skip 1 fails page 2 of a paged read), the next `count` matching requests fail that way.
 Matching text: Graph -> the request path (no query); EXO -> "<path>#<CmdletName>";
 token -> "<path>?resource=<resource>". With "after_effect": true the simulator performs the
 request's work and then answers the fault (crash-after-side-effect).
@@ -31,7 +32,7 @@ _SERVICE_KEYS = {
     "error_retry_after", "hang_rate", "hang_s", "hang_mode", "seed",
 }
 _ONCE_KEYS = {"service", "method", "path_contains", "cmdlet", "status", "count", "retry_after",
-              "after_effect", "hang_s", "message"}
+              "after_effect", "hang_s", "message", "skip"}
 
 
 class FaultConfigError(ValueError):
@@ -138,6 +139,7 @@ class OneShot:
     after_effect: bool = False
     hang_s: float = 0.0
     message: str | None = None
+    skip: int = 0
     fired: int = field(default=0)
 
     def matches(self, service: str, method: str, target: str, cmdlet: str | None) -> bool:
@@ -155,7 +157,7 @@ class OneShot:
     def to_dict(self) -> dict:
         """JSON view."""
         return {k: getattr(self, k) for k in ("service", "method", "path_contains", "cmdlet", "status", "count",
-                                              "retry_after", "after_effect", "hang_s", "message", "fired")}
+                                              "retry_after", "after_effect", "hang_s", "message", "skip", "fired")}
 
 
 class FaultInjector:
@@ -207,10 +209,13 @@ class FaultInjector:
             status = int(spec.get("status", 503))
             count = int(spec.get("count", 1))
             hang_s = float(spec.get("hang_s", 0) or 0)
+            skip = int(spec.get("skip", 0) or 0)
         except (TypeError, ValueError) as exc:
             raise FaultConfigError(f"invalid one-shot fault: {exc}") from exc
         if count < 1:
             raise FaultConfigError("count must be >= 1")
+        if skip < 0:
+            raise FaultConfigError("skip must be >= 0")
         if status != 0 and not 400 <= status <= 599:
             raise FaultConfigError("status must be a 4xx/5xx code (or 0 to drop the connection)")
         retry_after = spec.get("retry_after")
@@ -218,7 +223,7 @@ class FaultInjector:
                        path_contains=spec.get("path_contains"), cmdlet=spec.get("cmdlet"),
                        retry_after=None if retry_after is None else str(retry_after),
                        after_effect=bool(spec.get("after_effect", False)), hang_s=hang_s,
-                       message=spec.get("message"))
+                       message=spec.get("message"), skip=skip)
 
     def add_once(self, spec: Mapping[str, Any]) -> OneShot:
         """Queue a one-shot fault."""
@@ -238,6 +243,9 @@ class FaultInjector:
             return None
         for shot in self.once:
             if shot.matches(service, method, target, cmdlet):
+                if shot.skip > 0:
+                    shot.skip -= 1
+                    continue
                 shot.count -= 1
                 shot.fired += 1
                 self.fired_once += 1

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import re
 import secrets
 import string
+import uuid
 from typing import Any, Callable, Sequence
 
 from .odata import (GRAPH_ROOT, GUID_RE, UPN_RE, GraphError, bad_request, compile_filter, not_found_user,
-                    paginate, parse_iso, parse_select, utcnow)
-from .state import (COLLECTION_TO_TYPE, METHOD_TYPES, RESET_ROLES_ADMIN, RESET_ROLES_NON_ADMIN,
+                    iso, paginate, parse_iso, parse_select, utcnow)
+from .state import (COLLECTION_TO_TYPE, METHOD_TYPES, RESET_ROLES_ADMIN, RESET_ROLES_NON_ADMIN, ROLE_DESCRIPTIONS,
                     USER_DEFAULT_PROPERTIES, USER_PROPERTY_MAP, Group, TenantState, User)
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ P_ALERTS_WRITE = ("SecurityAlert.ReadWrite.All",)
 P_RULES_READ = ("MailboxSettings.Read", "MailboxSettings.ReadWrite")
 P_RULES_WRITE = ("MailboxSettings.ReadWrite",)
 P_SEND = ("Mail.Send",)
+P_MEMBER_OF = ("User.Read.All", "GroupMember.Read.All", "Group.Read.All", "Directory.Read.All",
+               "Directory.ReadWrite.All")
+P_ROLE_ASSIGNMENTS = ("RoleManagement.Read.Directory", "RoleManagement.Read.All", "Directory.Read.All",
+                      "RoleManagement.ReadWrite.Directory")
+P_ROLE_ELIGIBILITY = ("RoleEligibilitySchedule.Read.Directory", "RoleManagement.Read.Directory",
+                      "RoleManagement.Read.All", "RoleEligibilitySchedule.ReadWrite.Directory",
+                      "RoleManagement.ReadWrite.Directory")
+P_AUDIT = ("AuditLog.Read.All",)
 P_SCORES = ("SecurityEvents.Read.All", "SecurityEvents.ReadWrite.All")
 
 PASSWORD_SYMBOLS = set("@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ")
@@ -245,6 +255,9 @@ def patch_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
             raise bad_request("Invalid value specified for property 'forceChangePasswordNextSignIn'.")
         if "password" in profile:
             password = profile["password"]
+            refusal = st.password_refusal(user)
+            if refusal:  # microsoft-graph-docs-contrib#5768 (synced), user-update.md passwordProfile (federated)
+                raise bad_request(refusal)
             roles = RESET_ROLES_ADMIN if user.admin_roles else RESET_ROLES_NON_ADMIN
             if not (st.directory_roles & roles):
                 rq.permission = "missing-role:" + ("Privileged Authentication Administrator" if user.admin_roles
@@ -284,6 +297,112 @@ def check_member_groups(st: TenantState, rq: GraphRequest) -> GraphResponse:
         raise bad_request("The number of groupIds exceeds the limit of 20.")
     found = [gid for gid in ids if gid.lower() in st.groups and user.id in st.groups[gid.lower()].members]
     return GraphResponse(200, {"@odata.context": rq.context("Collection(Edm.String)"), "value": found})
+
+
+# ---------------------------------------------------------------------- memberships and roles
+
+CASTS = {"microsoft.graph.directoryrole": "directoryRole", "microsoft.graph.group": "group"}
+
+
+def _directory_role(st: TenantState, role: dict) -> dict:
+    return {"@odata.type": "#microsoft.graph.directoryRole", "id": role["directoryRoleId"], "deletedDateTime": None,
+            "description": ROLE_DESCRIPTIONS.get(role["displayName"], role["displayName"]),
+            "displayName": role["displayName"], "roleTemplateId": role["roleTemplateId"]}
+
+
+def _advanced_query(rq: GraphRequest, what: str) -> None:
+    """user-list-transitivememberof.md: ConsistencyLevel: eventual and $count are required for an OData cast."""
+    if (rq.header("ConsistencyLevel") or "").lower() != "eventual" or rq.query.get("$count", "").lower() != "true":
+        raise GraphError(400, "Request_UnsupportedQuery",
+                         f"Unsupported Query. {what} needs the ConsistencyLevel: eventual header and $count=true.")
+
+
+def transitive_member_of(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_MEMBER_OF)
+    user = _user(st, rq, rq.params["user"])
+    cast = None
+    if "cast" in rq.params:
+        cast = CASTS.get(rq.params["cast"].lower())
+        if cast is None:
+            raise bad_request(f"Resource not found for the segment '{rq.params['cast']}'.", "BadRequest")
+        _advanced_query(rq, "An OData cast on transitiveMemberOf")
+    items: list[dict] = []
+    if cast in (None, "group"):
+        for gid in st.groups_of(user.id):
+            items.append({"@odata.type": "#microsoft.graph.group", **st.groups[gid].props})
+    if cast in (None, "directoryRole"):
+        items.extend(_directory_role(st, r) for r in st.roles_of(user))
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 100, 999)
+    body: dict[str, Any] = {"@odata.context": rq.context("directoryRoles" if cast == "directoryRole" else
+                                                         "groups" if cast == "group" else "directoryObjects")}
+    if rq.query.get("$count", "").lower() == "true":
+        body["@odata.count"] = len(items)
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = page
+    return GraphResponse(200, body)
+
+
+def _principal_filter(st: TenantState, rq: GraphRequest) -> User | None:
+    pred_text = rq.query.get("$filter")
+    compile_filter(pred_text, ("principalId", "roleDefinitionId", "directoryScopeId"))  # 400 on anything else
+    match = re.search(r"principalId\s+eq\s+'([^']+)'", pred_text or "", re.IGNORECASE)
+    return st.users.get(match.group(1).lower()) if match else None
+
+
+def _role_rows(st: TenantState, rq: GraphRequest, eligible: bool) -> list[dict]:
+    one = _principal_filter(st, rq)
+    users = [one] if one is not None else ([] if rq.query.get("$filter") else list(st.users.values()))
+    rows = []
+    for user in users:
+        for role in st.roles_of(user, eligible=eligible):
+            rid = str(uuid.uuid5(uuid.UUID(st.tenant_id), f"{'elig' if eligible else 'assign'}/{user.id}/{role['roleTemplateId']}"))
+            row = {"id": rid, "principalId": user.id, "roleDefinitionId": role["roleTemplateId"],
+                   "directoryScopeId": "/"}
+            if eligible:
+                row.update({"appScopeId": None, "startDateTime": iso(st.now - dt.timedelta(days=30)),
+                            "endDateTime": None, "memberType": "Direct", "roleEligibilityScheduleId": rid})
+            rows.append(row)
+    pred = compile_filter(rq.query.get("$filter"), ("principalId", "roleDefinitionId", "directoryScopeId"))
+    return [r for r in rows if pred(r)]
+
+
+def list_role_assignments(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_ROLE_ASSIGNMENTS)
+    rows = _role_rows(st, rq, eligible=False)
+    return GraphResponse(200, {"@odata.context": rq.context("roleManagement/directory/roleAssignments"), "value": rows})
+
+
+def list_role_eligibility(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_ROLE_ELIGIBILITY)
+    rows = _role_rows(st, rq, eligible=True)
+    return GraphResponse(200, {"@odata.context": rq.context("roleManagement/directory/roleEligibilityScheduleInstances"),
+                               "value": rows})
+
+
+# ---------------------------------------------------------------------- audit logs
+
+_AUDIT_FILTER = ("activityDateTime", "activityDisplayName", "category", "loggedByService", "result", "correlationId",
+                 "initiatedBy/user/id", "initiatedBy/user/displayName", "initiatedBy/user/userPrincipalName",
+                 "initiatedBy/app/appId", "initiatedBy/app/displayName", "targetResources/any:id",
+                 "targetResources/any:displayName")
+
+
+def list_directory_audits(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_AUDIT)
+    pred = compile_filter(rq.query.get("$filter"), _AUDIT_FILTER)
+    order = (rq.query.get("$orderby") or "activityDateTime desc").strip().lower()
+    if order not in ("activitydatetime desc", "activitydatetime asc", "activitydatetime"):
+        raise bad_request(f"Invalid $orderby '{rq.query.get('$orderby')}'.", "BadRequest")
+    items = [a for a in st.audits if pred(a)]
+    if order.endswith("desc"):
+        items = list(reversed(items))  # st.audits is oldest first; the service answers newest first
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 1000, 1000)
+    body: dict[str, Any] = {"@odata.context": rq.context("auditLogs/directoryAudits")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = [copy.deepcopy(a) for a in page]
+    return GraphResponse(200, body)
 
 
 # ---------------------------------------------------------------------- groups
@@ -421,6 +540,11 @@ def delete_typed_method(st: TenantState, rq: GraphRequest) -> GraphResponse:
     if typ == "password":
         raise bad_request("The password authentication method cannot be deleted.", "badRequest")
     method = _find_method(st, rq, user, typ)
+    others = [m for m in user.methods if m is not method and m["type"] != "password"]
+    if user.default_method == method["id"] and others:
+        # microsoft-graph-docs-contrib#2913 (wire body); phoneauthenticationmethod-delete.md (the rule)
+        raise GraphError(400, "badRequest", "Cannot delete default method with other methods configured. Please "
+                         "change default method before deletion.", inner_message=True)
     st.delete_method(user, method)
     return GraphResponse(204)
 
@@ -549,15 +673,16 @@ def get_detection(st: TenantState, rq: GraphRequest) -> GraphResponse:
 
 # ---------------------------------------------------------------------- security alerts
 
-_ALERT_FILTER = ("id", "lastUpdateDateTime", "createdDateTime", "status", "severity", "serviceSource",
-                 "detectionSource", "category", "incidentId", "classification", "determination", "title")
+# security-list-alerts_v2.md: these properties support $filter; "the most recent alerts are displayed at the top".
+_ALERT_FILTER = ("assignedTo", "classification", "determination", "createdDateTime", "lastUpdateDateTime", "severity",
+                 "serviceSource", "status")
 
 
 def list_alerts(st: TenantState, rq: GraphRequest) -> GraphResponse:
     rq.require(P_ALERTS_READ)
     pred = compile_filter(rq.query.get("$filter"), _ALERT_FILTER)
-    items = [a for a in st.alerts if pred(a)]
-    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 100, 2000)
+    items = sorted((a for a in st.alerts if pred(a)), key=lambda a: a.get("createdDateTime") or "", reverse=True)
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, st.settings.get("alertsPageSize", 100), 2000)
     body: dict[str, Any] = {"@odata.context": rq.context("security/alerts_v2")}
     if next_link:
         body["@odata.nextLink"] = next_link
@@ -653,6 +778,9 @@ def patch_rule(st: TenantState, rq: GraphRequest) -> GraphResponse:
     _inbox(rq, user)
     rule = _rule(rq, user)
     body = _body_object(rq)
+    if rule.get("readOnly"):  # messagerule.md: isReadOnly "cannot be modified or deleted by the rules REST API"
+        raise GraphError(403, "ErrorAccessDenied", "The rule is read-only and cannot be modified or deleted through "
+                         "the REST API.")
     changes = {}
     for key, value in body.items():
         if key in ("id", "hasError", "isReadOnly", "@odata.type", "@odata.context"):
@@ -714,6 +842,11 @@ ROUTES: list[Route] = [
     Route("PATCH", ("users", "{user}"), patch_user),
     Route("POST", ("users", "{user}", "revokeSignInSessions"), revoke_sessions),
     Route("POST", ("users", "{user}", "checkMemberGroups"), check_member_groups),
+    Route("GET", ("users", "{user}", "transitiveMemberOf"), transitive_member_of),
+    Route("GET", ("users", "{user}", "transitiveMemberOf", "{cast}"), transitive_member_of),
+    Route("GET", ("roleManagement", "directory", "roleAssignments"), list_role_assignments),
+    Route("GET", ("roleManagement", "directory", "roleEligibilityScheduleInstances"), list_role_eligibility),
+    Route("GET", ("auditLogs", "directoryAudits"), list_directory_audits),
     Route("GET", ("groups", "{group}"), get_group),
     Route("GET", ("groups", "{group}", "members"), list_members),
     Route("POST", ("groups", "{group}", "members", "$ref"), add_member),

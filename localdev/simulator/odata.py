@@ -107,18 +107,21 @@ class GraphError(Exception):
     """An error answered in Graph's shape: {"error": {"code", "message", "innerError"}}."""
 
     def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None,
-                 permission: str | None = None) -> None:
+                 permission: str | None = None, inner_message: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
         self.permission = permission
+        self.inner_message = inner_message  # some services repeat the message inside innerError
 
     def body(self, request_id: str, client_request_id: str | None) -> dict:
         """The JSON body for this error."""
-        return {"error": {"code": self.code, "message": self.message,
-                          "innerError": inner_error(request_id, client_request_id)}}
+        inner = inner_error(request_id, client_request_id)
+        if self.inner_message:
+            inner = {"message": self.message, **inner}
+        return {"error": {"code": self.code, "message": self.message, "innerError": inner}}
 
 
 def throttle_body(request_id: str) -> dict:
@@ -271,8 +274,19 @@ def _match_all(item: Mapping[str, Any]) -> bool:
 @functools.lru_cache(maxsize=512)
 def _compile_cached(text: str, allowed: tuple[str, ...] | None) -> Callable[[Mapping[str, Any]], bool]:
     tokens = _tokenize(text)
-    allowed_map = {a.lower(): a for a in allowed} if allowed is not None else None
+    # "coll/any:prop" entries allow the lambda `coll/any(x: x/prop op 'v')` over a collection.
+    lambdas: dict[str, dict[str, str]] = {}
+    plain: dict[str, str] | None = None
+    if allowed is not None:
+        plain = {}
+        for entry in allowed:
+            if "/any:" in entry:
+                coll, _, inner = entry.partition("/any:")
+                lambdas.setdefault(coll.lower(), {"": coll})[inner.lower()] = inner
+            else:
+                plain[entry.lower()] = entry
     pos = 0
+    scope: list[tuple[str, dict[str, str] | None]] = []  # (lambda variable, allowed inner props)
 
     def peek() -> str | None:
         return tokens[pos] if pos < len(tokens) else None
@@ -317,15 +331,58 @@ def _compile_cached(text: str, allowed: tuple[str, ...] | None) -> Callable[[Map
             return inner
         return parse_cmp()
 
+    def unsupported(prop: str) -> GraphError:
+        return bad_request(f"Invalid filter clause: property '{prop}' is not supported in $filter.", "BadRequest")
+
+    def parse_lambda(prop: str) -> Callable:
+        nonlocal pos
+        coll = prop[: -len("/any")]
+        allowed_inner = None
+        if plain is not None:
+            spec = lambdas.get(coll.lower())
+            if spec is None:
+                raise unsupported(prop)
+            coll, allowed_inner = spec[""], {k: v for k, v in spec.items() if k}
+        if take() != "(":
+            raise bad_request("Invalid filter clause: expected '(' after any.", "BadRequest")
+        var_tok = take()
+        var, colon, rest = var_tok.partition(":")
+        if not colon or not var:
+            raise bad_request(f"Invalid filter clause: expected a lambda variable, got {var_tok!r}.", "BadRequest")
+        if rest:
+            tokens.insert(pos, rest)
+        scope.append((var, allowed_inner))
+        inner = parse_or()
+        scope.pop()
+        if take() != ")":
+            raise bad_request("Invalid filter clause: missing ')'.", "BadRequest")
+
+        def pred(item: Mapping[str, Any]) -> bool:
+            values = _get_path(item, coll)
+            return isinstance(values, list) and any(inner(v) for v in values if isinstance(v, Mapping))
+        return pred
+
     def parse_cmp() -> Callable:
         prop = take()
         if prop in ("(", ")") or prop.startswith("'"):
             raise bad_request(f"Invalid filter clause: expected a property name, got {prop!r}.", "BadRequest")
-        if allowed_map is not None:
-            canon = allowed_map.get(prop.lower())
-            if canon is None:
-                raise bad_request(f"Invalid filter clause: property '{prop}' is not supported in $filter.",
+        if prop.lower().endswith("/any") and peek() == "(":
+            return parse_lambda(prop)
+        if scope:
+            var, allowed_inner = scope[-1]
+            if not prop.startswith(var + "/"):
+                raise bad_request(f"Invalid filter clause: '{prop}' must start with the lambda variable '{var}'.",
                                   "BadRequest")
+            prop = prop[len(var) + 1:]
+            if allowed_inner is not None:
+                canon = allowed_inner.get(prop.lower())
+                if canon is None:
+                    raise unsupported(f"{var}/{prop}")
+                prop = canon
+        elif plain is not None:
+            canon = plain.get(prop.lower())
+            if canon is None:
+                raise unsupported(prop)
             prop = canon
         op = take().lower()
         if op not in _OPS:

@@ -78,6 +78,31 @@ RESET_ROLES_ADMIN = frozenset({"Privileged Authentication Administrator", "Globa
 
 _RULE_BASE = 0x9E5D6600
 
+# Built-in Entra roles the seed may assign: display name -> roleTemplateId (the same in every tenant;
+# learn.microsoft.com/entra/identity/role-based-access-control/permissions-reference).
+ROLE_TEMPLATES: dict[str, str] = {
+    "Global Administrator": "62e90394-69f5-4237-9190-012177145e10",
+    "Privileged Role Administrator": "e8611ab8-c189-46e8-94e1-60213ab1f814",
+    "Privileged Authentication Administrator": "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+    "User Administrator": "fe930be7-5e62-47db-91af-98c3a49a38b1",
+    "Exchange Administrator": "29232cdf-9323-42fd-ade2-1d097af3e4de",
+    "Security Administrator": "194ae4cb-b126-40b2-bd5b-6091b380977d",
+    "Helpdesk Administrator": "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+    "Authentication Administrator": "c4e39bd9-1100-46d3-8c65-fb160da0071f",
+    "Global Reader": "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+}
+ROLE_DESCRIPTIONS = {
+    "Global Administrator": "Can manage all aspects of Microsoft Entra ID and Microsoft services that use Microsoft Entra identities.",
+    "User Administrator": "Can manage all aspects of users and groups, including resetting passwords for limited admins.",
+}
+# What directoryAudits calls a registered method (resultReason), per method kind (assumed wording).
+AUDIT_METHOD_NAMES = {
+    "phone:mobile": "Mobile Phone SMS", "phone:alternateMobile": "Alternate Mobile Phone",
+    "phone:office": "Office Phone", "email": "Email", "softwareOath": "Software OATH token",
+    "microsoftAuthenticator": "Authenticator App with Notification and Code", "fido2": "Passkey (FIDO2)",
+    "temporaryAccessPass": "Temporary Access Pass", "windowsHelloForBusiness": "Windows Hello for Business",
+}
+
 
 class SeedError(ValueError):
     """The seed is not usable."""
@@ -101,13 +126,17 @@ def _folder_id(user_id: str, name: str) -> str:
 class User:
     """A directory user plus everything the simulator keeps about them."""
 
-    __slots__ = ("props", "admin_roles", "password_writeback", "per_user_mfa", "methods", "deleted_methods",
-                 "mailbox", "rules", "password", "revocations", "last_revoked_at", "tap_issued", "seq")
+    __slots__ = ("props", "admin_roles", "eligible_roles", "password_writeback", "per_user_mfa", "methods",
+                 "deleted_methods", "default_method", "mailbox", "rules", "client_rules", "password", "revocations",
+                 "last_revoked_at", "tap_issued", "seq")
 
     def __init__(self, props: dict, seq: int) -> None:
         self.props = props
         self.seq = seq
-        self.admin_roles: list[str] = []
+        self.admin_roles: list[str] = []  # active directory role assignments (display names)
+        self.eligible_roles: list[str] = []  # PIM-eligible role assignments (display names)
+        self.default_method: str | None = None  # id of the default sign-in (MFA) method
+        self.client_rules: list[dict] = []  # Outlook client-side rules (the mailbox's rules blob)
         self.password_writeback: bool | None = None
         self.per_user_mfa = "disabled"
         self.methods: list[dict] = []
@@ -134,6 +163,10 @@ class User:
     @property
     def synced(self) -> bool:
         return self.props.get("onPremisesSyncEnabled") is True
+
+    @property
+    def domain(self) -> str:
+        return self.upn.rsplit("@", 1)[-1].lower()
 
 
 class Group:
@@ -190,6 +223,11 @@ class TenantState:
         self.alert_index: dict[str, dict] = {}
         self.blocked: dict[str, dict] = {}
         self.outbox: list[dict] = []
+        self.audits: list[dict] = []  # auditLogs/directoryAudits, oldest first
+        # Verified domains and how they authenticate (Managed or Federated).
+        self.domains: dict[str, str] = {self.domain.lower(): "Managed"}
+        for dom in seed.get("domains", []):
+            self.domains[str(dom["id"]).lower()] = dom.get("authenticationType", "Managed")
         self.mutations: collections.deque = collections.deque(maxlen=MUTATION_LOG_MAX)
         self.mutation_seq = 0
         self.rule_counter = 0
@@ -239,6 +277,10 @@ class TenantState:
         props.setdefault("mail", upn if has_mailbox else None)
         user = User(props, len(self.users))
         user.admin_roles = list(spec.get("adminRoles") or [])
+        user.eligible_roles = list(spec.get("eligibleRoles") or [])
+        for role in user.admin_roles + user.eligible_roles:
+            if role not in ROLE_TEMPLATES:
+                raise SeedError(f"{upn}: unknown directory role {role!r}")
         if user.synced:
             user.password_writeback = bool(spec.get("passwordWriteback", False))
         user.per_user_mfa = spec.get("perUserMfaState", "disabled")
@@ -252,6 +294,9 @@ class TenantState:
             method = {k: v for k, v in m.items() if not k.startswith("_")}
             method.setdefault("id", str(uuid.uuid4()))
             user.methods.append(method)
+            if m.get("default"):
+                user.default_method = method["id"]
+            method.pop("default", None)
         self.users[uid] = user
         self.upn_index[upn.lower()] = uid
         if props.get("mail"):
@@ -262,6 +307,9 @@ class TenantState:
             hidden = [r for r in spec.get("inboxRules", []) if r.get("hidden")]
             for rule_spec in visible + hidden:
                 self._add_rule(user, rule_spec)
+            user.client_rules = [dict(r) for r in spec.get("outlookClientRules", [])]
+        for event in spec.get("auditEvents", []):
+            self.add_audit(user, event)
         risk = spec.get("risk")
         if risk:
             self._set_risk(user, risk.get("riskLevel", "high"), risk.get("riskState", "atRisk"),
@@ -303,6 +351,7 @@ class TenantState:
             "isEnabled": bool(spec.get("isEnabled", True)),
             "hidden": bool(spec.get("hidden", False)),
             "system": bool(spec.get("system", False)),
+            "readOnly": bool(spec.get("isReadOnly", False)),
             "conditions": copy.deepcopy(dict(spec.get("conditions") or {})),
             "actions": actions,
             "exceptions": copy.deepcopy(dict(spec.get("exceptions") or {})),
@@ -377,14 +426,81 @@ class TenantState:
         self.alert_index[alert["id"]] = alert
         return alert
 
+    def add_audit(self, user: User, spec: Mapping[str, Any]) -> dict:
+        """Append a directoryAudit about ``user`` (security-info events by default: the Authentication
+        Methods service, category UserManagement). ``spec``: activity, method (a key of AUDIT_METHOD_NAMES),
+        at, ipAddress, by ("user" | "admin" | "app"), resultReason, operationType."""
+        activity = spec.get("activity", "User registered security info")
+        method = spec.get("method")
+        if method is not None and method not in AUDIT_METHOD_NAMES:
+            raise SeedError(f"{user.upn}: unknown audit method {method!r}")
+        verb = activity.split(" ", 2)[1] if activity.startswith(("User ", "Admin ")) else activity
+        actor = "Admin" if activity.startswith("Admin ") else "User"
+        reason = spec.get("resultReason") or (f"{actor} {verb} {AUDIT_METHOD_NAMES[method]}" if method else activity)
+        by = spec.get("by", "admin" if actor == "Admin" else "user")
+        if by == "app":
+            initiated = {"app": {"appId": self.mi_client_id, "displayName": self.mi_display_name,
+                                 "servicePrincipalId": self.mi_object_id, "servicePrincipalName": None},
+                         "user": None}
+        else:
+            who = user if by == "user" else None
+            initiated = {"app": None, "user": {
+                "id": who.id if who else str(uuid.uuid5(uuid.UUID(self.tenant_id), "admin")),
+                "displayName": None, "userPrincipalName": who.upn if who else f"admin@{self.domain}",
+                "ipAddress": spec.get("ipAddress", "185.220.101.47" if who else "10.0.0.4"),
+                "userType": None, "homeTenantId": None, "homeTenantName": None}}
+        when = spec.get("at") or iso(utcnow())
+        event = {
+            "id": "AuthMethods_" + str(uuid.uuid4()),
+            "category": spec.get("category", "UserManagement"),
+            "correlationId": str(uuid.uuid4()),
+            "result": spec.get("result", "success"),
+            "resultReason": reason,
+            "activityDisplayName": activity,
+            "activityDateTime": when,
+            "loggedByService": spec.get("loggedByService", "Authentication Methods"),
+            "operationType": spec.get("operationType", "Add" if " registered " in activity else "Update"),
+            "initiatedBy": initiated,
+            "targetResources": [{"id": user.id, "displayName": user.display_name, "type": "User",
+                                 "userPrincipalName": user.upn, "groupType": None, "modifiedProperties": []}],
+            "additionalDetails": list(spec.get("additionalDetails", [])),
+        }
+        self.audits.append(event)
+        self.audits.sort(key=lambda e: e["activityDateTime"])
+        return event
+
+    def roles_of(self, user: User, eligible: bool = False) -> list[dict]:
+        """The user's active (or PIM-eligible) role assignments, Graph-shaped building blocks."""
+        names = user.eligible_roles if eligible else user.admin_roles
+        return [{"displayName": name, "roleTemplateId": ROLE_TEMPLATES[name],
+                 "directoryRoleId": str(uuid.uuid5(uuid.UUID(self.tenant_id), "directoryRole/" + name))}
+                for name in names]
+
+    def password_refusal(self, user: User) -> str | None:
+        """Why Entra refuses a cloud password reset of ``user`` (None when it can be reset here)."""
+        if user.synced:
+            return ("Unable to update the specified properties for on-premises mastered Directory Sync objects or "
+                    "objects currently undergoing migration.")
+        if self.domains.get(user.domain) == "Federated":
+            return "Unable to update the specified properties for objects that have originated within an external service."
+        return None
+
     def user_alert(self, user: User, title: str = "Suspicious inbox forwarding", severity: str = "high") -> dict:
         """Build and add a user-compromise alert with userEvidence for `user`."""
         now = iso(utcnow())
         account = {"accountName": user.upn.split("@")[0], "domainName": user.upn.split("@")[1],
                    "userSid": None, "azureAdUserId": user.id, "userPrincipalName": user.upn,
                    "displayName": user.display_name}
+        alert_id = "fa" + uuid.uuid4().hex
+        incident_id = str(40000 + len(self.alerts))
         return self.add_alert({
-            "id": "fa" + uuid.uuid4().hex, "incidentId": str(40000 + len(self.alerts)), "status": "new",
+            "id": alert_id, "incidentId": incident_id, "status": "new",
+            "detectorId": str(uuid.uuid5(uuid.UUID(self.tenant_id), "detector/" + title)), "assignedTo": None,
+            "description": f"{title}: activity on {user.upn} indicates that the account may be compromised.",
+            "recommendedActions": "Reset the user's password, revoke sessions and review inbox rules and forwarding.",
+            "alertWebUrl": f"https://security.microsoft.com/alerts/{alert_id}?tid={self.tenant_id}",
+            "incidentWebUrl": f"https://security.microsoft.com/incidents/{incident_id}?tid={self.tenant_id}",
+            "actorDisplayName": None, "threatDisplayName": None, "threatFamilyName": None, "systemTags": [],
             "severity": severity, "classification": None, "determination": None,
             "serviceSource": "microsoftDefenderForCloudApps", "detectionSource": "microsoftDefenderForCloudApps",
             "title": title, "category": "Exfiltration", "createdDateTime": now, "lastUpdateDateTime": now,
@@ -469,6 +585,10 @@ class TenantState:
             risk = self.risky.get(user.id)
             if risk and risk["riskState"] in ("atRisk", "confirmedCompromised"):
                 self._set_risk(user, "none", "remediated", "adminGeneratedTemporaryPassword", now)
+                for det in self.detections:
+                    if det["userId"] == user.id and det["riskState"] in ("atRisk", "confirmedCompromised"):
+                        det.update({"riskState": "remediated", "riskDetail": "adminGeneratedTemporaryPassword",
+                                    "lastUpdatedDateTime": now})
                 self.mutate("risk_remediated", user, reason="adminGeneratedTemporaryPassword")
         return record
 
@@ -507,13 +627,18 @@ class TenantState:
         self.mutate("per_user_mfa", user, old=old, new=value)
 
     def delete_method(self, user: User, method: dict) -> None:
-        """Remove an authentication method."""
+        """Remove an authentication method (the directory audit records it as the app's doing)."""
         user.methods.remove(method)
+        if user.default_method == method["id"]:
+            user.default_method = None
         gone = {k: v for k, v in method.items() if k != "passSha256"}
         gone["deletedDateTime"] = iso(utcnow())
         user.deleted_methods.append(gone)
         self.mutate("auth_method_deleted", user, type=method["type"], id=method["id"],
                     displayName=method.get("displayName"))
+        kind = method["type"] if method["type"] != "phone" else f"phone:{method.get('phoneType', 'mobile')}"
+        self.add_audit(user, {"activity": "Admin deleted security info", "method": kind, "by": "app",
+                              "operationType": "Delete"})
 
     def add_tap(self, user: User, pass_sha256: str, lifetime: int, usable_once: bool,
                 start: dt.datetime | None) -> dict:
@@ -550,8 +675,15 @@ class TenantState:
         return rec
 
     def confirm_compromised(self, user: User) -> None:
-        """riskyUsers/confirmCompromised."""
+        """riskyUsers/confirmCompromised: user risk high / confirmedCompromised, and Identity Protection
+        records it as a risk detection of its own (riskEventType adminConfirmedUserCompromised)."""
         self.set_risk(user, "high", "confirmedCompromised", "adminConfirmedUserCompromised")
+        now = iso(utcnow())
+        self.add_detection(user, {"riskEventType": "adminConfirmedUserCompromised", "riskLevel": "high",
+                                  "riskState": "confirmedCompromised", "riskDetail": "adminConfirmedUserCompromised",
+                                  "source": "IdentityProtection", "detectionTimingType": "offline", "activity": "user",
+                                  "ipAddress": None, "activityDateTime": now, "detectedDateTime": now,
+                                  "lastUpdatedDateTime": now})
 
     def dismiss_risk(self, user: User) -> None:
         """riskyUsers/dismiss: also dismisses the user's open detections."""
@@ -572,6 +704,14 @@ class TenantState:
         self.mutate("inbox_rule_updated", user, rule=rule["graphId"], ruleIdentity=rule["ruleIdentity"],
                     name=rule["displayName"], hidden=rule["hidden"], via=via, before=before,
                     after=dict(changes))
+
+    def remove_client_rules(self, user: User, via: str) -> list[str]:
+        """A rule change made through Exchange rewrites the rules blob: Outlook's client-side rules are gone."""
+        gone = [r.get("name", "") for r in user.client_rules]
+        if gone:
+            user.client_rules = []
+            self.mutate("client_rules_removed", user, names=gone, via=via)
+        return gone
 
     def set_mailbox(self, user: User, changes: Mapping[str, Any]) -> None:
         """Set-Mailbox / Set-MailboxAuditBypassAssociation."""
@@ -677,7 +817,7 @@ class TenantState:
     def render_graph_rule(self, rule: Mapping[str, Any]) -> dict:
         """Graph messageRule shape."""
         out = {"id": rule["graphId"], "displayName": rule["displayName"], "sequence": rule["sequence"],
-               "isEnabled": rule["isEnabled"], "hasError": False, "isReadOnly": False,
+               "isEnabled": rule["isEnabled"], "hasError": False, "isReadOnly": rule.get("readOnly", False),
                "conditions": copy.deepcopy(rule["conditions"]), "actions": copy.deepcopy(rule["actions"])}
         if rule.get("exceptions"):
             out["exceptions"] = copy.deepcopy(rule["exceptions"])
@@ -722,7 +862,7 @@ class TenantState:
         for r in user.rules:
             item = {"id": r["graphId"], "ruleIdentity": r["ruleIdentity"], "displayName": r["displayName"],
                     "sequence": r["sequence"], "isEnabled": r["isEnabled"], "hidden": r["hidden"],
-                    "system": r["system"], "conditions": r["conditions"], "actions": copy.deepcopy(r["actions"])}
+                    "system": r["system"], "readOnly": r.get("readOnly", False), "conditions": r["conditions"], "actions": copy.deepcopy(r["actions"])}
             for key in ("moveToFolder", "copyToFolder"):
                 if key in item["actions"]:
                     item["actions"][key] = folder_names.get(item["actions"][key], item["actions"][key])
@@ -740,6 +880,9 @@ class TenantState:
             "onPremisesSyncEnabled": user.props.get("onPremisesSyncEnabled"),
             "passwordWriteback": user.password_writeback,
             "adminRoles": list(user.admin_roles),
+            "eligibleRoles": list(user.eligible_roles),
+            "default_method": user.default_method,
+            "client_rules": [dict(r) for r in user.client_rules],
             "password_changes": pw["changes"],
             "last_password_sha256": pw["last_sha256"],
             "force_change": pw["force_change"],
@@ -760,6 +903,9 @@ class TenantState:
                                  "riskLevel": d["riskLevel"], "detectedDateTime": d["detectedDateTime"]}
                                 for d in self.detections if d["userId"] == user.id],
             "groups": self.groups_of(user.id),
+            "audit_events": [{"activityDisplayName": a["activityDisplayName"], "resultReason": a["resultReason"],
+                              "activityDateTime": a["activityDateTime"]}
+                             for a in self.audits if a["targetResources"][0]["id"] == user.id],
         }
 
 

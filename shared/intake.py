@@ -1,7 +1,13 @@
 """Intake: turn an IncidentRequest into a new incident (or attach it to an open one).
 
+One open-or-recent incident per user, whatever key the source used: the index
+(``userincidents``) has a row per key (object id, UPN) pointing at the user's latest incident;
+intake looks under every key the request carries, and the runner adds the missing key when it
+resolves the user (``index_user_keys``), so an incident opened from a UPN is found by the
+poller's object id afterwards.
+
 Order of writes, chosen so a crash anywhere leaves nothing lost and nothing doubled:
-1. claim the user's open-incident index row (conditional create/replace);
+1. claim the user's open-incident index row (conditional create/replace), then the alias row;
 2. write the incident row in state ``new``;
 3. enqueue the first step, then mark the incident ``queued``.
 A redelivered alert finds the index row and the incident: it attaches (a no-op for alert
@@ -18,6 +24,7 @@ from .logs import incident_log
 from .model import IncidentRequest, new_correlation_id, new_incident_id
 from .playbook import first_step
 from .policy import decide_intake
+from .userindex import index_user_keys
 from .steps.base import enqueue_step
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,7 @@ class IntakeResult:
 async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | None = None) -> IntakeResult:
     ledger, settings = deps.ledger, deps.settings
     correlation_id = correlation_id or new_correlation_id()
+    keys = request_keys(request)
     for _ in range(5):
         now = deps.clock()
         existing = await ledger.get_open(request.user_key)
@@ -41,10 +49,17 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
         if existing is not None:
             incident = await ledger.get_incident(existing[0]["incident_id"])
             open_created = existing[0].get("created_at") if incident is not None else None
+        for alias in keys[1:]:  # the same user under its other key (an incident opened from a UPN)
+            found = await ledger.get_open(alias)
+            if found is None or (incident is not None and found[0]["incident_id"] == incident["incident_id"]):
+                continue
+            other = await ledger.get_incident(found[0]["incident_id"])
+            if other is not None and (incident is None or other.get("created_at", "") > incident.get("created_at", "")):
+                incident, open_created = other, found[0].get("created_at")
         storm_count = 0
         if settings.mode == "auto" or settings.mode == "dry-run":
             storm_count = await ledger.count_recent_incidents(now, settings.storm_window_minutes, settings.storm_threshold)
-        decision = decide_intake(request, settings, now, open_created, storm_count)
+        decision = decide_intake(request, settings, now, open_created, storm_count, existing=incident)
         if decision.action == "ignore":
             logger.info("[incident=- step=intake corr=%s] ignored: %s", correlation_id, decision.reason)
             return IntakeResult("ignored", None, decision.reason)
@@ -77,6 +92,7 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
             "updated_at": iso(now),
         }
         await ledger.create_incident(row)
+        await index_user_keys(ledger, keys[1:], incident_id, iso(now))
         await ledger.record_new_incident_for_storm(incident_id, now)
         if decision.state == "held":
             log.warning("incident held: %s", decision.reason)
@@ -88,6 +104,14 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
         log.info("incident created for %s from %s (%s); first step %s enqueued", request.user_key, request.source, request.risk_level, order[0])
         return IntakeResult("created", incident_id)
     raise RuntimeError("could not create or attach an incident after repeated races")
+
+
+def request_keys(request: IncidentRequest) -> list[str]:
+    """Every key the request names the user by, the index key first."""
+    keys = [request.user_key]
+    if request.user_principal_name and request.user_principal_name.lower() not in keys:
+        keys.append(request.user_principal_name.lower())
+    return keys
 
 
 async def _attach(deps: Deps, incident: dict, request: IncidentRequest, correlation_id: str) -> IntakeResult:

@@ -19,6 +19,7 @@ __all__ = [
     "MessageError",
     "IncidentRequest",
     "StepTask",
+    "OnPremResetRequest",
     "RISK_LEVELS",
     "SOURCES",
     "MAX_MESSAGE_BYTES",
@@ -144,6 +145,9 @@ class IncidentRequest:
     alert_ids: tuple[str, ...] = ()
     detected_at: str = field(default_factory=utcnow_iso)
     reason: str = ""
+    # Identity Protection's riskDetail (riskyUser) or riskEventType (detection), when the source has
+    # one: lets intake recognise the responder's own confirmCompromised coming back ("" = unknown).
+    risk_detail: str = ""
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -168,6 +172,9 @@ class IncidentRequest:
         object.__setattr__(self, "detected_at", _iso(parse_timestamp(self.detected_at)))
         if not isinstance(self.reason, str) or len(self.reason) > _MAX_REASON_LEN:
             raise MessageError(f"reason must be a string of at most {_MAX_REASON_LEN} characters")
+        if not isinstance(self.risk_detail, str) or len(self.risk_detail) > 64 or not all(
+                c.isalnum() for c in self.risk_detail):
+            raise MessageError("risk_detail must be letters and digits only, at most 64 characters")
 
     @property
     def user_key(self) -> str:
@@ -186,7 +193,7 @@ class IncidentRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "IncidentRequest":
         known = {"schema", "version", "user_id", "user_principal_name", "source", "risk_level",
-                 "alert_ids", "detected_at", "reason"}
+                 "alert_ids", "detected_at", "reason", "risk_detail"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise MessageError(f"unknown field(s) in incident request: {excerpt(unknown, 80)}")
@@ -200,6 +207,7 @@ class IncidentRequest:
             "risk_level": data.get("risk_level", "high"),
             "alert_ids": tuple(alert_ids),
             "reason": data.get("reason") or "",
+            "risk_detail": data.get("risk_detail") or "",
         }
         detected = _opt_str(data, "detected_at", 64)
         if detected:
@@ -253,3 +261,39 @@ class StepTask:
             return cls(**{k: data[k] for k in fields if k in data})
         except TypeError as exc:
             raise MessageError("step task is missing a required field") from exc
+
+
+@dataclass(frozen=True)
+class OnPremResetRequest:
+    """The message on ``ONPREM_RESET_QUEUE``: a hybrid worker resets this user's password in
+    on-premises AD (Entra refuses a cloud reset of a synced or federated user). It carries no
+    password: the worker generates one and follows the help desk's hand-off."""
+
+    SCHEMA = "breach-responder/onprem-reset"
+
+    incident_id: str
+    user_id: str
+    user_principal_name: str
+    on_premises_sam_account_name: str
+    on_premises_domain_name: str
+    reason: str
+    requested_at: str = field(default_factory=utcnow_iso)
+    version: int = 1
+
+    def to_json(self) -> str:
+        data = {"schema": self.SCHEMA, "version": self.version}
+        data.update({k: v for k, v in asdict(self).items() if k != "version"})
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, body: str | bytes) -> "OnPremResetRequest":
+        data = _load(body, cls.SCHEMA)
+        fields = ("incident_id", "user_id", "user_principal_name", "on_premises_sam_account_name",
+                  "on_premises_domain_name", "reason", "requested_at")
+        unknown = sorted(set(data) - set(fields) - {"schema", "version"})
+        if unknown:
+            raise MessageError(f"unknown field(s) in on-premises reset request: {excerpt(unknown, 80)}")
+        try:
+            return cls(**{k: data[k] for k in fields if k in data})
+        except TypeError as exc:
+            raise MessageError("on-premises reset request is missing a required field") from exc

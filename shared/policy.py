@@ -1,18 +1,23 @@
 """Policy gates (pure): what happens to an incident request before any step runs.
 
-- dedupe: one open incident per user inside the open-incident window; a second alert
-  attaches to it;
+- dedupe: one open-or-recent incident per user (found by object id or UPN, whichever key the
+  source used): a second alert attaches to an open incident inside the open-incident window;
+  after an incident closed, only a signal newer than the close opens a new one, and the
+  responder's own confirmCompromised coming back (riskDetail / riskEventType
+  adminConfirmedUserCompromised, for a user it confirmed) opens nothing;
 - mode: ``approval`` holds everything, ``dry-run`` runs steps that only record what they
   would do, ``auto`` runs;
 - storm breaker: more than STORM_THRESHOLD new incidents inside STORM_WINDOW_MINUTES and
   new incidents are held for a human (the operator is told once per window);
-- protected accounts (explicit list, or members of PROTECTED_GROUP_ID) and synced users
-  under SYNCED_USER_POLICY=hold are held before the first step (``gate_reason``).
+- protected accounts (explicit list, members of PROTECTED_GROUP_ID, holders of an active or
+  eligible directory role) and synced users under SYNCED_USER_POLICY=hold are held before
+  the first step (``gate_reason``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Sequence
 
 from .model import RISK_LEVELS, IncidentRequest, parse_timestamp
 from .settings import Settings
@@ -45,16 +50,36 @@ def within_window(created_at: str, now: datetime, hours: int) -> bool:
     return now - created <= timedelta(hours=hours)
 
 
+CLOSED_STATES = ("succeeded", "failed", "dry-run")
+OWN_CONFIRMATION = "adminConfirmedUserCompromised"
+
+
+def _after(value: str, mark: str) -> bool:
+    try:
+        return parse_timestamp(value) > parse_timestamp(mark)
+    except ValueError:
+        return True  # an unreadable time is not evidence of an echo
+
+
 def decide_intake(
     request: IncidentRequest,
     settings: Settings,
     now: datetime,
     open_incident_created_at: str | None,
     recent_new_incidents: int,
+    existing: dict | None = None,
 ) -> IntakeDecision:
+    """``existing``: the user's latest incident (state, created_at, finished_at, risk_confirmed_at), if any."""
     if request.source != "manual" and request.source != "http" and not risk_passes(request.risk_level, settings.min_risk_level):
         return IntakeDecision("ignore", reason=f"risk {request.risk_level} below MIN_RISK_LEVEL {settings.min_risk_level}")
-    if open_incident_created_at and within_window(open_incident_created_at, now, settings.open_incident_window_hours):
+    if existing and existing.get("risk_confirmed_at") and request.risk_detail == OWN_CONFIRMATION:
+        return IntakeDecision("ignore", reason="the responder's own confirmCompromised for this user, not a new signal")
+    if existing and existing.get("state") in CLOSED_STATES:
+        closed = existing.get("finished_at") or existing.get("updated_at") or existing.get("created_at") or ""
+        if closed and not _after(request.detected_at, closed):
+            return IntakeDecision("attach", reason=f"signal from before the close ({closed}) of the user's last incident")
+        # a genuinely new signal after the close: a new incident (below)
+    elif open_incident_created_at and within_window(open_incident_created_at, now, settings.open_incident_window_hours):
         return IntakeDecision("attach", reason="open incident for this user")
     mode = "dry-run" if settings.mode == "dry-run" else "auto"
     if settings.mode == "approval":
@@ -71,7 +96,7 @@ def decide_intake(
 
 
 def gate_reason(settings: Settings, incident: dict, protected_group_hit: bool) -> str | None:
-    """Why the first step must not run without approval, or None."""
+    """Why the first step must not run without approval (protected accounts, synced-user policy), or None."""
     ids = {str(incident.get("user_id") or "").lower(), str(incident.get("user_principal_name") or "").lower()}
     if ids & settings.protected_users:
         return "protected account (PROTECTED_USERS): never auto-remediated; approve to run"
@@ -80,6 +105,15 @@ def gate_reason(settings: Settings, incident: dict, protected_group_hit: bool) -
     if incident.get("on_prem_synced") and settings.synced_user_policy == "hold":
         return "user is synced from on-premises AD and SYNCED_USER_POLICY=hold: a cloud reset may not write back"
     return None
+
+
+def privileged_reason(roles: Sequence[str], eligible_roles: Sequence[str]) -> str | None:
+    """Why a directory-role holder (active or PIM-eligible) is held for approval, or None."""
+    if not roles and not eligible_roles:
+        return None
+    held = list(roles) + [f"{r} (eligible)" for r in eligible_roles]
+    return (f"privileged user: holds directory role(s) {', '.join(held)}; administrators are never "
+            "auto-remediated (their password reset also needs a higher role than the app has); approve to run")
 
 
 assert set(_RANK) | {"unknown"} == set(RISK_LEVELS)

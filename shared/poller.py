@@ -3,9 +3,11 @@
 Reads Graph ``identityProtection/riskyUsers`` (atRisk / confirmedCompromised, updated
 since the watermark) and ``security/alerts_v2`` (updated since the watermark), page by
 page through ``@odata.nextLink``, and feeds every page to the same ingestion path as the
-streams. The watermark (table ``watermarks``) only moves forward after a page has been
-ingested, so a failure re-reads rather than skips; dedupe makes the re-read harmless.
-Graph change notifications do not cover these resources, hence polling.
+streams. alerts_v2 lists the newest alerts first, so the first page already holds the newest
+time: the watermark (table ``watermarks``) moves only after the whole window was read, to the
+newest time seen in it. A failed page leaves it where it was: the next run re-reads the window
+and dedupe makes the re-read harmless. One feed failing does not stop the other (its summary
+says ``error``). Graph change notifications do not cover these resources, hence polling.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from .deps import Deps
+from .errors import PermanentError, TransientError
 from .ingest import DefenderPending, ingest_payload
 from .model import parse_timestamp
 
@@ -78,21 +81,35 @@ async def poll_once(deps: Deps, table_service: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name, feed in FEEDS.items():
         since = await _get_watermark(watermarks, name, now)
-        query = {"$filter": build_filter(feed, since)}
-        page = await deps.graph.request("GET", feed["path"], query=query, permission=feed["permission"])
         pages = created = 0
         mark = since
-        while page is not None and pages < MAX_PAGES:
-            pages += 1
-            items = page.get("value", []) if isinstance(page, dict) else []
-            if items:
-                report = await ingest_payload(deps, json.dumps({"value": items}), source=feed["source"],
-                                              where=f"poll-{name}", pending=pending)
-                created += sum(1 for o in report.outcomes if o.outcome in ("created", "held"))
-            mark = newest(items, feed["field"], mark)
+        complete = False
+        try:
+            query = {"$filter": build_filter(feed, since)}
+            page = await deps.graph.request("GET", feed["path"], query=query, permission=feed["permission"])
+            while page is not None and pages < MAX_PAGES:
+                pages += 1
+                items = page.get("value", []) if isinstance(page, dict) else []
+                if items:
+                    report = await ingest_payload(deps, json.dumps({"value": items}), source=feed["source"],
+                                                  where=f"poll-{name}", pending=pending)
+                    created += sum(1 for o in report.outcomes if o.outcome in ("created", "held"))
+                mark = newest(items, feed["field"], mark)
+                link = page.get("@odata.nextLink") if isinstance(page, dict) else None
+                page = await deps.graph._follow(link, feed["permission"]) if link else None
+            complete = page is None
+        except (PermanentError, TransientError) as exc:
+            summary[name] = {"pages": pages, "new_incidents": created, "watermark": _odata_datetime(since),
+                             "error": str(exc)[:300]}
+            logger.warning("[incident=- step=poll corr=-] %s: window not fully read (%s); watermark kept at %s",
+                           name, exc, _odata_datetime(since))
+            continue
+        if complete:
             await watermarks.upsert_entity({"PartitionKey": "poll", "RowKey": name, "since": _odata_datetime(mark)})
-            link = page.get("@odata.nextLink") if isinstance(page, dict) else None
-            page = await deps.graph._follow(link, feed["permission"]) if link else None
+        else:
+            logger.warning("[incident=- step=poll corr=-] %s: more than %d pages; watermark kept at %s until a run "
+                           "reads the whole window", name, MAX_PAGES, _odata_datetime(since))
+            mark = since
         summary[name] = {"pages": pages, "new_incidents": created, "watermark": _odata_datetime(mark)}
         logger.info("[incident=- step=poll corr=-] %s: %s", name, summary[name])
     return summary

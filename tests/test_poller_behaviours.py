@@ -115,8 +115,9 @@ async def test_polling_after_a_remediation_opens_no_second_incident(world):
     detections = sim.client.state(user=ADELE)["users"][ADELE]["risk_detections"]
     assert "adminConfirmedUserCompromised" in [d["riskEventType"] for d in detections]
     full = [d for d in (await deps.graph.list_risk_detections(ADELE_ID)) if d["riskEventType"] == "adminConfirmedUserCompromised"]
-    report = await ingest_payload(deps, json.dumps({"records": [{"time": full[0]["detectedDateTime"],
-                                                                 "category": "UserRiskEvents", "properties": full[0]}]}),
+    as_emitted = {**full[0], "riskState": "confirmedCompromised"}  # what the stream carried when it fired
+    report = await ingest_payload(deps, json.dumps({"records": [{"time": as_emitted["detectedDateTime"],
+                                                                 "category": "UserRiskEvents", "properties": as_emitted}]}),
                                   source="entra-diagnostics", where="test")
     assert [o.outcome for o in report.outcomes] in (["ignored"], ["attached"])
     incidents = await deps.ledger.list_incidents()

@@ -583,4 +583,6 @@ def _merge(members: list[IncidentRequest]) -> IncidentRequest:
         alert_ids=alert_ids,
         detected_at=detected,
         reason=reason + suffix,
+        # an echo of the responder's own action only when every merged signal is one
+        risk_detail=members[0].risk_detail if len({m.risk_detail for m in members}) == 1 else "",
     )

@@ -27,6 +27,8 @@ Mapping decisions
 * detected_at: riskyUser ``riskLastUpdatedDateTime``; detection ``detectedDateTime``, then
   ``activityDateTime``, then ``lastUpdatedDateTime``; then the envelope ``time`` (which may
   be US-locale text, ``8/22/2022 6:07:16 PM``, read as UTC); then ``now``.
+* risk_detail: the riskyUser's ``riskDetail`` or the detection's ``riskEventType`` (letters and digits
+  only), so intake can tell the responder's own ``adminConfirmedUserCompromised`` from a new signal.
 * Reason: ``Entra ID Protection: user risk high (atRisk)`` for a riskyUser,
   ``Entra ID Protection: risk detection maliciousIPAddress, high (atRisk)`` for a detection.
 """
@@ -124,5 +126,7 @@ def identity_protection_signal(
                               props.get("lastUpdatedDateTime"), envelope_time)
         event = clean_text(props.get("riskEventType"), 60) or clean_text(props.get("riskType"), 60) or "unknown type"
         reason = f"Entra ID Protection: risk detection {event}, {level} ({state_text})"
+    raw_detail = props.get("riskDetail") if signal_kind == "user" else props.get("riskEventType")
+    detail = raw_detail.strip() if isinstance(raw_detail, str) and raw_detail.strip().isalnum() else ""
     out.add(index, record, user_id=user_id, user_principal_name=upn, source=source, risk_level=level,
-            alert_ids=alert_ids, detected_at=detected, reason=reason)
+            alert_ids=alert_ids, detected_at=detected, reason=reason, risk_detail=detail[:64])

@@ -1,0 +1,22 @@
+"""The per-user incident index (table ``userincidents``): one row per key a user is known by.
+
+A source names a user by object id, by UPN, or both; the index holds a row for each key
+pointing at the user's latest incident, so intake finds an open-or-recent incident whatever
+key the next signal uses. Intake writes the keys the request carries; the runner adds the
+object id (and the canonical UPN) once it has resolved the user.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+async def index_user_keys(ledger: Any, keys: list[str], incident_id: str, created_at: str) -> None:
+    """Point the user's other keys (object id, UPN) at this incident, unless they already point
+    at it or at a newer one (a lost race is fine: the row then names the other incident)."""
+    for key in keys:
+        if not key:
+            continue
+        found = await ledger.get_open(key)
+        if found is not None and (found[0].get("incident_id") == incident_id or found[0].get("created_at", "") > created_at):
+            continue
+        await ledger.claim_open(key, incident_id, created_at, found[1] if found else None)

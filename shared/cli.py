@@ -121,6 +121,11 @@ def render_incident(view: dict[str, Any]) -> str:
         + (f"  ({view.get('held_reason')})" if view.get("state") == "held" and view.get("held_reason") else "")
         + (f"  stopped at {view.get('stopped_at')}: {view.get('stop_reason')}" if view.get("state") == "failed" else "")
     ]
+    # What needs a person comes first (on-premises password reset, held containment).
+    if view.get("action_required"):
+        lines.append(f"  ACTION REQUIRED - {view['action_required']}")
+    if view.get("state") == "held" and view.get("held_containment"):
+        lines.append(f"  held; containment: {view['held_containment']}")
     lines.append(f"  {'step':<16}{'state':<11}{'tries':>5}{'ms':>8}  detail")
     for step in view.get("steps", []):
         lines.append(
@@ -136,7 +141,7 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
         "state": view.get("state"),
         "steps": [{"name": s["name"], "state": s["state"]} for s in view.get("steps", [])],
     }
-    for key in ("held_reason", "stopped_at", "stop_reason"):
+    for key in ("held_reason", "held_containment", "action_required", "stopped_at", "stop_reason", "final_risk_state"):
         if view.get(key):
             out[key] = view[key]
     return out

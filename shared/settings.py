@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ EXO_DEFAULT = "https://outlook.office365.com"
 MODES = ("auto", "approval", "dry-run")
 MFA_MODES = ("ca-group", "per-user")
 SYNCED_POLICIES = ("continue", "hold")
+# What "registered after the compromise" means for enforce-mfa (README, "Attacker methods"):
+# the earliest risk detection, the earliest risky sign-in, or the last AUTH_METHOD_LOOKBACK_HOURS.
+METHOD_CUTOFFS = ("first-risk-detection", "first-risky-sign-in", "lookback")
 
 # Every setting the code reads, with its safe default. Kept in step with
 # local.settings.sample.json by a test.
@@ -38,6 +42,10 @@ DEFAULTS: dict[str, str] = {
     "SOC_MAILBOX": "",
     "NOTIFY_SENDER": "",
     "SYNCED_USER_POLICY": "continue",
+    "REVOKE_WHILE_HELD": "true",
+    "ONPREM_RESET_QUEUE": "",
+    "AUTH_METHOD_CUTOFF": "first-risk-detection",
+    "AUTH_METHOD_LOOKBACK_HOURS": "72",
     "STORM_THRESHOLD": "50",
     "STORM_WINDOW_MINUTES": "10",
     "OPEN_INCIDENT_WINDOW_HOURS": "24",
@@ -104,6 +112,17 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+_QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _queue_name(key: str, value: str) -> str:
+    """An Azure Storage queue name (3-63 lower-case letters, digits, single hyphens), or '' for off."""
+    value = value.strip()
+    if value and not _QUEUE_NAME.match(value):
+        raise ConfigError(f"{key} must be a storage queue name (lower-case letters, digits, hyphens), got {value!r}")
+    return value
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -126,6 +145,10 @@ class Settings:
     soc_mailbox: str
     notify_sender: str
     synced_user_policy: str
+    revoke_while_held: bool
+    onprem_reset_queue: str
+    auth_method_cutoff: str
+    auth_method_lookback_hours: int
     storm_threshold: int
     storm_window_minutes: int
     open_incident_window_hours: int
@@ -164,6 +187,10 @@ class Settings:
             soc_mailbox=values["SOC_MAILBOX"].strip(),
             notify_sender=values["NOTIFY_SENDER"].strip(),
             synced_user_policy=_choice("SYNCED_USER_POLICY", values["SYNCED_USER_POLICY"], SYNCED_POLICIES),
+            revoke_while_held=_bool("REVOKE_WHILE_HELD", values["REVOKE_WHILE_HELD"]),
+            onprem_reset_queue=_queue_name("ONPREM_RESET_QUEUE", values["ONPREM_RESET_QUEUE"]),
+            auth_method_cutoff=_choice("AUTH_METHOD_CUTOFF", values["AUTH_METHOD_CUTOFF"], METHOD_CUTOFFS),
+            auth_method_lookback_hours=_int("AUTH_METHOD_LOOKBACK_HOURS", values["AUTH_METHOD_LOOKBACK_HOURS"], 1),
             storm_threshold=_int("STORM_THRESHOLD", values["STORM_THRESHOLD"], 1),
             storm_window_minutes=_int("STORM_WINDOW_MINUTES", values["STORM_WINDOW_MINUTES"], 1),
             open_incident_window_hours=_int("OPEN_INCIDENT_WINDOW_HOURS", values["OPEN_INCIDENT_WINDOW_HOURS"], 0),

@@ -8,7 +8,8 @@ from .adapters.ledger import load_json
 _INCIDENT_FIELDS = (
     "incident_id", "user_id", "user_principal_name", "source", "risk_level", "state", "mode",
     "held_reason", "stopped_at", "stop_reason", "current_step", "created_at", "updated_at",
-    "finished_at", "correlation_id", "approved",
+    "finished_at", "correlation_id", "approved", "action_required", "held_containment",
+    "privileged_roles", "roles_note", "risk_error", "final_risk_state",
 )
 
 

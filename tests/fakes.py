@@ -211,6 +211,31 @@ class FakeGraph:
         object_id = self._user(user_id)["id"]  # Graph takes the object id or the UPN here
         return [g for g in group_ids if object_id in self.groups.get(g, set())]
 
+    async def confirm_compromised(self, user_ids: list[str]) -> None:
+        self.calls.append(("confirm_compromised", tuple(user_ids)))
+        self._maybe_fail("confirm_compromised")
+        for uid in user_ids:
+            self._user(uid)["riskState"] = "confirmedCompromised"
+
+    async def get_risky_user(self, user_id: str) -> dict | None:
+        self.calls.append(("get_risky_user", user_id))
+        user = self._user(user_id)
+        return {"id": user["id"], "riskState": user["riskState"]} if user.get("riskState") else None
+
+    async def list_directory_roles(self, user_id: str) -> list[dict]:
+        """Active roles: a user's ``roles`` (display names), as directoryRole objects."""
+        self.calls.append(("list_directory_roles", user_id))
+        self._maybe_fail("list_directory_roles")
+        return [{"@odata.type": "#microsoft.graph.directoryRole", "displayName": r}
+                for r in self._user(user_id).get("roles", [])]
+
+    async def list_eligible_roles(self, user_id: str) -> list[dict]:
+        """PIM-eligible roles: a user's ``eligible`` (roleDefinitionIds)."""
+        self.calls.append(("list_eligible_roles", user_id))
+        self._maybe_fail("list_eligible_roles")
+        return [{"principalId": self._user(user_id)["id"], "roleDefinitionId": r}
+                for r in self._user(user_id).get("eligible", [])]
+
     def count(self, method: str) -> int:
         return sum(1 for c in self.calls if c[0] == method)
 

@@ -31,8 +31,12 @@ def test_graph_rule_classification(actions, folder, expected):
 def test_exo_rows_classified_and_system_rules_recognised():
     assert exo_rule_reasons({"ForwardTo": ["x@evil.example"], "MoveToFolder": "adele:\\Archive"}) == ["ForwardTo", "MoveToFolder:adele:\\Archive"]
     assert exo_rule_reasons({"Name": "benign", "MoveToFolder": "Inbox\\Projects"}) == []
-    assert is_system_rule({"Name": "Microsoft.Exchange.OOF.KnownSenders.Handled"})
-    assert is_system_rule({"Name": "Junk E-Mail Rule"})
+    # system rules by their properties (not managed by the inbox-rule cmdlets), never by name
+    assert is_system_rule({"Name": "Microsoft.Exchange.OOF.KnownSenders.Handled", "SupportedByTask": False})
+    assert is_system_rule({"Name": "Junk E-Mail Rule", "SupportedByTask": False, "MoveToFolder": "adele:\\Junk Email"})
+    assert not is_system_rule({"Name": "Junk E-Mail Rule", "SupportedByTask": True})
+    assert not is_system_rule({"Name": "Junk E-Mail Rule (sync)", "SupportedByTask": False,
+                               "ForwardTo": ['"x" [SMTP:x@evil.example]']})
     assert not is_system_rule({"Name": "x"})
 
 

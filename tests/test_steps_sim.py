@@ -37,7 +37,7 @@ FIRST_EFFECT = {
     "clean-mailbox": {"service": "graph", "method": "PATCH", "path_contains": "/messageRules/"},
     "unblock-sender": {"service": "exo", "cmdlet": "Remove-BlockedSenderAddress"},
     "mailbox-audit": {"service": "exo", "cmdlet": "Set-Mailbox"},
-    "close": {"service": "graph", "method": "POST", "path_contains": "confirmCompromised"},
+    "close": {"service": "graph", "method": "POST", "path_contains": "/sendMail"},
 }
 # The permission each step cannot do without, and text its failure must name.
 DENY = {
@@ -46,7 +46,7 @@ DENY = {
     "clean-mailbox": ("MailboxSettings.ReadWrite", "MailboxSettings.ReadWrite"),
     "unblock-sender": ("Exchange.ManageAsApp", "Exchange.ManageAsApp"),
     "mailbox-audit": ("Exchange.ManageAsApp", "Exchange.ManageAsApp"),
-    "close": ("IdentityRiskyUser.ReadWrite.All", "IdentityRiskyUser.ReadWrite.All"),
+    "close": ("Mail.Send", "Mail.Send"),
 }
 
 
@@ -107,7 +107,8 @@ async def test_whole_playbook_succeeds_against_the_simulator(world):
     assert deps.ledger.incidents[incident_id]["state"] == "succeeded"
     state = sim.client.user_state(ADELE)
     assert state["password_changes"] == 1 and state["revocations"] == 1
-    assert state["risk"]["riskState"] == "confirmedCompromised"
+    # confirmed compromised before the reset, which then remediated the risk (the documented order)
+    assert (state["risk"]["riskState"], state["risk"]["riskDetail"]) == ("remediated", "adminGeneratedTemporaryPassword")
     evidence = await deps.ledger.list_evidence(incident_id)
     before_rules = [r["Name"] for r in evidence["exo_inbox_rules"]]
     assert "Sync" in before_rules and " " in before_rules  # the hidden rule is in the "before" picture

@@ -161,7 +161,8 @@ async def test_a_directory_role_holder_is_held_with_sessions_revoked_and_nothing
     changes = [m["action"] for m in world.sim.client.mutations()[mark:]]
     assert changes == ["sessions_revoked"]
     assert world.sim.client.requests(method="PATCH", path_contains="/users/") == []
-    assert world.detail(incident_id, "snapshot")["sessions_revoked"] == "done"
+    assert incident["held_containment"] == "sessions revoked"
+    assert "Global Administrator" in incident["privileged_roles"]
 
 
 async def test_a_held_privileged_users_sessions_are_left_alone_when_revoke_while_held_is_false(make_world):
@@ -200,7 +201,8 @@ async def test_every_malicious_rule_is_disabled_by_identity_and_removed_client_r
     await world.drive()
     assert world.ledger.incidents[incident_id]["state"] == "succeeded"
     rules = world.sim.client.user_state(ADELE)["rules"]
-    malicious = {(r["displayName"], r["hidden"]) for r in seed_user(ADELE)["inboxRules"] if "malicious" in r.get("_note", "")}
+    malicious = {(r["displayName"], r.get("hidden", False)) for r in seed_user(ADELE)["inboxRules"]
+                 if "malicious" in r.get("_note", "")}
     for rule in rules:
         key = (rule["displayName"], rule["hidden"])
         if key in malicious:
@@ -220,13 +222,32 @@ async def test_every_malicious_rule_is_disabled_by_identity_and_removed_client_r
 async def test_unblock_sender_waits_for_a_clean_mailbox(make_world):
     world = await make_world()
     incident_id = await world.open(ADELE)
-    world.sim.client.fault_once(service="exo", cmdlet="Get-Mailbox", status=400, count=1,
+    # the snapshot's Get-Mailbox passes; clean-mailbox's fails for good
+    world.sim.client.fault_once(service="exo", cmdlet="Get-Mailbox", status=400, count=1, skip=1,
                                 message="The mailbox is being moved.")
     await world.drive()
     # clean-mailbox failed: the account is not clean, the sender stays blocked
     assert world.ledger.step_state(incident_id, "clean-mailbox") == "failed"
     assert world.sim.client.user_state(ADELE)["blocked"] is True
     assert world.sim.client.requests(service="exo", cmdlet="Remove-BlockedSenderAddress") == []
+
+
+async def test_unblock_sender_is_skipped_when_clean_mailbox_did_not_succeed():
+    settings = Settings.from_env({"RESPONDER_MODE": "auto"})
+    deps = Deps(settings=settings, ledger=FakeLedger(), queues=FakeQueues(), graph=None, exchange=None)
+    incident_id = "inc-0123456789abcdef0123"
+    await deps.ledger.create_incident({"incident_id": incident_id, "user_key": "u", "user_id": "u", "state": "running",
+                                       "user_resolved": True, "playbook": ",".join(settings.playbook_steps),
+                                       "current_step": "unblock-sender", "user_principal_name": "a@contoso.com"})
+    rows = {"snapshot": {}, "reset-password": {"password_reset": "done"}, "enforce-mfa": {}}
+    for step, detail in rows.items():
+        deps.ledger.steps[(incident_id, step)] = {"state": "succeeded", "detail": json.dumps(detail)}
+    deps.ledger.steps[(incident_id, "clean-mailbox")] = {"state": "skipped", "detail": "{}"}
+    runner = StepRunner(deps, registry())
+    task = StepTask(incident_id=incident_id, step="unblock-sender", user_key="u", correlation_id="c")
+    assert await runner.run(task) == "ran"  # exchange is None: reaching Exchange would raise
+    assert deps.ledger.step_state(incident_id, "unblock-sender") == "skipped"
+    assert "clean-mailbox" in deps.ledger.step_detail(incident_id, "unblock-sender")["reason"]
 
 
 async def test_unblock_sender_is_skipped_when_the_password_could_not_be_reset(make_world):

@@ -7,6 +7,11 @@ plus an Exchange/Security Administrator directory role). Responses are
 ``{"value": [...]}`` paged by ``@odata.nextLink``; errors carry the real reason under
 ``error.innererror.internalexception.message``. Requests in flight are paced by an
 AdaptiveLimiter (throttle.py), like Graph's.
+
+Every call is anchored (``X-AnchorMailbox``), as every public client of the API does: a
+cmdlet about one mailbox (``Identity``/``Mailbox``/``SenderAddress`` naming a user) to
+``UPN:<that user>``, anything else to the organisation's system mailbox
+``APP:SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}@<tenant id>``.
 """
 from __future__ import annotations
 
@@ -59,33 +64,46 @@ class ExchangeAdapter:
             raise PermanentError("TENANT_ID is not set: the Exchange admin API needs the tenant id")
         return f"{self._base}/adminapi/beta/{quote(self._tenant, safe='')}/InvokeCommand"
 
-    async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None, anchor: str | None = None) -> list[dict[str, Any]]:
+    def anchor_for(self, parameters: dict[str, Any] | None, anchor: str | None = None) -> str:
+        """The X-AnchorMailbox value for a call: the mailbox it is about, else the system mailbox."""
+        if anchor:
+            return anchor if ":" in anchor.split("@", 1)[0] else f"UPN:{anchor}"
+        for key in ("Mailbox", "Identity", "SenderAddress"):
+            value = (parameters or {}).get(key)
+            if isinstance(value, str) and "@" in value and "\\" not in value and " " not in value.strip():
+                return f"UPN:{value.strip()}"
+        return f"APP:{SYSTEM_MAILBOX}@{self._tenant or self._domain}"
+
+    async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None, anchor: str | None = None,
+                     warnings: list[str] | None = None) -> list[dict[str, Any]]:
+        """Run one cmdlet; return its rows. ``warnings`` (if given) receives ``@adminapi.warnings``."""
         if cmdlet in CACHED_CMDLETS and not parameters:
             hit = self._cache.get(cmdlet)
             if hit is not None and hit[0] > time.monotonic():
                 return copy.deepcopy(hit[1])
-            rows = await self._invoke(cmdlet, parameters, anchor)
+            rows = await self._invoke(cmdlet, parameters, anchor, warnings)
             self._cache[cmdlet] = (time.monotonic() + ORG_CONFIG_TTL_S, copy.deepcopy(rows))
             return rows
-        return await self._invoke(cmdlet, parameters, anchor)
+        return await self._invoke(cmdlet, parameters, anchor, warnings)
 
-    async def _invoke(self, cmdlet: str, parameters: dict[str, Any] | None, anchor: str | None) -> list[dict[str, Any]]:
+    async def _invoke(self, cmdlet: str, parameters: dict[str, Any] | None, anchor: str | None,
+                      warnings: list[str] | None = None) -> list[dict[str, Any]]:
         token = await self._credential.get_token(EXO_SCOPE)
-        anchor_upn = anchor or (f"{SYSTEM_MAILBOX}@{self._domain}" if self._domain else "")
         headers = {
             "Authorization": f"Bearer {token.token}",
             "Content-Type": "application/json",
             "X-ResponseFormat": "json",
             "Prefer": "odata.maxpagesize=1000",
+            "X-AnchorMailbox": self.anchor_for(parameters, anchor),
         }
-        if anchor_upn:
-            headers["X-AnchorMailbox"] = f"UPN:{anchor_upn}"
         body = {"CmdletInput": {"CmdletName": cmdlet, "Parameters": parameters or {}}}
         rows: list[dict[str, Any]] = []
         url = self.url
         for _ in range(100):
             data = await self._post(url, cmdlet, headers, body)
             rows.extend(data.get("value", []) if isinstance(data, dict) else [])
+            if warnings is not None and isinstance(data, dict):
+                warnings.extend(str(w) for w in data.get("@adminapi.warnings") or [])
             link = data.get("@odata.nextLink") if isinstance(data, dict) else None
             if not link:
                 return rows

@@ -228,7 +228,8 @@ class GraphAdapter:
 
     # -- users ---------------------------------------------------------------------------
 
-    USER_SELECT = "id,userPrincipalName,displayName,mail,accountEnabled,onPremisesSyncEnabled,lastPasswordChangeDateTime"
+    USER_SELECT = ("id,userPrincipalName,displayName,mail,accountEnabled,onPremisesSyncEnabled,onPremisesImmutableId,"
+                   "onPremisesSamAccountName,onPremisesDomainName,lastPasswordChangeDateTime")
 
     async def get_user(self, user_key: str, select: str = USER_SELECT) -> dict[str, Any]:
         return await self.request(
@@ -259,6 +260,34 @@ class GraphAdapter:
             idempotent=True,
         )
         return list((result or {}).get("value", []))
+
+    async def list_directory_roles(self, user_id: str) -> list[dict[str, Any]]:
+        """The directory roles the user holds now (directly or through a role-assignable group).
+        An OData cast is an advanced query: ConsistencyLevel eventual and $count are required."""
+        return await self._list(
+            f"/users/{_seg(user_id)}/transitiveMemberOf/microsoft.graph.directoryRole",
+            query={"$count": "true", "$select": "id,displayName,roleTemplateId"},
+            headers={"ConsistencyLevel": "eventual"},
+            permission="User.Read.All",
+        )
+
+    async def list_eligible_roles(self, user_id: str) -> list[dict[str, Any]]:
+        """PIM-eligible directory role assignments of the user (their roleDefinitionId)."""
+        return await self._list(
+            "/roleManagement/directory/roleEligibilityScheduleInstances",
+            query={"$filter": f"principalId eq {odata_quote(user_id)}"},
+            permission="RoleEligibilitySchedule.Read.Directory",
+        )
+
+    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
+        """Directory audit events about the user's security info (registrations, changes, deletions), newest first."""
+        return await self._list(
+            "/auditLogs/directoryAudits",
+            query={"$filter": f"targetResources/any(t: t/id eq {odata_quote(user_id)}) and "
+                              "loggedByService eq 'Authentication Methods'"},
+            permission="AuditLog.Read.All",
+            max_items=max_items,
+        )
 
     # -- groups / MFA ----------------------------------------------------------------------
 
@@ -348,6 +377,14 @@ class GraphAdapter:
             permission="IdentityRiskyUser.ReadWrite.All",
         )
 
+    async def dismiss_risk(self, user_ids: list[str]) -> None:
+        await self.request(
+            "POST",
+            "/identityProtection/riskyUsers/dismiss",
+            body={"userIds": user_ids},
+            permission="IdentityRiskyUser.ReadWrite.All",
+        )
+
     async def get_risky_user(self, user_id: str) -> dict[str, Any] | None:
         try:
             return await self.request(
@@ -384,18 +421,19 @@ class GraphAdapter:
     # -- paging --------------------------------------------------------------------------
 
     async def _list(
-        self, path: str, *, permission: str, query: dict[str, str] | None = None, max_items: int = 1000
+        self, path: str, *, permission: str, query: dict[str, str] | None = None, max_items: int = 1000,
+        headers: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        page = await self.request("GET", path, query=query, permission=permission)
+        page = await self.request("GET", path, query=query, permission=permission, headers=headers)
         while True:
             items.extend((page or {}).get("value", []))
             link = (page or {}).get("@odata.nextLink")
             if not link or len(items) >= max_items:
                 return items[:max_items]
-            page = await self._follow(link, permission)
+            page = await self._follow(link, permission, headers)
 
-    async def _follow(self, link: str, permission: str) -> Any:
+    async def _follow(self, link: str, permission: str, headers: dict[str, str] | None = None) -> Any:
         parts = urlsplit(link)
         base = urlsplit(self._base)
         if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
@@ -404,5 +442,7 @@ class GraphAdapter:
         info.http_method = Method.GET
         info.url = link
         info.headers.try_add("Accept", "application/json")
+        for key, value in (headers or {}).items():
+            info.headers.try_add(key, value)
         raw = await self._send(info, "GET", parts.path, permission)
         return json.loads(raw) if raw else None

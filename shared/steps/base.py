@@ -26,6 +26,7 @@ from ..errors import PermanentError, TransientError
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
 from ..playbook import incident_order, next_step, predecessors, queue_name
+from ..userindex import index_user_keys
 
 logger = logging.getLogger(__name__)
 
@@ -278,11 +279,18 @@ class StepRunner:
             "user_principal_name": (user.get("userPrincipalName") or "").lower(),
             "display_name": user.get("displayName") or "",
             "on_prem_synced": bool(user.get("onPremisesSyncEnabled")),
+            # Where the password is mastered when Entra refuses a cloud reset (reset-password's hand-off).
+            "on_prem_immutable_id": bool(user.get("onPremisesImmutableId")),
+            "on_prem_sam_account_name": user.get("onPremisesSamAccountName") or "",
+            "on_prem_domain_name": user.get("onPremisesDomainName") or "",
             "user_resolved": True,
         }
         await self.deps.ledger.update_incident(ctx.task.incident_id, fields)
         incident.update(fields)
         ctx.resolved_user = user
+        # Index the user under the object id (and UPN) too: a later signal keyed either way finds this incident.
+        await index_user_keys(self.deps.ledger, [fields["user_id"], fields["user_principal_name"]],
+                              ctx.task.incident_id, incident.get("created_at") or iso(self.deps.clock()))
         ctx.log.info("user resolved to %s (synced=%s)", fields["user_id"], fields["on_prem_synced"])
 
     async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog) -> None:

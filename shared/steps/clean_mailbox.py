@@ -2,20 +2,33 @@
 
 Suspicious = forwards or redirects mail, deletes it, marks it read, or moves it to a
 folder users never look at (RSS Subscriptions, Junk, Archive, Notes, Conversation
-History). Graph-visible rules are disabled with a Graph PATCH (isEnabled=false); rules
-only Exchange shows (``Get-InboxRule -IncludeHidden``) with ``Disable-InboxRule``. The
-hidden system rules (out-of-office, junk mail) are left alone. Rules are disabled, never
-deleted, and every change is recorded with the values before it, so it can be restored.
+History). Rules are disabled, never deleted, and every change is recorded with the values
+before it, so it can be restored.
+
+- Graph and Exchange see the same rules: a Graph rule id and an Exchange RuleIdentity carry the
+  same rule number, so rules are matched by identity, never by name (a hidden rule may be named
+  like a visible one).
+- A rule Graph shows is disabled with the Graph PATCH (isEnabled=false) where Graph can: Graph
+  leaves Outlook's client-side rules alone. A read-only rule (``isReadOnly``: the rules REST API
+  cannot change it) and the rules only Exchange shows (``Get-InboxRule -IncludeHidden``) are
+  disabled with ``Disable-InboxRule -Confirm:$false``, the documented non-interactive form.
+- Any rule change made through Exchange removes the mailbox's Outlook client-side rules
+  (Disable-InboxRule.md); when that happened the step records it (``client_side_rules``) and
+  the SOC mail asks the user to recreate the ones they need.
+- System rules (junk mail, out-of-office) are left alone; one is recognised by its properties
+  (not managed by the inbox-rule cmdlets: ``SupportedByTask`` false) and never when it
+  forwards, redirects or deletes mail, whatever its name.
 """
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from ..errors import PermanentError
 from .base import Call, Step, StepContext, StepResult
 
 HIDING_FOLDERS = ("rss", "junk", "archive", "notes", "conversation history", "deleted items")
-SYSTEM_RULE_PREFIXES = ("microsoft.exchange.oof.", "junk e-mail rule")
+_EXFILTRATING = ("ForwardTo", "ForwardAsAttachmentTo", "RedirectTo", "DeleteMessage", "SoftDeleteMessage")
 
 
 def _nonempty(value: Any) -> bool:
@@ -53,8 +66,26 @@ def exo_rule_reasons(row: dict[str, Any]) -> list[str]:
 
 
 def is_system_rule(row: dict[str, Any]) -> bool:
-    name = str(row.get("Name") or "").lower()
-    return name.startswith(SYSTEM_RULE_PREFIXES)
+    """A system rule (junk mail, out-of-office) by its properties: not managed by the inbox-rule
+    cmdlets, and neither forwarding, redirecting nor deleting mail. Never by its name. Pure."""
+    return row.get("SupportedByTask") is False and not any(_nonempty(row.get(k)) for k in _EXFILTRATING)
+
+
+def graph_rule_number(rule_id: str) -> int | None:
+    """The rule number in a Graph messageRule id (base64 of 4 bytes, then the number, big-endian)."""
+    try:
+        raw = base64.b64decode(rule_id, validate=True)
+    except (ValueError, TypeError):
+        return None
+    return int.from_bytes(raw[4:8], "big") if len(raw) >= 8 else None
+
+
+def exo_rule_number(row: dict[str, Any]) -> int | None:
+    """The same number in an Exchange RuleIdentity (its high 32 bits)."""
+    try:
+        return int(str(row.get("RuleIdentity"))) >> 32
+    except (TypeError, ValueError):
+        return None
 
 
 class CleanMailbox(Step):
@@ -68,53 +99,87 @@ class CleanMailbox(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         uid, upn = ctx.user_id, ctx.upn
-        exo_rows = await ctx.exchange.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True})
-        exo_by_name = {str(r.get("Name") or ""): r for r in exo_rows}
+        exo_rows = await ctx.exchange.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True}, anchor=upn)
+        by_number = {n: r for r in exo_rows if (n := exo_rule_number(r)) is not None}
         graph_rules = await ctx.graph.list_message_rules(uid)
-        graph_names = {r.get("displayName") or "" for r in graph_rules}
         disabled: list[dict[str, Any]] = []
         kept: list[str] = []
+        review: list[dict[str, Any]] = []
+        warnings: list[str] = []
+        via_exchange = 0
+        matched: set[int] = set()
+
+        async def exchange_off(row: dict[str, Any], name: str, reasons: list[str], hidden: bool) -> None:
+            nonlocal via_exchange
+            identity = row.get("Identity") or row.get("RuleIdentity")
+            rule_identity = str(row.get("RuleIdentity"))
+
+            async def exo_rule_off(_record: dict[str, Any]) -> bool:
+                rows = await ctx.exchange.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True}, anchor=upn)
+                return all(r.get("Enabled") is False for r in rows if str(r.get("RuleIdentity")) == rule_identity)
+
+            await ctx.effect(
+                f"rule-exo-{identity}",
+                lambda: ctx.exchange.invoke("Disable-InboxRule", {"Identity": identity, "Confirm": False},
+                                            anchor=upn, warnings=warnings),
+                description=f"disable {'hidden ' if hidden else ''}inbox rule '{name}' through Exchange ({', '.join(reasons)})",
+                verify=exo_rule_off,
+            )
+            via_exchange += 1
+            disabled.append({"via": "exchange", "id": identity, "rule_identity": rule_identity, "name": name,
+                             "hidden": hidden, "reasons": reasons, "before": {"Enabled": True}})
 
         for rule in graph_rules:
-            row = exo_by_name.get(rule.get("displayName") or "", {})
+            number = graph_rule_number(str(rule.get("id") or ""))
+            row = by_number.get(number, {}) if number is not None else {}
+            if number is not None:
+                matched.add(number)
+            name = rule.get("displayName") or rule.get("id")
             reasons = graph_rule_reasons(rule, str(row.get("MoveToFolder") or ""))
             if not reasons or rule.get("isEnabled") is False:
-                kept.append(rule.get("displayName") or rule.get("id"))
+                kept.append(name)
                 continue
+            if rule.get("isReadOnly") is True:
+                if row:
+                    await exchange_off(row, name, reasons + ["read-only in Graph"], hidden=False)
+                else:
+                    review.append({"name": name, "id": rule.get("id"), "reasons": reasons,
+                                   "reason": "read-only rule Graph cannot change and Exchange did not list"})
+                continue
+
             async def graph_rule_off(_record: dict[str, Any], r=rule) -> bool:
                 current = await ctx.graph.get_message_rule(uid, r["id"])
                 return current is None or current.get("isEnabled") is False
 
-            await ctx.effect(
-                f"rule-graph-{rule['id']}",
-                lambda r=rule: ctx.graph.disable_message_rule(uid, r["id"]),
-                description=f"disable inbox rule '{rule.get('displayName')}' ({', '.join(reasons)})",
-                verify=graph_rule_off,
-            )
-            disabled.append({"via": "graph", "id": rule["id"], "name": rule.get("displayName"), "reasons": reasons,
+            try:
+                await ctx.effect(
+                    f"rule-graph-{rule['id']}",
+                    lambda r=rule: ctx.graph.disable_message_rule(uid, r["id"]),
+                    description=f"disable inbox rule '{name}' ({', '.join(reasons)})",
+                    verify=graph_rule_off,
+                )
+            except PermanentError as exc:
+                if exc.status != 403 or not row:
+                    raise
+                # The rules API refused (a read-only rule it did not flag): Exchange can still disable it.
+                ctx.log.warning("Graph refused to change rule %s (%s); disabling it through Exchange", name, exc)
+                await exchange_off(row, name, reasons + ["refused by Graph"], hidden=False)
+                continue
+            disabled.append({"via": "graph", "id": rule["id"], "name": name, "reasons": reasons,
                              "before": {"isEnabled": True, "actions": rule.get("actions")}})
 
         for row in exo_rows:
+            number = exo_rule_number(row)
+            if number is not None and number in matched:
+                continue  # a rule Graph showed: handled above
             name = str(row.get("Name") or "")
-            if name in graph_names or is_system_rule(row):
-                continue  # handled through Graph above, or a system rule to leave alone
+            if is_system_rule(row):
+                continue
             reasons = exo_rule_reasons(row)
             if not reasons or row.get("Enabled") is False:
                 kept.append(name)
                 continue
-            identity = row.get("Identity") or row.get("RuleIdentity")
-            async def exo_rule_off(_record: dict[str, Any], rule_name: str = name) -> bool:
-                rows = await ctx.exchange.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True})
-                return all(r.get("Enabled") is False for r in rows if str(r.get("Name") or "") == rule_name)
-
-            await ctx.effect(
-                f"rule-exo-{identity}",
-                lambda i=identity: ctx.exchange.invoke("Disable-InboxRule", {"Identity": i}),
-                description=f"disable hidden inbox rule '{name}' ({', '.join(reasons)})",
-                verify=exo_rule_off,
-            )
-            disabled.append({"via": "exchange", "id": identity, "name": name, "hidden": True, "reasons": reasons,
-                             "before": {"Enabled": True}})
+            await exchange_off(row, name, reasons, hidden=True)
 
         mailboxes = await ctx.exchange.invoke("Get-Mailbox", {"Identity": upn})
         if not mailboxes:
@@ -137,7 +202,13 @@ class CleanMailbox(Step):
             forwarding = {"cleared": not ctx.dry_run, "before": before}
         else:
             forwarding = {"cleared": False, "before": before, "note": "no forwarding set"}
-        detail = {"disabled_rules": disabled, "kept_rules": kept, "forwarding": forwarding}
+        client = {"removed": via_exchange > 0 and not ctx.dry_run, "warnings": warnings[:10]}
+        if client["removed"]:
+            client["note"] = ("Exchange removed the mailbox's Outlook client-side rules (any rule change made through "
+                              "Exchange does): the user recreates the ones they need")
+        detail = {"disabled_rules": disabled, "kept_rules": kept, "forwarding": forwarding, "client_side_rules": client}
+        if review:
+            detail["review"] = review
         verb = "would disable" if ctx.dry_run else "disabled"
         summary = f"{verb} {len(disabled)} rule(s); forwarding " + (
             "cleared" if forwarding.get("cleared") else ("would be cleared" if ctx.dry_run and before["ForwardingSmtpAddress"] else "not set"))

@@ -1,30 +1,65 @@
-"""close: confirm the user compromised in Identity Protection, send the SOC a summary, done.
+"""close: record the user's final risk state, then mail the SOC a summary, done.
 
-The summary is built from the ledger, which never holds a password, so the mail cannot
-carry one. With no SOC_MAILBOX / NOTIFY_SENDER configured the mail is skipped and that is
-recorded. Risk state lags 10-30 minutes behind the confirmation; that is expected (a
-retry after a crash may then confirm once more, which is harmless). The mail is the one
-effect that cannot be verified afterwards: a crash between sending and recording it can,
-at worst, send the SOC a second copy.
+The risk was confirmed compromised by reset-password before the password reset, which (an admin
+reset) remediates it: Microsoft's documented order. Here the final riskyUser state is read and
+recorded; when the responder did reset the password and the user is still at risk (Identity
+Protection lags, or does not remediate), the risk is dismissed: "dismiss after remediation".
+A user whose password could not be reset (synced, federated) stays confirmed compromised until
+the on-premises reset, and the mail says so. Identity Protection failing (licence, permission,
+throttling) is recorded, never a reason not to mail the SOC.
+
+The summary is built from the ledger, which never holds a password, so the mail cannot carry
+one; what needs a person (ACTION REQUIRED, methods kept for review) comes first. With no
+SOC_MAILBOX / NOTIFY_SENDER configured the mail is skipped and that is recorded. The mail is the
+one effect that cannot be verified afterwards: a crash between sending and recording it can, at
+worst, send the SOC a second copy.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from ..adapters.ledger import load_json
+from ..errors import PermanentError, TransientError
 from .base import Call, Step, StepContext, StepResult
+
+AT_RISK = ("atRisk", "confirmedCompromised")
+
+
+def review_lines(step_rows: list[dict[str, Any]]) -> list[str]:
+    """What a person must look at, from the step details: methods kept, client-side rules removed."""
+    rows = {r["RowKey"]: r for r in step_rows}
+    lines = []
+    mfa = load_json(rows.get("enforce-mfa", {}).get("detail"), {}) or {}
+    for method in mfa.get("kept_for_review") or []:
+        lines.append(f"  - {method.get('type')} {method.get('id')} {method.get('name') or ''}".rstrip()
+                     + f": {method.get('reason')}")
+    mailbox = load_json(rows.get("clean-mailbox", {}).get("detail"), {}) or {}
+    client = mailbox.get("client_side_rules") or {}
+    if client.get("removed"):
+        lines.append("  - Outlook client-side rules in the mailbox were removed by Exchange when rules were disabled"
+                     + (f" ({'; '.join(client.get('warnings') or [])})" if client.get("warnings") else "")
+                     + ": ask the user to recreate the ones they need")
+    return lines
 
 
 def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> str:
     rows = {r["RowKey"]: r for r in step_rows}
-    lines = [
-        f"Breach Responder incident {incident['incident_id']}",
+    lines = [f"Breach Responder incident {incident['incident_id']}"]
+    if incident.get("action_required"):
+        lines.append(incident["action_required"])
+    lines += [
         f"User: {incident.get('user_principal_name') or incident.get('user_id')} ({incident.get('user_id')})",
         f"Source: {incident.get('source')}  risk: {incident.get('risk_level')}  alerts: {incident.get('alert_ids') or '-'}",
         f"Reason: {incident.get('reason') or '-'}",
-        "",
-        "Steps:",
     ]
+    review = review_lines(step_rows)
+    if review:
+        lines += ["", "For review (kept or removed, each with its id):", *review]
+    if incident.get("risk_error"):
+        lines += ["", f"Identity Protection: {incident['risk_error']}"]
+    if incident.get("final_risk_state"):
+        lines.append(f"Final user risk: {incident['final_risk_state']}")
+    lines += ["", "Steps:"]
     for name in (incident.get("playbook") or "").split(","):
         row = rows.get(name, {})
         detail = load_json(row.get("detail"), {}) or {}
@@ -41,23 +76,32 @@ def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> s
 class Close(Step):
     name = "close"
     calls = (
-        Call("graph", "POST /identityProtection/riskyUsers/confirmCompromised", "IdentityRiskyUser.ReadWrite.All"),
+        Call("graph", "GET /identityProtection/riskyUsers/{id} (final state)", "IdentityRiskyUser.Read.All"),
+        Call("graph", "POST /identityProtection/riskyUsers/dismiss", "IdentityRiskyUser.ReadWrite.All"),
         Call("graph", "POST /users/{sender}/sendMail", "Mail.Send"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
         settings, uid = ctx.settings, ctx.user_id
-        async def confirmed(_record: dict) -> bool:
-            risky = await ctx.graph.get_risky_user(uid)
-            return bool(risky) and risky.get("riskState") == "confirmedCompromised"
-
-        await ctx.effect("confirm-compromised", lambda: ctx.graph.confirm_compromised([uid]),
-                         description="confirm the user compromised in Identity Protection", verify=confirmed)
-        detail: dict[str, Any] = {"confirmed_compromised": not ctx.dry_run}
+        rows = await ctx.deps.ledger.list_steps(ctx.task.incident_id)
+        detail: dict[str, Any] = await self._final_risk(ctx, rows)
+        if detail.get("risk_error"):
+            ctx.incident["risk_error"] = "; ".join(filter(None, (ctx.incident.get("risk_error"), detail["risk_error"])))
+        updates = {k: ctx.incident[k] for k in ("risk_error",) if ctx.incident.get(k)}
+        if detail.get("final_risk_state"):
+            updates["final_risk_state"] = ctx.incident["final_risk_state"] = detail["final_risk_state"]
+        if updates:
+            await ctx.deps.ledger.update_incident(ctx.task.incident_id, updates)
         if settings.soc_mailbox and settings.notify_sender:
-            rows = await ctx.deps.ledger.list_steps(ctx.task.incident_id)
             text = summary_text(ctx.incident, rows)
-            subject = f"[Breach Responder] {ctx.incident.get('user_principal_name') or uid} contained ({ctx.task.incident_id})"
+            who = ctx.incident.get("user_principal_name") or uid
+            needs_person = bool(ctx.incident.get("action_required") or review_lines(rows) or ctx.incident.get("risk_error"))
+            if ctx.incident.get("action_required"):
+                subject = f"[Breach Responder] ON-PREMISES PASSWORD RESET REQUIRED: {who} ({ctx.task.incident_id})"
+            elif needs_person:
+                subject = f"[Breach Responder] ACTION REQUIRED: {who} contained, items to review ({ctx.task.incident_id})"
+            else:
+                subject = f"[Breach Responder] {who} contained ({ctx.task.incident_id})"
             await ctx.effect("notify-soc", lambda: ctx.graph.send_mail(settings.notify_sender, settings.soc_mailbox, subject, text),
                              description=f"mail the summary to {settings.soc_mailbox}")
             detail["notified"] = settings.soc_mailbox
@@ -67,5 +111,35 @@ class Close(Step):
         from ..securescore.service import latest_score_for_ledger
 
         detail["secure_score"] = await latest_score_for_ledger(ctx.deps.ledger)
-        summary = "confirmed compromised" + (f"; summary mailed to {settings.soc_mailbox}" if detail["notified"] else "")
+        summary = f"final risk {detail.get('final_risk_state') or 'unknown'}" + (
+            f"; summary mailed to {settings.soc_mailbox}" if detail["notified"] else "")
         return StepResult("succeeded", summary, detail)
+
+    @staticmethod
+    async def _final_risk(ctx: StepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Read (and, after our own remediation, dismiss) the user's risk; errors are recorded, not raised."""
+        uid = ctx.user_id
+        reset = load_json({r["RowKey"]: r for r in rows}.get("reset-password", {}).get("detail"), {}) or {}
+        we_reset = reset.get("password_reset") in ("done", "already done")
+        detail: dict[str, Any] = {}
+        try:
+            risky = await ctx.graph.get_risky_user(uid)
+            state = (risky or {}).get("riskState")
+            if state in AT_RISK and we_reset:
+                async def dismissed(_record: dict) -> bool:
+                    now = await ctx.graph.get_risky_user(uid)
+                    return (now or {}).get("riskState") not in AT_RISK
+
+                await ctx.effect("risk-dismissed", lambda: ctx.graph.dismiss_risk([uid]),
+                                 description="dismiss the user's risk after the remediation", verify=dismissed)
+                detail["dismissed_after_remediation"] = not ctx.dry_run
+                risky = await ctx.graph.get_risky_user(uid) if not ctx.dry_run else risky
+            if risky:
+                detail.update(final_risk_state=risky.get("riskState"), final_risk_level=risky.get("riskLevel"),
+                              final_risk_detail=risky.get("riskDetail"))
+            else:
+                detail["final_risk_state"] = "none (not a risky user)"
+        except (PermanentError, TransientError) as exc:
+            detail["risk_error"] = f"could not read or settle the user's risk: {exc}"[:500]
+            ctx.log.warning("%s", detail["risk_error"])
+        return detail

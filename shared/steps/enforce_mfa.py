@@ -1,17 +1,28 @@
-"""enforce-mfa: require MFA, then remove authentication methods registered after the first
-risk signal (likely the attacker's own authenticator).
+"""enforce-mfa: require MFA, then remove authentication methods registered after the
+compromise began (the attacker's own authenticator, SMS phone, TOTP app).
 
 Mode ``ca-group`` adds the user to the group a Conditional Access policy requiring MFA
 targets ("already a member" is success); ``per-user`` sets the beta per-user MFA state to
-enforced. Each removed method is recorded (type, id, name, created time) so an operator
-can tell the user what to re-register. The password method is never touched; methods
-without a creation time are kept (their age is unknown).
+enforced.
+
+"After the compromise began" is the cut-off AUTH_METHOD_CUTOFF: ``first-risk-detection``
+(default: the earliest Identity Protection detection the snapshot found, else the alert's
+time), ``first-risky-sign-in`` (the earliest detection of a sign-in), or ``lookback`` (the
+alert's time minus AUTH_METHOD_LOOKBACK_HOURS). Methods with a ``createdDateTime``
+(authenticator, FIDO2, Windows Hello, TAP) are dated by it. Phone, email and software OATH
+methods carry none in v1.0: they are dated by their registration in the directory audit log
+(``auditLogs/directoryAudits``, "User/Admin registered|updated security info", service
+Authentication Methods). What still cannot be dated, and a phone Graph refuses to delete
+because it is the user's default sign-in method (400), is kept and listed with its id for
+review (``kept_for_review``: the incident and the SOC mail). Each removed method is recorded
+(type, id, name, registration time). The password method is never touched.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PermanentError
 from ..model import parse_timestamp
 from .base import Call, Step, StepContext, StepResult
 
@@ -35,27 +46,96 @@ def created_at(method: dict[str, Any]) -> str | None:
     return method.get("createdDateTime") or method.get("creationDateTime")
 
 
-def methods_to_remove(methods: list[dict[str, Any]], since: str) -> list[dict[str, Any]]:
-    """Methods created at or after ``since`` that can be deleted (pure)."""
-    threshold = parse_timestamp(since)
-    doomed = []
-    for method in methods:
-        collection = COLLECTIONS.get(method_type(method))
-        created = created_at(method)
-        if not collection or not created:
+def method_kind(method: dict[str, Any]) -> str:
+    """phone:<phoneType> for phones, else the short type (softwareOath, email, ...)."""
+    short = method_type(method).rsplit(".", 1)[-1].removesuffix("AuthenticationMethod")
+    if short == "phone":
+        return f"phone:{method.get('phoneType') or method.get('authenticationPhoneType') or 'mobile'}"
+    return short
+
+
+# Words of an audit event's resultReason -> the method kind it registered (most specific first).
+_AUDIT_KINDS = (("alternate mobile phone", "phone:alternateMobile"), ("office phone", "phone:office"),
+                ("mobile phone", "phone:mobile"), ("phone", "phone:mobile"), ("email", "email"),
+                ("oath", "softwareOath"), ("verification code", "softwareOath"))
+_REGISTRATIONS = ("registered security info", "updated security info")
+
+
+def registration_times(audits: list[dict[str, Any]]) -> dict[str, datetime]:
+    """The latest registration (or update) time of each method kind, from security-info audit events."""
+    latest: dict[str, datetime] = {}
+    for event in audits:
+        activity = str(event.get("activityDisplayName") or "").lower()
+        if event.get("result", "success") != "success" or not any(r in activity for r in _REGISTRATIONS):
             continue
+        reason = str(event.get("resultReason") or "").lower()
+        kind = next((k for words, k in _AUDIT_KINDS if words in reason), None)
         try:
-            if parse_timestamp(created) >= threshold:
-                doomed.append({
-                    "type": method_type(method).rsplit(".", 1)[-1],
-                    "collection": collection,
-                    "id": method.get("id"),
-                    "displayName": method.get("displayName") or method.get("deviceTag") or "",
-                    "createdDateTime": created,
-                })
+            when = parse_timestamp(event.get("activityDateTime") or "")
         except ValueError:
             continue
-    return doomed
+        if kind and (kind not in latest or when > latest[kind]):
+            latest[kind] = when
+    return latest
+
+
+def plan_methods(methods: list[dict[str, Any]], since: str, audits: list[dict[str, Any]] | None,
+                 audit_error: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(methods to remove, methods kept for review) — pure.
+
+    Dated by createdDateTime, else by their registration event; registered at or after ``since``
+    means removed. Undatable methods are kept for review. ``audits`` None: the log was not read.
+    """
+    threshold = parse_timestamp(since)
+    registered = registration_times(audits or [])
+    doomed, review = [], []
+    for method in methods:
+        collection = COLLECTIONS.get(method_type(method))
+        if not collection:
+            continue  # the password, or a type we do not remove
+        entry = {"type": method_type(method).rsplit(".", 1)[-1], "collection": collection, "id": method.get("id"),
+                 "displayName": method.get("displayName") or method.get("deviceTag") or method.get("phoneNumber")
+                 or method.get("emailAddress") or ""}
+        created = created_at(method)
+        when: datetime | None = None
+        if created:
+            try:
+                when = parse_timestamp(created)
+            except ValueError:
+                when = None
+        else:
+            when = registered.get(method_kind(method))
+            if when is not None:
+                entry["dated_by"] = "directory audit"
+        if when is None:
+            why = (f"no creation time and the directory audit log could not be read ({audit_error})" if audits is None
+                   else "no creation time and no registration event in the directory audit log: it cannot be dated")
+            review.append({**entry, "name": entry["displayName"], "reason": why})
+            continue
+        entry["createdDateTime"] = when.isoformat().replace("+00:00", "Z")
+        if when >= threshold:
+            doomed.append(entry)
+    return doomed, review
+
+
+def methods_to_remove(methods: list[dict[str, Any]], since: str) -> list[dict[str, Any]]:
+    """Methods created at or after ``since`` that can be deleted, by createdDateTime only (pure)."""
+    return [m for m in plan_methods(methods, since, [])[0] if "dated_by" not in m]
+
+
+def cutoff(settings: Any, incident: dict[str, Any], now: datetime) -> dict[str, str]:
+    """The instant after which a registered method is the attacker's, per AUTH_METHOD_CUTOFF."""
+    detected = incident.get("detected_at") or now.isoformat()
+    rule = settings.auth_method_cutoff
+    if rule == "lookback":
+        base = min(parse_timestamp(detected), now)
+        at = (base - timedelta(hours=settings.auth_method_lookback_hours)).isoformat().replace("+00:00", "Z")
+        return {"rule": rule, "at": at, "basis": f"alert time minus {settings.auth_method_lookback_hours} h"}
+    if rule == "first-risky-sign-in" and incident.get("first_risky_signin_at"):
+        return {"rule": rule, "at": incident["first_risky_signin_at"], "basis": "earliest risky sign-in"}
+    if incident.get("first_risk_at"):
+        return {"rule": rule, "at": incident["first_risk_at"], "basis": "earliest risk detection"}
+    return {"rule": rule, "at": detected, "basis": "alert time (no risk detection found)"}
 
 
 class EnforceMfa(Step):
@@ -66,6 +146,8 @@ class EnforceMfa(Step):
         Call("graph", "PATCH beta /users/{id}/authentication/requirements (per-user)", "Policy.ReadWrite.AuthenticationMethod"),
         Call("graph", "GET /users/{id}/authentication/methods", "UserAuthenticationMethod.ReadWrite.All"),
         Call("graph", "DELETE /users/{id}/authentication/{type}Methods/{id}", "UserAuthenticationMethod.ReadWrite.All"),
+        Call("graph", "GET /auditLogs/directoryAudits?$filter=targetResources/any(t: t/id eq '{id}') (undated methods)",
+             "AuditLog.Read.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -102,9 +184,17 @@ class EnforceMfa(Step):
         if not settings.remove_new_auth_methods:
             detail["methods"] = "not checked (REMOVE_NEW_AUTH_METHODS=false)"
             return StepResult("succeeded", f"MFA {detail['mfa']}", detail)
-        since = ctx.incident.get("first_risk_at") or ctx.incident.get("detected_at")
+        cut = cutoff(settings, ctx.incident, ctx.deps.clock())
         methods = await ctx.graph.list_auth_methods(uid)
-        doomed = methods_to_remove(methods, since)
+        audits: list[dict[str, Any]] | None = None
+        audit_error = ""
+        if any(COLLECTIONS.get(method_type(m)) and not created_at(m) for m in methods):
+            try:
+                audits = await ctx.graph.list_security_info_audits(uid)
+            except PermanentError as exc:  # e.g. AuditLog.Read.All not granted: list them for review
+                audit_error = str(exc)[:200]
+                ctx.log.warning("directory audit log not readable; undated methods are listed for review: %s", exc)
+        doomed, review = plan_methods(methods, cut["at"], audits, audit_error)
         removed, gone = [], []
         for method in doomed:
             result: dict[str, bool] = {}
@@ -112,16 +202,28 @@ class EnforceMfa(Step):
             async def delete(m=method, r=result) -> None:
                 r["deleted"] = await ctx.graph.delete_auth_method(uid, m["collection"], m["id"])
 
-            ran = await ctx.effect(
-                f"remove-method-{method['id']}", delete,
-                description=f"remove {method['type']} '{method['displayName']}' registered {method['createdDateTime']}",
-            )
+            try:
+                ran = await ctx.effect(
+                    f"remove-method-{method['id']}", delete,
+                    description=f"remove {method['type']} '{method['displayName']}' registered {method['createdDateTime']}",
+                )
+            except PermanentError as exc:
+                if exc.status == 400 and "default" in str(exc).lower():
+                    review.append({**method, "name": method["displayName"],
+                                   "reason": "registered after the cut-off but it is the user's default sign-in method: "
+                                             "Graph refused the delete (400); change the default method, then remove it"})
+                    ctx.log.warning("method %s kept: it is the default sign-in method (%s)", method["id"], exc)
+                    continue
+                raise
             if ran and result["deleted"]:
                 removed.append(method)
             elif not ctx.dry_run:
                 gone.append(method)
         if ctx.dry_run:
             detail["would_remove"] = doomed
-        detail.update(first_risk_at=since, methods_checked=len(methods), removed_methods=removed, already_gone=gone)
-        summary = f"MFA {detail['mfa']}; {len(removed)} method(s) registered after {since} removed"
+        detail.update(cutoff=cut, first_risk_at=cut["at"], methods_checked=len(methods), removed_methods=removed,
+                      already_gone=gone, kept_for_review=review)
+        summary = f"MFA {detail['mfa']}; {len(removed)} method(s) registered after {cut['at']} removed"
+        if review:
+            summary += f"; {len(review)} kept for review"
         return StepResult("succeeded", summary, detail)

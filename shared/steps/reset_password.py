@@ -1,18 +1,31 @@
-"""reset-password: a new strong random password (force change at next sign-in), then
-revoke every sign-in session and refresh token.
+"""reset-password: confirm the user compromised, reset the password (force change at next
+sign-in), and revoke every sign-in session and refresh token — three effects, in the order
+Microsoft documents for Identity Protection: risk confirmed, then the admin password reset that
+remediates it (riskDetail ``adminGeneratedTemporaryPassword``), then the sessions revoked.
+
+- Revoking sessions is its own effect and is never skipped because the reset failed: when the
+  reset fails for good, the sessions are revoked first and then the failure is reported.
+- Entra refuses a cloud reset of a user mastered elsewhere: on-premises synced users and users
+  of a federated domain (400 ``Request_BadRequest``). That is not a failure of the incident:
+  the step records "on-premises password reset required", sets ``action_required`` on the
+  incident (the SOC mail and ``responder status`` show it first) and, when ONPREM_RESET_QUEUE
+  is set, hands the reset to a hybrid worker through that queue. The playbook goes on.
+- Identity Protection failing to confirm (no P2 licence, a missing permission) is recorded and
+  does not stop containment; the close step reports it.
 
 The password is generated inside the effect, sent once in the PATCH body and dropped: it
-is in no log, ledger row, queue body, mail or exception. Idempotency: the effect is
-checkpointed before the PATCH; if a worker dies between the PATCH and the checkpoint, the
-retry reads the user's ``lastPasswordChangeDateTime`` and does not reset a second time
-when the tenant shows the change landed after the recorded issue time; the revoke is
-verified the same way through ``signInSessionsValidFromDateTime``.
+is in no log, ledger row, queue body, mail or exception. Idempotency: every effect is
+checkpointed; if a worker dies between the PATCH and the checkpoint, the retry reads the user's
+``lastPasswordChangeDateTime`` and does not reset a second time when the change landed after the
+recorded issue time; the revoke is verified the same way through ``signInSessionsValidFromDateTime``.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from ..model import parse_timestamp
+from ..adapters.ledger import iso
+from ..errors import PermanentError
+from ..model import OnPremResetRequest, parse_timestamp
 from ..passwords import generate_password
 from .base import Call, Step, StepContext, StepResult
 
@@ -20,11 +33,38 @@ SYNCED_WARNING = (
     "user is synced from on-premises AD: the cloud password reset is not written back "
     "unless password writeback is enabled; reset the on-premises password too"
 )
+ONPREM_REQUIRED = "on-premises password reset required"
+# What Entra answers when it refuses a cloud password reset of a user it does not master.
+_REFUSALS = ("on-premises mastered", "originated within an external service", "federated")
+
+
+def directory_refused(exc: PermanentError, user: dict[str, Any]) -> bool:
+    """Is this the refusal of a cloud reset for a synced or federated user (not a real failure)?"""
+    if exc.status != 400:
+        return False
+    text = str(exc).lower()
+    return any(marker in text for marker in _REFUSALS) or bool(
+        user.get("on_prem_synced") or user.get("on_prem_immutable_id"))
+
+
+def action_text(incident: dict[str, Any]) -> str:
+    """The sentence the SOC sees first for a refused reset."""
+    sam, domain = incident.get("on_prem_sam_account_name"), incident.get("on_prem_domain_name")
+    upn = incident.get("user_principal_name") or incident.get("user_id")
+    if incident.get("on_prem_synced"):
+        who = f"{domain}\\{sam}" if sam and domain else upn
+        where = "in on-premises Active Directory (password hash sync then remediates the user's risk)"
+    else:
+        who = upn
+        where = "at the identity provider that federates this domain"
+    return (f"ON-PREMISES PASSWORD RESET REQUIRED: Entra refused the cloud reset; reset the password of {who} "
+            f"{where}. Sessions were revoked; until then the user stays confirmed compromised.")
 
 
 class ResetPassword(Step):
     name = "reset-password"
     calls = (
+        Call("graph", "POST /identityProtection/riskyUsers/confirmCompromised", "IdentityRiskyUser.ReadWrite.All"),
         Call("graph", "PATCH /users/{id} passwordProfile", "User-PasswordProfile.ReadWrite.All"),
         Call("graph", "POST /users/{id}/revokeSignInSessions", "User.RevokeSessions.All"),
         Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime", "User.Read.All"),
@@ -32,6 +72,9 @@ class ResetPassword(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         user_id = ctx.user_id
+        detail: dict[str, Any] = {"force_change_next_sign_in": True}
+
+        detail["risk_confirmed"] = await self._confirm(ctx)
 
         async def reset() -> None:
             await ctx.graph.reset_password(user_id, generate_password(), force_change=True)
@@ -45,27 +88,87 @@ class ResetPassword(Step):
             issued = parse_timestamp(record["issued_at"]).replace(microsecond=0)
             return parse_timestamp(changed) >= issued
 
-        reset_now = await ctx.effect(
-            "password-reset", reset, description="reset the password (force change at next sign-in)", verify=landed
-        )
+        failure: PermanentError | None = None
+        try:
+            reset_now = await ctx.effect(
+                "password-reset", reset, description="reset the password (force change at next sign-in)", verify=landed
+            )
+            detail["password_reset"] = "done" if reset_now else ("planned" if ctx.dry_run else "already done")
+        except PermanentError as exc:
+            failure = exc
+            ctx.log.warning("password reset refused: %s", exc)
+
         async def revoked(record: dict[str, Any]) -> bool:
             user = await ctx.graph.get_user(user_id, select="id,signInSessionsValidFromDateTime")
             valid_from = user.get("signInSessionsValidFromDateTime")
             issued = parse_timestamp(record["issued_at"]).replace(microsecond=0)
             return bool(valid_from) and parse_timestamp(valid_from) >= issued
 
+        # Never skipped because the reset failed: containment first, then report the failure.
         revoked_now = await ctx.effect(
             "sessions-revoked",
             lambda: ctx.graph.revoke_sessions(user_id),
             description="revoke all sign-in sessions and refresh tokens",
             verify=revoked,
         )
-        detail: dict[str, Any] = {
-            "password_reset": "done" if reset_now else ("planned" if ctx.dry_run else "already done"),
-            "sessions_revoked": "done" if revoked_now else ("planned" if ctx.dry_run else "already done"),
-            "force_change_next_sign_in": True,
-        }
+        detail["sessions_revoked"] = "done" if revoked_now else ("planned" if ctx.dry_run else "already done")
+
+        if failure is not None:
+            if not directory_refused(failure, ctx.incident):
+                raise failure
+            detail["password_reset"] = ONPREM_REQUIRED
+            detail["refusal"] = str(failure)[:300]
+            action = action_text(ctx.incident)
+            detail["action_required"] = action
+            await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"action_required": action})
+            ctx.incident["action_required"] = action
+            ctx.log.warning("%s", action)
+            if ctx.settings.onprem_reset_queue:
+                await self._hand_off(ctx, failure)
+                detail["onprem_handoff"] = ctx.settings.onprem_reset_queue
+            return StepResult("succeeded", f"{ONPREM_REQUIRED}; sessions revoked", detail)
         if ctx.incident.get("on_prem_synced"):
             detail["warning"] = SYNCED_WARNING
             ctx.log.warning("%s", SYNCED_WARNING)
-        return StepResult("succeeded", "password reset and sessions revoked", detail)
+        return StepResult("succeeded", "risk confirmed, password reset and sessions revoked"
+                          if detail["risk_confirmed"] == "done" else "password reset and sessions revoked", detail)
+
+    @staticmethod
+    async def _confirm(ctx: StepContext) -> str:
+        """confirmCompromised before the reset (so the reset remediates it); a failure is recorded, not fatal."""
+        uid = ctx.user_id
+
+        async def confirmed(_record: dict) -> bool:
+            risky = await ctx.graph.get_risky_user(uid)
+            return bool(risky) and risky.get("riskState") == "confirmedCompromised"
+
+        try:
+            ran = await ctx.effect("risk-confirmed", lambda: ctx.graph.confirm_compromised([uid]),
+                                   description="confirm the user compromised in Identity Protection", verify=confirmed)
+        except PermanentError as exc:
+            error = f"Identity Protection did not confirm the user compromised: {exc}"[:500]
+            ctx.log.warning("%s", error)
+            await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"risk_error": error})
+            ctx.incident["risk_error"] = error
+            return "failed: " + str(exc)[:200]
+        if ran:
+            stamp = iso(ctx.deps.clock())
+            await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"risk_confirmed_at": stamp})
+            ctx.incident["risk_confirmed_at"] = stamp
+        return "done" if ran else ("planned" if ctx.dry_run else "already done")
+
+    @staticmethod
+    async def _hand_off(ctx: StepContext, failure: PermanentError) -> None:
+        """Put the on-premises reset on ONPREM_RESET_QUEUE for a hybrid worker (no password in it)."""
+        incident = ctx.incident
+        message = OnPremResetRequest(
+            incident_id=ctx.task.incident_id,
+            user_id=ctx.user_id,
+            user_principal_name=ctx.upn,
+            on_premises_sam_account_name=incident.get("on_prem_sam_account_name") or "",
+            on_premises_domain_name=incident.get("on_prem_domain_name") or "",
+            reason="Entra refused the cloud password reset: " + str(failure)[:300],
+        )
+        queue = ctx.settings.onprem_reset_queue
+        await ctx.effect("onprem-handoff", lambda: ctx.deps.queues.send(queue, message.to_json()),
+                         description=f"hand the on-premises password reset to the {queue} queue")

@@ -5,7 +5,7 @@ sections are read concurrently and stored as rows of the ``evidence`` table (siz
 JSON, one table transaction). A section the
 identity may not read (403) is recorded as unavailable with the permission to grant; a
 throttled or failed read raises so the platform retries. The earliest risk signal found
-here is saved on the incident: enforce-mfa removes methods registered after it.
+here (and the earliest risky sign-in) is saved on the incident: enforce-mfa's cut-off.
 """
 from __future__ import annotations
 
@@ -39,8 +39,15 @@ def first_risk_time(detections: list[dict[str, Any]], fallback: str) -> str:
 class Snapshot(Step):
     name = "snapshot"
     mutates = False
+    # The protection gate runs in the first step (this one, in the default playbook): its lookups
+    # are declared here so that infra grants them.
     calls = (
         Call("graph", "GET /users/{id}?$select=...", "User.Read.All"),
+        Call("graph", "POST /users/{id}/checkMemberGroups (gate: PROTECTED_GROUP_ID)", "GroupMember.Read.All"),
+        Call("graph", "GET /users/{id}/transitiveMemberOf/microsoft.graph.directoryRole (gate)", "User.Read.All"),
+        Call("graph", "GET /roleManagement/directory/roleEligibilityScheduleInstances?$filter=principalId eq '{id}' (gate)",
+             "RoleEligibilitySchedule.Read.Directory"),
+        Call("graph", "POST /users/{id}/revokeSignInSessions (held privileged user)", "User.RevokeSessions.All"),
         Call("graph", "GET /users/{id}/authentication/methods", "UserAuthenticationMethod.Read.All"),
         Call("graph", "GET /users/{id}/mailFolders/inbox/messageRules", "MailboxSettings.Read"),
         Call("graph", "GET /identityProtection/riskyUsers/{id}", "IdentityRiskyUser.Read.All"),
@@ -97,7 +104,10 @@ class Snapshot(Step):
             raise retry  # what was read is kept; the retry reads only what is missing
         detections = fetched.get("risk_detections") or []
         first_risk = first_risk_time(detections, ctx.incident.get("detected_at") or "")
-        await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"first_risk_at": first_risk})
-        ctx.incident["first_risk_at"] = first_risk
+        signins = [d for d in detections if str(d.get("activity") or "").lower() == "signin"]
+        first_signin = first_risk_time(signins, first_risk)
+        marks = {"first_risk_at": first_risk, "first_risky_signin_at": first_signin}
+        await ctx.deps.ledger.update_incident(ctx.task.incident_id, marks)
+        ctx.incident.update(marks)
         summary = f"{len(stored)} sections stored" + (f", {len(unavailable)} unavailable" if unavailable else "")
         return StepResult("succeeded", summary, {"sections": stored, "unavailable": unavailable, "first_risk_at": first_risk})

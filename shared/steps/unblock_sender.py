@@ -1,15 +1,18 @@
 """unblock-sender: take the user off Exchange Online's restricted-senders list, but only
-once the account is secured (reset-password and enforce-mfa succeeded for this incident).
+once the account is secured: the password was reset (not merely "on-premises reset
+required"), MFA enforced, and the mailbox cleaned (when clean-mailbox is in the playbook).
 
-Unblocking an account the attacker still controls would hand them the mailbox back, so
-the precondition is read from the ledger, not assumed. Removal takes up to an hour
+Unblocking an account the attacker still controls, or a mailbox that still forwards mail out,
+would hand them the mailbox back, so the precondition is read from the ledger, not assumed. Removal takes up to an hour
 (rarely 24 h) to apply in Exchange; the ledger records when it was requested.
 """
 from __future__ import annotations
 
+from ..adapters.ledger import load_json
 from .base import Call, Step, StepContext, StepResult
 
 REQUIRED = ("reset-password", "enforce-mfa")
+IF_IN_PLAYBOOK = ("clean-mailbox",)
 
 
 class UnblockSender(Step):
@@ -21,9 +24,14 @@ class UnblockSender(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         rows = {r["RowKey"]: r for r in await ctx.deps.ledger.list_steps(ctx.task.incident_id)}
-        not_secured = [s for s in REQUIRED if rows.get(s, {}).get("state") != "succeeded"]
+        playbook = (ctx.incident.get("playbook") or "").split(",")
+        required = REQUIRED + tuple(s for s in IF_IN_PLAYBOOK if s in playbook)
+        not_secured = [f"{s} did not succeed" for s in required if rows.get(s, {}).get("state") != "succeeded"]
+        reset = load_json(rows.get("reset-password", {}).get("detail"), {}) or {}
+        if not not_secured and reset.get("password_reset") not in ("done", "already done"):
+            not_secured.append(f"the password was not reset ({reset.get('password_reset') or 'unknown'})")
         if not_secured and not ctx.dry_run:
-            reason = f"account not secured: {', '.join(not_secured)} did not succeed for this incident"
+            reason = f"account not secured: {'; '.join(not_secured)} for this incident"
             return StepResult("skipped", reason, {"reason": reason})
         upn = ctx.upn
         listed = await ctx.exchange.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})

@@ -1,12 +1,14 @@
 """``responder demo``: one real alert through the real queues into the real steps.
 
 Starts the local stack, puts incident requests on the alerts queue exactly as a person
-would with Storage Explorer (the compromised demo user, and the break-glass account that
-policy must hold) — or, with ``--eventhub FILE``, delivers an Entra/Defender Event Hub
-batch to the stream function instead — follows the incidents from Table storage until they are terminal,
-prints the ledger, checks the simulator's request log (exactly one password PATCH and
-one revoke for the demo user; nothing changed for the break-glass account), stops
-everything, and exits 0 only if all of that holds.
+would with Storage Explorer (the compromised demo user, the break-glass account that
+policy must hold, an on-premises synced user whose cloud reset Entra refuses, and a Global
+Administrator held by role) — or, with ``--eventhub FILE``, delivers an Entra/Defender Event
+Hub batch to the stream function instead — follows the incidents from Table storage until they
+are terminal (or held), prints the ledger, checks the simulator's request log and state (exactly
+one password PATCH and one revoke for the demo user; nothing changed for the break-glass
+account; the synced user contained with "on-premises password reset required"; the admin held
+with its sessions revoked), stops everything, and exits 0 only if all of that holds.
 """
 from __future__ import annotations
 
@@ -35,6 +37,14 @@ def demo_users(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     demo = next(u for u in users if u.get("demo") or u["userPrincipalName"].startswith("adele.vance@"))
     glass = next(u for u in users if "breakglass" in u["userPrincipalName"])
     return demo, glass
+
+
+def hard_users(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The synced user (cloud reset refused) and the Global Administrator (held by role)."""
+    users = seed["users"]
+    synced = next(u for u in users if u["userPrincipalName"].startswith("synced.user@"))
+    admin = next(u for u in users if u["userPrincipalName"].startswith("admin@"))
+    return synced, admin
 
 
 async def _find_incident(ledger: Ledger, user_key: str) -> str | None:
@@ -103,6 +113,39 @@ def _view_for(views: dict[str, dict], user: dict) -> dict:
     return {}
 
 
+def _step(view: dict, name: str) -> dict:
+    return next((s for s in view.get("steps", []) if s["name"] == name), {})
+
+
+def _hard_checks(stack: LocalStack, synced: dict, admin: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
+    """The synced user ends contained with an on-premises reset asked for; the admin is held, contained."""
+    client = stack.simulator.client
+    synced_view, admin_view = _view_for(views, synced), _view_for(views, admin)
+    synced_state, admin_state = client.user_state(synced["userPrincipalName"]), client.user_state(admin["userPrincipalName"])
+    reset = _step(synced_view, "reset-password").get("detail", {})
+    admin_changes = [m["action"] for m in client.mutations() if m.get("user") == admin["id"]]
+    mails = [m for m in client.state(users=False).get("outbox", []) if synced["userPrincipalName"] in m.get("subject", "")]
+    return [
+        {"check": "synced user: incident succeeded (not failed)", "ok": synced_view.get("state") == "succeeded",
+         "value": synced_view.get("state")},
+        {"check": "synced user: sessions revoked", "ok": synced_state["revocations"] >= 1, "value": synced_state["revocations"]},
+        {"check": "synced user: enforce-mfa and clean-mailbox succeeded",
+         "ok": all(_step(synced_view, s).get("state") == "succeeded" for s in ("enforce-mfa", "clean-mailbox")),
+         "value": [_step(synced_view, s).get("state") for s in ("enforce-mfa", "clean-mailbox")]},
+        {"check": "synced user: on-premises password reset required in its record",
+         "ok": reset.get("password_reset") == "on-premises password reset required"
+         and "ON-PREMISES PASSWORD RESET REQUIRED" in (synced_view.get("action_required") or ""),
+         "value": reset.get("password_reset")},
+        {"check": "synced user: the SOC mail says so in its subject",
+         "ok": any("ON-PREMISES PASSWORD RESET REQUIRED" in m["subject"] for m in mails), "value": len(mails)},
+        {"check": "admin: held for approval (not failed)", "ok": admin_view.get("state") == "held",
+         "value": admin_view.get("state")},
+        {"check": "admin: sessions revoked while held", "ok": admin_state["revocations"] == 1
+         and admin_view.get("held_containment") == "sessions revoked", "value": admin_state["revocations"]},
+        {"check": "admin: nothing else changed", "ok": admin_changes == ["sessions_revoked"], "value": admin_changes},
+    ]
+
+
 def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
     client = stack.simulator.client
     log = client.requests()
@@ -123,22 +166,33 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
     state = client.user_state(demo["userPrincipalName"])
     outbox = client.state(users=False).get("outbox", [])
     attacker = [m["id"] for m in demo.get("authMethods", []) if "attacker" in m.get("_note", "")]
-    malicious = [r["displayName"] for r in demo.get("inboxRules", []) if "malicious" in r.get("_note", "")]
-    rules = {r["displayName"]: r for r in state["rules"]}
+    malicious = [(r["displayName"], r.get("hidden", False)) for r in demo.get("inboxRules", [])
+                 if "malicious" in r.get("_note", "")]
+    rules = {(r["displayName"], r["hidden"]): r for r in state["rules"]}
     remaining_ids = {m["id"] for m in state["auth_methods"]}
+    review = {m["id"] for m in _step(demo_view, "enforce-mfa").get("detail", {}).get("kept_for_review", [])}
+    adele_mails = [m for m in outbox if demo["userPrincipalName"] in m.get("subject", "")]
     after = [
         ("password changed exactly once", state["password_changes"] == 1, state["password_changes"]),
         ("sessions revoked", state["revocations"] >= 1, state["revocations"]),
         ("MFA enforced (member of the Conditional Access group)", bool(state["groups"]), state["groups"]),
-        ("attacker's authenticator removed", bool(attacker) and not (set(attacker) & remaining_ids), attacker),
-        ("malicious inbox rules disabled", all(rules[n]["isEnabled"] is False for n in malicious) and bool(malicious), malicious),
+        ("attacker's methods removed, or listed for review with their id",
+         bool(attacker) and all(a not in remaining_ids or a in review for a in attacker),
+         {"removed": [a for a in attacker if a not in remaining_ids], "for review": sorted(set(attacker) & review)}),
+        ("malicious inbox rules disabled (visible, read-only and hidden, matched by identity)",
+         all(rules[n]["isEnabled"] is False for n in malicious) and bool(malicious), len(malicious)),
+        ("Outlook client-side rules removal recorded",
+         _step(demo_view, "clean-mailbox").get("detail", {}).get("client_side_rules", {}).get("removed") is True
+         and not state["client_rules"], len(state["client_rules"])),
         ("hidden system rules left alone", all(r["isEnabled"] for r in state["rules"] if r.get("system")), None),
         ("mailbox forwarding cleared", not state["mailbox"]["ForwardingSmtpAddress"], state["mailbox"]["ForwardingSmtpAddress"]),
         ("user unblocked", state["blocked"] is False, state["blocked"]),
         ("mailbox audit on, no bypass", state["mailbox"]["AuditEnabled"] is True and state["mailbox"]["AuditBypassEnabled"] is False,
          {k: state["mailbox"][k] for k in ("AuditEnabled", "AuditBypassEnabled")}),
-        ("risky user confirmed compromised", state["risk"]["riskState"] == "confirmedCompromised", state["risk"]["riskState"]),
-        ("SOC summary mailed", len(outbox) == 1, len(outbox)),
+        ("risk confirmed, then remediated by the reset", state["risk"]["riskState"] == "remediated"
+         and any(m.get("action") == "risk_changed" and m.get("user") == demo_id for m in client.mutations()),
+         state["risk"]["riskState"]),
+        ("SOC summary mailed", len(adele_mails) == 1, len(adele_mails)),
     ]
     checks = [{"check": "tenant: " + name, "ok": ok, "value": value} for name, ok, value in after]
     checks += [
@@ -160,6 +214,7 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
     """Run the demo; with ``eventhub_file`` the alerts arrive as an Event Hub batch instead."""
     seed = json.loads(SEED_FILE.read_text())
     demo, glass = demo_users(seed)
+    synced, admin = hard_users(seed)
     payload = Path(eventhub_file).read_bytes() if eventhub_file else None
 
     def progress(line: str) -> None:
@@ -175,6 +230,11 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
                                 risk_level="high", alert_ids=("demo-alert-1",), reason="demo: compromised mailbox"),
                 IncidentRequest(user_id=None, user_principal_name=glass["userPrincipalName"], source="manual",
                                 risk_level="high", alert_ids=("demo-alert-2",), reason="demo: break-glass account flagged"),
+                IncidentRequest(user_id=None, user_principal_name=synced["userPrincipalName"], source="manual",
+                                risk_level="high", alert_ids=("demo-alert-3",),
+                                reason="demo: on-premises synced user compromised"),
+                IncidentRequest(user_id=None, user_principal_name=admin["userPrincipalName"], source="manual",
+                                risk_level="high", alert_ids=("demo-alert-4",), reason="demo: Global Administrator flagged"),
             ]
         else:
             requests = parse_payload(payload, min_risk_level=stack.env.get("MIN_RISK_LEVEL", "medium")).requests
@@ -182,6 +242,8 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
         expect = {r.user_key: held_ok.get(r.user_key, TERMINAL + ("held",)) for r in requests}
         views = asyncio.run(_follow(stack, requests, expect, timeout_s, progress, payload))
         checks = _checks(stack, demo, glass, views)
+        if payload is None:
+            checks += _hard_checks(stack, synced, admin, views)
         from shared.securescore.local import stored_summary
 
         score = stored_summary(stack.azurite.connection_string)

@@ -310,6 +310,18 @@ async def test_risk_is_confirmed_before_the_reset_that_remediates_it_and_the_fin
     assert world.detail(incident_id, "close")["final_risk_state"] == "remediated"
 
 
+async def test_a_risk_still_open_after_the_responders_reset_is_dismissed(make_world):
+    seed = json.loads(SEED_FILE.read_text())
+    seed["settings"]["passwordResetRemediatesRisk"] = False  # Identity Protection lags, or does not remediate
+    world = await make_world(seed=seed)
+    incident_id = await world.open(ADELE)
+    await world.drive()
+    risk = world.sim.client.user_state(ADELE)["risk"]
+    assert (risk["riskState"], risk["riskDetail"]) == ("dismissed", "adminDismissedAllRiskForUser")
+    detail = world.detail(incident_id, "close")
+    assert detail["dismissed_after_remediation"] is True and detail["final_risk_state"] == "dismissed"
+
+
 async def test_the_soc_mail_is_sent_when_identity_protection_fails(make_world):
     world = await make_world()
     world.sim.client.set_permissions(denied=["IdentityRiskyUser.ReadWrite.All"])

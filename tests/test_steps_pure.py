@@ -64,3 +64,20 @@ def test_summary_mail_lists_steps_and_says_the_password_is_not_included():
     text = summary_text(incident, rows)
     assert "reset-password: succeeded - password reset and sessions revoked" in text
     assert "NOT included" in text
+
+
+def test_only_entras_refusal_of_a_cloud_reset_counts_as_on_premises_reset_required():
+    from shared.errors import PermanentError
+    from shared.steps.reset_password import directory_refused
+
+    synced = PermanentError("Graph PATCH /users/x: 400 Request_BadRequest - Unable to update the specified properties "
+                            "for on-premises mastered Directory Sync objects or objects currently undergoing migration.",
+                            status=400, code="Request_BadRequest")
+    federated = PermanentError("Graph PATCH /users/x: 400 Request_BadRequest - Unable to update the specified properties "
+                               "for objects that have originated within an external service.", status=400)
+    complexity = PermanentError("Graph PATCH /users/x: 400 Request_BadRequest - The specified password does not comply "
+                                "with password complexity requirements.", status=400)
+    denied = PermanentError("Graph PATCH /users/x: 403 Authorization_RequestDenied", status=403)
+    assert directory_refused(synced, {}) and directory_refused(federated, {})
+    assert not directory_refused(complexity, {"on_prem_synced": True})
+    assert not directory_refused(denied, {"on_prem_synced": True})

@@ -10,8 +10,8 @@ remediates it (riskDetail ``adminGeneratedTemporaryPassword``), then the session
   the step records "on-premises password reset required", sets ``action_required`` on the
   incident (the SOC mail and ``responder status`` show it first) and, when ONPREM_RESET_QUEUE
   is set, hands the reset to a hybrid worker through that queue. The playbook goes on.
-- Identity Protection failing to confirm (no P2 licence, a missing permission) is recorded and
-  does not stop containment; the close step reports it.
+- Identity Protection failing to confirm (no P2 licence, a missing permission, throttling past
+  the adapter's retries) is recorded and never delays containment; the close step reports it.
 
 The password is generated inside the effect, sent once in the PATCH body and dropped: it
 is in no log, ledger row, queue body, mail or exception. Idempotency: every effect is
@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..adapters.ledger import iso
-from ..errors import PermanentError
+from ..errors import PermanentError, TransientError
 from ..model import OnPremResetRequest, parse_timestamp
 from ..passwords import generate_password
 from .base import Call, Step, StepContext, StepResult
@@ -43,8 +43,9 @@ def directory_refused(exc: PermanentError, user: dict[str, Any]) -> bool:
     if exc.status != 400:
         return False
     text = str(exc).lower()
-    return any(marker in text for marker in _REFUSALS) or bool(
-        user.get("on_prem_synced") or user.get("on_prem_immutable_id"))
+    if "complexity" in text:
+        return False  # our password was refused, not the user's master
+    return any(marker in text for marker in _REFUSALS) or bool(user.get("on_prem_synced"))
 
 
 def action_text(incident: dict[str, Any]) -> str:
@@ -145,7 +146,9 @@ class ResetPassword(Step):
         try:
             ran = await ctx.effect("risk-confirmed", lambda: ctx.graph.confirm_compromised([uid]),
                                    description="confirm the user compromised in Identity Protection", verify=confirmed)
-        except PermanentError as exc:
+        except (PermanentError, TransientError) as exc:
+            # Never a reason to delay containment (Identity Protection allows ~1 request/s per tenant):
+            # the reset still remediates an at-risk user, and close settles what is left.
             error = f"Identity Protection did not confirm the user compromised: {exc}"[:500]
             ctx.log.warning("%s", error)
             await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"risk_error": error})

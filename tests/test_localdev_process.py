@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,16 @@ def test_stop_reaches_the_grandchildren_and_removes_the_work_dir(tmp_path: Path)
                                       else None, timeout=30, what="forked"))
     child.stop(grace=0.5)
     assert not child.is_running() and not workdir.exists()
-    # The grandchild was in the child's process group: it is gone (or a zombie awaiting its reaper).
-    try:
-        os.kill(grandchild, 0)
-        state = Path(f"/proc/{grandchild}/stat").read_text().split()[2]
-        assert state == "Z"
-    except ProcessLookupError:
-        pass
+    # The grandchild was in the child's process group: the SIGKILL reaches it (delivery is
+    # asynchronous: wait for it to be gone, or a zombie awaiting its reaper).
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(grandchild, 0)
+            state = Path(f"/proc/{grandchild}/stat").read_text().split()[2]
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        if state == "Z":
+            break
+        assert time.monotonic() < deadline, f"grandchild {grandchild} still {state} 10 s after the stop"
+        time.sleep(0.05)

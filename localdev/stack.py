@@ -90,7 +90,7 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
-        from shared.securescore.local import trigger_snapshot
+        from .securescore import trigger_snapshot
 
         if not trigger_snapshot(self.host.url, self.host.master_key):
             logger.warning("Secure Score snapshot at start-up failed; see the host log in %s", self.log_dir)

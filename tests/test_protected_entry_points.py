@@ -17,7 +17,7 @@ from shared.intake import submit
 from shared.model import IncidentRequest, StepTask
 from shared.settings import Settings
 from shared.steps import StepRunner, registry
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 SEED = json.loads(SEED_FILE.read_text())
 GLASS = next(u for u in SEED["users"] if u["userPrincipalName"].startswith("breakglass"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PermanentError
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 HIDING_FOLDERS = ("rss", "junk", "archive", "notes", "conversation history", "deleted items")
@@ -141,4 +142,4 @@ class CleanMailbox(Step):
         verb = "would disable" if ctx.dry_run else "disabled"
         summary = f"{verb} {len(disabled)} rule(s); forwarding " + (
             "cleared" if forwarding.get("cleared") else ("would be cleared" if ctx.dry_run and before["ForwardingSmtpAddress"] else "not set"))
-        return StepResult("succeeded", summary, detail)
+        return StepResult(StepState.SUCCEEDED, summary, detail)

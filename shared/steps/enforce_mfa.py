@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..model import parse_timestamp
+from ..timestamps import parse_timestamp
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 # @odata.type → the collection its DELETE lives under.
@@ -101,7 +102,7 @@ class EnforceMfa(Step):
 
         if not settings.remove_new_auth_methods:
             detail["methods"] = "not checked (REMOVE_NEW_AUTH_METHODS=false)"
-            return StepResult("succeeded", f"MFA {detail['mfa']}", detail)
+            return StepResult(StepState.SUCCEEDED, f"MFA {detail['mfa']}", detail)
         since = ctx.incident.get("first_risk_at") or ctx.incident.get("detected_at")
         methods = await ctx.graph.list_auth_methods(uid)
         doomed = methods_to_remove(methods, since)
@@ -124,4 +125,4 @@ class EnforceMfa(Step):
             detail["would_remove"] = doomed
         detail.update(first_risk_at=since, methods_checked=len(methods), removed_methods=removed, already_gone=gone)
         summary = f"MFA {detail['mfa']}; {len(removed)} method(s) registered after {since} removed"
-        return StepResult("succeeded", summary, detail)
+        return StepResult(StepState.SUCCEEDED, summary, detail)

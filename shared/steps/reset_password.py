@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import parse_timestamp
+from ..timestamps import parse_timestamp
 from ..passwords import generate_password
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 SYNCED_WARNING = (
@@ -68,4 +69,4 @@ class ResetPassword(Step):
         if ctx.incident.get("on_prem_synced"):
             detail["warning"] = SYNCED_WARNING
             ctx.log.warning("%s", SYNCED_WARNING)
-        return StepResult("succeeded", "password reset and sessions revoked", detail)
+        return StepResult(StepState.SUCCEEDED, "password reset and sessions revoked", detail)

@@ -7,6 +7,7 @@ the precondition is read from the ledger, not assumed. Removal takes up to an ho
 """
 from __future__ import annotations
 
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 REQUIRED = ("reset-password", "enforce-mfa")
@@ -21,14 +22,14 @@ class UnblockSender(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         rows = {r["RowKey"]: r for r in await ctx.deps.ledger.list_steps(ctx.task.incident_id)}
-        not_secured = [s for s in REQUIRED if rows.get(s, {}).get("state") != "succeeded"]
+        not_secured = [s for s in REQUIRED if rows.get(s, {}).get("state") != StepState.SUCCEEDED]
         if not_secured and not ctx.dry_run:
             reason = f"account not secured: {', '.join(not_secured)} did not succeed for this incident"
-            return StepResult("skipped", reason, {"reason": reason})
+            return StepResult(StepState.SKIPPED, reason, {"reason": reason})
         upn = ctx.upn
         listed = await ctx.exchange.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})
         if not listed:
-            return StepResult("succeeded", "not blocked", {"blocked": False})
+            return StepResult(StepState.SUCCEEDED, "not blocked", {"blocked": False})
         entry = {k: listed[0].get(k) for k in ("SenderAddress", "Reason", "CreatedDatetime", "ChangedDatetime")}
         async def unblocked(_record: dict) -> bool:
             return not await ctx.exchange.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})
@@ -40,4 +41,4 @@ class UnblockSender(Step):
             verify=unblocked,
         )
         summary = "would unblock" if ctx.dry_run else "removed from the restricted-senders list (applies within ~1 h)"
-        return StepResult("succeeded", summary, {"blocked": True, "entry": entry, "removed": not ctx.dry_run})
+        return StepResult(StepState.SUCCEEDED, summary, {"blocked": True, "entry": entry, "removed": not ctx.dry_run})

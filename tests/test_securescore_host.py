@@ -1,8 +1,8 @@
 """Secure Score end to end: the real blueprint on the local Functions host, the real Graph
 adapter against the tenant simulator (90-day history with one regression), real Azurite.
 
-The host runs tests/fixtures/securescore/hostapp (the blueprint alone, until the lead wires
-it into function_app.py). The snapshot is started the way the local stack starts it: through
+The host runs tests/fixtures/securescore/hostapp (the Secure Score blueprint alone, so the
+test needs no queues or step functions). The snapshot is started the way the local stack starts it: through
 the host's admin API. The simulator throttles the first Graph call (429 + Retry-After: the Graph
 adapter retries it) and fails the rerun's first calls with 502s, more than the adapter retries,
 so the snapshot's own retry is exercised through the real adapter too.

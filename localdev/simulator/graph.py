@@ -1,6 +1,6 @@
 """Simulated Microsoft Graph endpoints (v1.0 and beta) used by the breach responder.
 
-Wire formats follow /work/shared/reference/graph-calls/*.md and the samples. Each handler is a
+Wire formats follow the Graph call references (../shared/reference) and tests/fixtures/samples. Each handler is a
 plain synchronous function `(state, request) -> GraphResponse`; it checks its permission first
 via `rq.require(...)` (any-of), raises `GraphError` for error answers, and mutates state only
 after every validation passed.

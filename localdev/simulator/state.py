@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .odata import GUID_RE, exo_time, iso, parse_iso, resolve_relative_times, utcnow
+from .odata import exo_time, iso, parse_iso, resolve_relative_times, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -870,11 +870,6 @@ def generate_secure_scores(tenant_id: str, days: int, regression_days_ago: int, 
                                   "vendor": "Microsoft"},
         })
     return out
-
-
-def validate_guid(value: str) -> bool:
-    """Whether `value` is a GUID string."""
-    return bool(GUID_RE.match(value or ""))
 
 
 __all__ = ["TenantState", "User", "Group", "load_seed", "DEFAULT_SEED_PATH", "METHOD_TYPES", "COLLECTION_TO_TYPE",

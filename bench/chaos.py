@@ -74,7 +74,7 @@ def count_duplicates(mutations: list[dict], users: set[str]) -> tuple[int, int, 
         seen[(user, action, str(ONCE[action](details)))] += 1
     password = sum(c - 1 for (u, a, _), c in seen.items() if a == "password_reset" and c > 1)
     other: collections.Counter = collections.Counter()
-    for (u, a, _), c in seen.items():
+    for (_user, a, _), c in seen.items():
         if a != "password_reset" and c > 1:
             other[a] += c - 1
     return password, sum(other.values()), dict(other)

@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from bench.common import containment_times, incidents, inject, now, percentile
-from shared.states import SETTLED_INCIDENT_STATES
 from localdev.stack import LocalStack
+from shared.states import SETTLED_INCIDENT_STATES
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:

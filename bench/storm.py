@@ -31,8 +31,8 @@ import time
 from typing import Any
 
 from bench.common import containment_times, cpu_seconds, incidents, inject, now, peak_rss_mb, tree_cpu_seconds
-from shared.states import SETTLED_INCIDENT_STATES
 from localdev.stack import LocalStack
+from shared.states import SETTLED_INCIDENT_STATES
 
 THROTTLED = ("graph", "exo")
 

@@ -16,9 +16,9 @@ import azure.functions as func
 from shared.bootstrap import get_deps
 from shared.deps import Deps
 from shared.errors import ConfigError
+from shared.ports import ScoreStorePort
 from shared.securescore.chart import render_trend_svg
 from shared.securescore.config import ScoreSettings
-from shared.ports import ScoreStorePort
 from shared.securescore.service import snapshot, trend
 
 logger = logging.getLogger(__name__)

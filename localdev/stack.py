@@ -145,7 +145,7 @@ def timer_functions() -> list[str]:
     """Names of the app's timer-triggered functions (read from function_app.app)."""
     import function_app
 
-    return [f.get_function_name() for f in function_app.app.get_functions()
+    return [str(f.get_function_name()) for f in function_app.app.get_functions()
             if any(b.type == "timerTrigger" for b in f.get_bindings())]
 
 

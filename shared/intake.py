@@ -18,10 +18,10 @@ from .deps import Deps
 from .logs import IncidentLog, incident_log
 from .model import IncidentRequest, new_correlation_id, new_incident_id
 from .playbook import first_step, incident_order
-from .states import IncidentState
-from .timestamps import iso
 from .policy import decide_intake
+from .states import IncidentState
 from .steps.base import enqueue_step
+from .timestamps import iso
 
 logger = logging.getLogger(__name__)
 

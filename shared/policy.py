@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .model import RISK_LEVELS, IncidentRequest
+from .settings import Settings
 from .states import IncidentState
 from .timestamps import parse_timestamp
-from .settings import Settings
 
 _RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
 

@@ -31,9 +31,9 @@ from localdev.host.launcher import start_host
 from localdev.stack import REPO, tenant_settings
 from shared.cli import main as responder_main
 from tests.helpers.bad_inputs import (
-    CORPUS,
     CANARY_ID,
     CANARY_UPN,
+    CORPUS,
     GOOD_ID,
     GOOD_UPN,
     SEED,

@@ -11,7 +11,7 @@ from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphAdapter
 from shared.adapters.ledger import Ledger
 from shared.deps import Deps
-from shared.poller import build_filter, FEEDS, poll_once
+from shared.poller import FEEDS, build_filter, poll_once
 from shared.settings import Settings
 from tests.helpers.fakes import FakeQueues
 

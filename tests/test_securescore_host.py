@@ -20,8 +20,8 @@ from pathlib import Path
 from azure.data.tables.aio import TableServiceClient
 
 from localdev.host.launcher import start_host
-from localdev.stack import SEED_FILE, tenant_settings
 from localdev.securescore import stored_summary, trigger_snapshot
+from localdev.stack import SEED_FILE, tenant_settings
 from shared.adapters.scores import ScoreStore
 from shared.retry import ADAPTER_POLICY
 from shared.securescore.service import latest_score

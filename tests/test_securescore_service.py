@@ -19,11 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from azure.data.tables.aio import TableServiceClient
 
+from shared.adapters.scores import ScoreStore
 from shared.errors import PermanentError, TransientError
 from shared.securescore.config import ScoreSettings
 from shared.securescore.model import DayRecord, parse_page, parse_score
 from shared.securescore.service import latest_score, snapshot, summary, trend
-from shared.adapters.scores import ScoreStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "securescore"
 HISTORY = json.loads((FIXTURES / "history-90d.json").read_text(encoding="utf-8"))["value"]

@@ -189,8 +189,11 @@ class HttpFrontEnd:
             route_params=params,
             body=body,
         )
+        invoker = self.host.invoker
+        if invoker is None:  # not started yet, or stopping
+            return self._text(503, "Service Unavailable")
         try:
-            result = await self.host.invoker.invoke(info, req, reason=f"HTTP {request.method} request")
+            result = await invoker.invoke(info, req, reason=f"HTTP {request.method} request")
         except (Exception, FunctionTimeout):
             return self._text(500, "Internal Server Error")
         return self._to_response(info, result)
@@ -198,7 +201,7 @@ class HttpFrontEnd:
     @staticmethod
     def _to_response(info: FunctionInfo, result: Any) -> web.StreamResponse:
         if isinstance(result, func.HttpResponse):
-            headers = CIMultiDict()
+            headers: CIMultiDict[str] = CIMultiDict()
             for key, value in result.headers.items():
                 if key.lower() not in _HOP_BY_HOP:
                     headers.add(key, value)

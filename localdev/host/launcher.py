@@ -150,6 +150,7 @@ class HostProcess:
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        assert self.process is not None, "started before waiting"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.returncode = self.process.returncode

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
 
 from azure.core.exceptions import ResourceExistsError
-
 from azure.functions.queue import QueueMessage  # func.QueueMessage plus dequeue_count etc.
 
 from .functions import FunctionInfo

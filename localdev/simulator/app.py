@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import logging
-import hashlib
 import secrets
 import time
 import uuid

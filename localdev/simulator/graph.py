@@ -16,10 +16,30 @@ import secrets
 import string
 from typing import Any, Callable, Sequence
 
-from .odata import (GRAPH_ROOT, GUID_RE, UPN_RE, GraphError, bad_request, compile_filter, not_found_user,
-                    paginate, parse_iso, parse_select, utcnow)
-from .state import (COLLECTION_TO_TYPE, METHOD_TYPES, RESET_ROLES_ADMIN, RESET_ROLES_NON_ADMIN,
-                    USER_DEFAULT_PROPERTIES, USER_PROPERTY_MAP, Group, TenantState, User)
+from .odata import (
+    GRAPH_ROOT,
+    GUID_RE,
+    UPN_RE,
+    GraphError,
+    bad_request,
+    compile_filter,
+    not_found_user,
+    paginate,
+    parse_iso,
+    parse_select,
+    utcnow,
+)
+from .state import (
+    COLLECTION_TO_TYPE,
+    METHOD_TYPES,
+    RESET_ROLES_ADMIN,
+    RESET_ROLES_NON_ADMIN,
+    USER_DEFAULT_PROPERTIES,
+    USER_PROPERTY_MAP,
+    Group,
+    TenantState,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +276,7 @@ def patch_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
     elif force is not None:
         st.set_force_change(user, force)
     if "accountEnabled" in body:
-        st.set_account_enabled(user, enabled)
+        st.set_account_enabled(user, bool(enabled))
     return GraphResponse(204)
 
 

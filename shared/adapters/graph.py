@@ -30,10 +30,10 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
+from kiota_http.middleware.options import RetryHandlerOption
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from msgraph import GraphRequestAdapter
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
-from kiota_http.middleware.options import RetryHandlerOption
 from msgraph_core import GraphClientFactory
 
 from ..errors import PermanentError, TransientError

@@ -307,10 +307,11 @@ class StepRunner:
         if not incident.get("user_resolved") and prefetch is not None:
             # The group lookup needs only the user's key: run it beside the resolution.
             key = incident.get("user_id") or incident["user_principal_name"]
-            resolved, in_group = await asyncio.gather(self._resolve_user(ctx), prefetch(ctx, key), return_exceptions=True)
-            for outcome in (resolved, in_group):
+            outcomes = await asyncio.gather(self._resolve_user(ctx), prefetch(ctx, key), return_exceptions=True)
+            for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
+            in_group = bool(outcomes[1])
         elif not incident.get("user_resolved"):
             await self._resolve_user(ctx)
         if not gated or self.gate is None:

@@ -9,6 +9,7 @@ deleted, and every change is recorded with the values before it, so it can be re
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..errors import PermanentError
@@ -80,7 +81,7 @@ class CleanMailbox(Step):
             row = exo_by_name.get(rule.get("displayName") or "", {})
             reasons = graph_rule_reasons(rule, str(row.get("MoveToFolder") or ""))
             if not reasons or rule.get("isEnabled") is False:
-                kept.append(rule.get("displayName") or rule.get("id"))
+                kept.append(str(rule.get("displayName") or rule.get("id")))
                 continue
             async def graph_rule_off(_record: dict[str, Any], r=rule) -> bool:
                 current = await ctx.graph.get_message_rule(uid, r["id"])
@@ -88,7 +89,7 @@ class CleanMailbox(Step):
 
             await ctx.effect(
                 f"rule-graph-{rule['id']}",
-                lambda r=rule: ctx.graph.disable_message_rule(uid, r["id"]),
+                functools.partial(ctx.graph.disable_message_rule, uid, rule["id"]),
                 description=f"disable inbox rule '{rule.get('displayName')}' ({', '.join(reasons)})",
                 verify=graph_rule_off,
             )
@@ -110,7 +111,7 @@ class CleanMailbox(Step):
 
             await ctx.effect(
                 f"rule-exo-{identity}",
-                lambda i=identity: ctx.exchange.invoke("Disable-InboxRule", {"Identity": i}),
+                functools.partial(ctx.exchange.invoke, "Disable-InboxRule", {"Identity": identity}),
                 description=f"disable hidden inbox rule '{name}' ({', '.join(reasons)})",
                 verify=exo_rule_off,
             )

@@ -52,7 +52,7 @@ class Close(Step):
         settings, uid = ctx.settings, ctx.user_id
         async def confirmed(_record: dict) -> bool:
             risky = await ctx.graph.get_risky_user(uid)
-            return bool(risky) and risky.get("riskState") == "confirmedCompromised"
+            return risky is not None and risky.get("riskState") == "confirmedCompromised"
 
         await ctx.effect("confirm-compromised", lambda: ctx.graph.confirm_compromised([uid]),
                          description="confirm the user compromised in Identity Protection", verify=confirmed)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from ..timestamps import parse_timestamp
 from ..states import StepState
+from ..timestamps import parse_timestamp
 from .base import Call, Step, StepContext, StepResult
 
 # @odata.type → the collection its DELETE lives under.
@@ -103,7 +103,7 @@ class EnforceMfa(Step):
         if not settings.remove_new_auth_methods:
             detail["methods"] = "not checked (REMOVE_NEW_AUTH_METHODS=false)"
             return StepResult(StepState.SUCCEEDED, f"MFA {detail['mfa']}", detail)
-        since = ctx.incident.get("first_risk_at") or ctx.incident.get("detected_at")
+        since = str(ctx.incident.get("first_risk_at") or ctx.incident.get("detected_at") or "")
         methods = await ctx.graph.list_auth_methods(uid)
         doomed = methods_to_remove(methods, since)
         removed, gone = [], []

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..timestamps import parse_timestamp
 from ..passwords import generate_password
 from ..states import StepState
+from ..timestamps import parse_timestamp
 from .base import Call, Step, StepContext, StepResult
 
 SYNCED_WARNING = (

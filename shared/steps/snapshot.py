@@ -13,9 +13,10 @@ import asyncio
 from typing import Any
 
 from ..errors import PermanentError
-from ..timestamps import iso_exact, parse_timestamp
 from ..states import StepState
+from ..timestamps import iso_exact, parse_timestamp
 from .base import Call, Step, StepContext, StepResult
+
 
 def first_risk_time(detections: list[dict[str, Any]], fallback: str) -> str:
     times = []

@@ -45,6 +45,8 @@ def load_tool(name: str) -> ModuleType:
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, ROOT / "tools" / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"tools/{name}.py cannot be loaded")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)

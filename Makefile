@@ -1,12 +1,12 @@
-# Breach Responder: `make demo` runs the end-to-end demo, `make test` runs the tests.
-# Both install what they need first through `make setup` (idempotent).
+# Breach Responder: `make demo` runs the end-to-end demo, `make test` runs the tests,
+# `make lint` the static checks. They install what they need first through `make setup` (idempotent).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
 INFRA_TOOLS := .tools/infra/.installed
 
-.PHONY: setup demo test dev clean infra-tools infra-check
+.PHONY: setup demo test lint dev clean infra-tools infra-check
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -41,6 +41,12 @@ dev: setup
 
 test: setup $(INFRA_TOOLS)
 	$(PY) -m pytest -q
+
+# ruff over the whole tree, mypy over shared/, functions/, function_app.py, localdev/ and the
+# test helpers (pyproject.toml): both must report nothing.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) node_modules .localdev .tools

@@ -4,8 +4,8 @@ import azure.functions as func
 from functions.ingest import bp as ingest_bp
 from functions.maintenance import bp as maintenance_bp
 from functions.operator import bp as operator_bp
-from functions.steps import bp as steps_bp
 from functions.securescore import bp as securescore_bp
+from functions.steps import bp as steps_bp
 from functions.streams import bp as streams_bp
 
 app = func.FunctionApp()

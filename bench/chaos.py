@@ -11,7 +11,7 @@ responder's counters.
 - duplicate_side_effects: any other tenant change applied twice to the same target
   (a rule disabled twice, a sender unblocked twice, a second summary mail ...);
 - lost: users whose alert was queued but who have no incident at the end;
-- terminal: incidents in succeeded / failed / held / dry-run when the run stops.
+- terminal: incidents settled (succeeded / failed / dry-run, or held: shared.states.SETTLED_INCIDENT_STATES) when the run stops.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from azure.storage.queue.aio import QueueServiceClient
 from localdev.stack import LocalStack
 from shared.model import IncidentRequest
 from shared.playbook import STEP_NAMES
+from shared.states import SETTLED_INCIDENT_STATES
 
-TERMINAL = ("succeeded", "failed", "held", "dry-run")
 # Changes that must happen at most once per target. The key picks the target out of the record.
 ONCE = {
     "password_reset": lambda d: "",
@@ -74,7 +74,7 @@ def count_duplicates(mutations: list[dict], users: set[str]) -> tuple[int, int, 
         seen[(user, action, str(ONCE[action](details)))] += 1
     password = sum(c - 1 for (u, a, _), c in seen.items() if a == "password_reset" and c > 1)
     other: collections.Counter = collections.Counter()
-    for (u, a, _), c in seen.items():
+    for (_user, a, _), c in seen.items():
         if a != "password_reset" and c > 1:
             other[a] += c - 1
     return password, sum(other.values()), dict(other)
@@ -171,7 +171,7 @@ def run(incidents: int, fault_rate: float, kill_workers: bool, timeout_s: float,
         rows: list[dict] = []
         while time.monotonic() < deadline:
             rows = [r for r in asyncio.run(_incidents(conn)) if r.get("user_key") in user_ids]
-            terminal = sum(1 for r in rows if r.get("state") in TERMINAL)
+            terminal = sum(1 for r in rows if r.get("state") in SETTLED_INCIDENT_STATES)
             progress(f"t={time.monotonic() - t0:6.1f}s incidents={len(rows)} terminal={terminal}")
             if terminal >= incidents:
                 break
@@ -190,7 +190,7 @@ def run(incidents: int, fault_rate: float, kill_workers: bool, timeout_s: float,
         "fault_rate": fault_rate,
         "kill_workers": kill_workers,
         "kills": killer.kills if killer else 0,
-        "terminal": sum(states[s] for s in TERMINAL),
+        "terminal": sum(states[s] for s in SETTLED_INCIDENT_STATES),
         "succeeded": states["succeeded"],
         "failed": states["failed"],
         "held": states["held"],

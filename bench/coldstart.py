@@ -53,8 +53,9 @@ async def _receive(conn: str, queue: str, timeout_s: float = 30.0) -> tuple[str,
 
 def _child(user_id: str, upn: str) -> dict[str, Any]:
     started = time.perf_counter()
-    import function_app  # noqa: F401 - what the worker imports first
     from azure.functions.queue import QueueMessage  # what the host builds: func.QueueMessage plus dequeue_count
+
+    import function_app  # noqa: F401 - what the worker imports first
 
     imported = time.perf_counter()
     handlers = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}

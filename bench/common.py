@@ -17,13 +17,12 @@ from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared.model import IncidentRequest
-
-TERMINAL = ("succeeded", "failed", "held", "dry-run")
+from shared.timestamps import parse_timestamp
 
 
 def parse_iso(value: str) -> float:
     """Epoch seconds of an ISO 8601 UTC timestamp ('...Z')."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return parse_timestamp(value).timestamp()
 
 
 def incident_request(user: dict, tag: str) -> str:

@@ -17,8 +17,9 @@ import sys
 import time
 from typing import Any
 
-from bench.common import TERMINAL, containment_times, incidents, inject, now, percentile
+from bench.common import containment_times, incidents, inject, now, percentile
 from localdev.stack import LocalStack
+from shared.states import SETTLED_INCIDENT_STATES
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:
@@ -47,7 +48,7 @@ def run(alerts: int, gap_s: float, latency_ms: float, progress, overrides: dict[
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 rows = [r for r in asyncio.run(incidents(conn)) if r.get("user_key") == user["id"]]
-                if rows and rows[0].get("state") in TERMINAL:
+                if rows and rows[0].get("state") in SETTLED_INCIDENT_STATES:
                     break
                 time.sleep(0.25)
             progress(f"alert {len(sent)}/{alerts} terminal after {now() - sent[user['id']]:.2f}s")
@@ -56,7 +57,7 @@ def run(alerts: int, gap_s: float, latency_ms: float, progress, overrides: dict[
         contained = containment_times(sim.mutations(), set(sent))
     to_contained = [contained[u] - t for u, t in sent.items() if u in contained]
     to_terminal = [rows[u]["_updated"] - t for u, t in sent.items()
-                   if u in rows and rows[u].get("state") in TERMINAL and rows[u].get("_updated")]
+                   if u in rows and rows[u].get("state") in SETTLED_INCIDENT_STATES and rows[u].get("_updated")]
     return {
         "alerts": alerts,
         "gap_s": gap_s,

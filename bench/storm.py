@@ -30,8 +30,9 @@ import sys
 import time
 from typing import Any
 
-from bench.common import TERMINAL, containment_times, cpu_seconds, incidents, inject, now, peak_rss_mb, tree_cpu_seconds
+from bench.common import containment_times, cpu_seconds, incidents, inject, now, peak_rss_mb, tree_cpu_seconds
 from localdev.stack import LocalStack
+from shared.states import SETTLED_INCIDENT_STATES
 
 THROTTLED = ("graph", "exo")
 
@@ -136,7 +137,7 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
         rows: list[dict] = []
         while time.monotonic() < deadline:
             rows = [r for r in asyncio.run(incidents(conn)) if r.get("user_key") in ids]
-            terminal = [r for r in rows if r.get("state") in TERMINAL]
+            terminal = [r for r in rows if r.get("state") in SETTLED_INCIDENT_STATES]
             progress(f"t={now() - t0:6.1f}s incidents={len(rows)} terminal={len(terminal)}")
             if len(terminal) >= users:
                 break
@@ -147,7 +148,7 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
         rss = max((peak_rss_mb(pid) or 0 for pid in host_pids), default=None)
         calls = _calls(sim, since)
         contained = containment_times(sim.mutations(), ids)
-        terminal_rows = [r for r in rows if r.get("state") in TERMINAL]
+        terminal_rows = [r for r in rows if r.get("state") in SETTLED_INCIDENT_STATES]
         naive = None
         if naive_users:
             progress(f"naive script on {len(naive_users)} users ...")

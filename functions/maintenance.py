@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import azure.functions as func
 
@@ -17,6 +16,6 @@ bp = func.Blueprint()
 @bp.timer_trigger(arg_name="timer", schedule="%REDRIVE_SCHEDULE%", run_on_startup=False)
 async def redrive_poison(timer: func.TimerRequest) -> None:
     deps = await get_deps()
-    stats = await sweep(deps, deps.queues.service, deps.ledger.t["redrives"], deps.settings.redrive_max)
+    stats = await sweep(deps, deps.settings.redrive_max)
     if any(stats[k] for k in ("redriven", "gave_up", "dropped")):
         logger.info("[incident=- step=redrive corr=-] poison sweep: %s", stats)

@@ -14,9 +14,12 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import get_deps
+from shared.deps import Deps
+from shared.errors import ConfigError
+from shared.ports import ScoreStorePort
 from shared.securescore.chart import render_trend_svg
 from shared.securescore.config import ScoreSettings
-from shared.securescore.service import get_store, snapshot, trend
+from shared.securescore.service import snapshot, trend
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -26,6 +29,12 @@ MAX_DAYS_PARAM = 730
 
 def _json(status: int, payload) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")
+
+
+def _store(deps: Deps) -> ScoreStorePort:
+    if deps.scores is None:
+        raise ConfigError("no Secure Score store is wired")
+    return deps.scores
 
 
 def _days(req: func.HttpRequest, default: int) -> int | None:
@@ -41,8 +50,7 @@ def _days(req: func.HttpRequest, default: int) -> int | None:
 @bp.timer_trigger(arg_name="timer", schedule="%SECURE_SCORE_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def securescore_snapshot(timer: func.TimerRequest) -> None:
     deps = await get_deps()
-    store = await get_store(deps.ledger._service)
-    result = await snapshot(deps.graph, store, ScoreSettings.from_env())
+    result = await snapshot(deps.require_graph(), _store(deps), ScoreSettings.from_env())
     logger.info(
         "Secure Score snapshot done (past_due=%s): stored %d day(s), %d finding(s), %d mail(s)",
         getattr(timer, "past_due", False), len(result.stored), len(result.findings), result.mailed,
@@ -56,8 +64,7 @@ async def securescore_get(req: func.HttpRequest) -> func.HttpResponse:
     if days is None:
         return _json(400, {"error": f"days must be an integer from 1 to {MAX_DAYS_PARAM}"})
     deps = await get_deps()
-    store = await get_store(deps.ledger._service)
-    return _json(200, await trend(store, days))
+    return _json(200, await trend(_store(deps), days))
 
 
 @bp.function_name("securescore_chart")
@@ -67,8 +74,7 @@ async def securescore_chart(req: func.HttpRequest) -> func.HttpResponse:
     if days is None:
         return _json(400, {"error": f"days must be an integer from 1 to {MAX_DAYS_PARAM}"})
     deps = await get_deps()
-    store = await get_store(deps.ledger._service)
-    svg = render_trend_svg(await trend(store, days))
+    svg = render_trend_svg(await trend(_store(deps), days))
     return func.HttpResponse(
         svg,
         status_code=200,

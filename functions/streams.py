@@ -13,7 +13,7 @@ import azure.functions as func
 
 from shared.bootstrap import get_deps
 from shared.errors import is_transient, safe_reason
-from shared.ingest import DefenderPending, PayloadError, ingest_payload
+from shared.ingest import PayloadError, ingest_payload
 from shared.poller import poll_once
 from shared.validation import excerpt
 
@@ -23,13 +23,12 @@ bp = func.Blueprint()
 
 async def _ingest_events(events: list[func.EventHubEvent], source: str, where: str) -> None:
     deps = await get_deps()
-    pending = DefenderPending(deps.ledger.t["defenderpending"])
     for event in events:
         body = event.get_body()
         sequence = getattr(event, "sequence_number", None)
         correlation_id = f"{where}-{sequence}" if sequence is not None else None
         try:
-            await ingest_payload(deps, body, source=source, where=where, pending=pending, correlation_id=correlation_id)
+            await ingest_payload(deps, body, source=source, where=where, correlation_id=correlation_id)
         except PayloadError as exc:
             # One unreadable event never blocks the rest of the batch.
             await deps.ledger.record_error(where, str(exc), excerpt=excerpt(body[:200], 200))
@@ -64,5 +63,5 @@ async def defender_stream(events: list[func.EventHubEvent]) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%POLL_SCHEDULE%", run_on_startup=False)
 async def poll_reconciler(timer: func.TimerRequest) -> None:
     deps = await get_deps()
-    summary = await poll_once(deps, deps.ledger._service)
+    summary = await poll_once(deps)
     logger.info("[incident=- step=poll corr=-] reconciler run: %s", summary)

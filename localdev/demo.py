@@ -18,18 +18,20 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from shared.adapters.ledger import Ledger
-from shared.adapters.queues import QueueSender
-from shared.adapters.storage import build_storage
+from shared.bootstrap import open_storage
+from shared.cli import compact, render_incident
 from shared.model import IncidentRequest
 from shared.normalize import detect_source, parse_payload
+from shared.ports import LedgerPort
+from shared.states import SETTLED_INCIDENT_STATES, TERMINAL_INCIDENT_STATES, IncidentState, StepState
 from shared.status import incident_view
 
+from .securescore import stored_summary
 from .stack import SEED_FILE, LocalStack
 
-TERMINAL = ("succeeded", "failed", "dry-run")
+ProgressFn = Callable[[str], None]
 
 
 def demo_users(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,16 +49,16 @@ def hard_users(seed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return synced, admin
 
 
-async def _find_incident(ledger: Ledger, user_key: str) -> str | None:
+async def _find_incident(ledger: LedgerPort, user_key: str) -> str | None:
     found = await ledger.get_open(user_key)
     return found[0]["incident_id"] if found else None
 
 
-async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_terminal: dict[str, tuple[str, ...]],
-                  timeout_s: float, progress, eventhub_payload: bytes | None = None) -> dict[str, dict]:
-    clients = build_storage({"AzureWebJobsStorage": stack.azurite.connection_string})
-    ledger, queues = Ledger(clients.tables), QueueSender(clients.queues)
-    views: dict[str, dict] = {}
+async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_terminal: dict[str, frozenset[IncidentState]],
+                  timeout_s: float, progress: ProgressFn, eventhub_payload: bytes | None = None) -> dict[str, dict[str, Any]]:
+    storage = open_storage({"AzureWebJobsStorage": stack.azurite.connection_string})
+    ledger, queues = storage.ledger, storage.queues
+    views: dict[str, dict[str, Any]] = {}
     try:
         if eventhub_payload is None:
             await queues.ensure(["alerts"])
@@ -93,7 +95,7 @@ async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_ter
             await asyncio.sleep(0.25)
         return views
     finally:
-        await clients.close()
+        await storage.close()
 
 
 def _invoke(stack: LocalStack, function: str, payload: bytes) -> None:
@@ -196,15 +198,15 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
     ]
     checks = [{"check": "tenant: " + name, "ok": ok, "value": value} for name, ok, value in after]
     checks += [
-        {"check": "demo incident succeeded", "ok": demo_view.get("state") == "succeeded", "value": demo_view.get("state")},
+        {"check": "demo incident succeeded", "ok": demo_view.get("state") == IncidentState.SUCCEEDED, "value": demo_view.get("state")},
         {"check": "demo reset-password step succeeded",
-         "ok": any(s["name"] == "reset-password" and s["state"] == "succeeded" for s in demo_view.get("steps", [])),
+         "ok": any(s["name"] == "reset-password" and s["state"] == StepState.SUCCEEDED for s in demo_view.get("steps", [])),
          "value": next((s["state"] for s in demo_view.get("steps", []) if s["name"] == "reset-password"), None)},
         {"check": "exactly one password PATCH for the demo user", "ok": hits("PATCH", "/users/{id}", demo_id) == 1,
          "value": hits("PATCH", "/users/{id}", demo_id)},
         {"check": "exactly one session revoke for the demo user", "ok": hits("POST", "/users/{id}/revokeSignInSessions", demo_id) == 1,
          "value": hits("POST", "/users/{id}/revokeSignInSessions", demo_id)},
-        {"check": "break-glass incident held", "ok": glass_view.get("state") == "held", "value": glass_view.get("state")},
+        {"check": "break-glass incident held", "ok": glass_view.get("state") == IncidentState.HELD, "value": glass_view.get("state")},
         {"check": "nothing changed for the break-glass account", "ok": not glass_changes, "value": len(glass_changes)},
     ]
     return checks
@@ -238,28 +240,24 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
             ]
         else:
             requests = parse_payload(payload, min_risk_level=stack.env.get("MIN_RISK_LEVEL", "medium")).requests
-        held_ok = {demo["id"]: TERMINAL, demo["userPrincipalName"]: TERMINAL}
-        expect = {r.user_key: held_ok.get(r.user_key, TERMINAL + ("held",)) for r in requests}
+        # The demo user must finish; any other user (the break-glass account) may also stop at held.
+        must_finish = {demo["id"], demo["userPrincipalName"]}
+        expect = {r.user_key: TERMINAL_INCIDENT_STATES if r.user_key in must_finish else SETTLED_INCIDENT_STATES
+                  for r in requests}
         views = asyncio.run(_follow(stack, requests, expect, timeout_s, progress, payload))
         checks = _checks(stack, demo, glass, views)
         if payload is None:
             checks += _hard_checks(stack, synced, admin, views)
-        from shared.securescore.local import stored_summary
-
         score = stored_summary(stack.azurite.connection_string)
         checks.append({"check": "secure score snapshot stored", "ok": bool(score and score["days"] >= 1),
                        "value": score["days"] if score else 0})
     ok = all(c["ok"] for c in checks)
     elapsed = round(time.monotonic() - started, 1)
     if json_output:
-        from shared.cli import compact
-
         print(json.dumps({"ok": ok, "seconds": elapsed, "incidents": [compact(v) for v in views.values()], "checks": checks,
                           "secure_score": {k: score[k] for k in ("current", "max", "percentage", "days")} if score else None},
                          indent=2))
     else:
-        from shared.cli import render_incident
-
         print()
         for view in views.values():
             print(render_incident(view))

@@ -90,7 +90,7 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
-        from shared.securescore.local import trigger_snapshot
+        from .securescore import trigger_snapshot
 
         if not trigger_snapshot(self.host.url, self.host.master_key):
             logger.warning("Secure Score snapshot at start-up failed; see the host log in %s", self.log_dir)
@@ -145,7 +145,7 @@ def timer_functions() -> list[str]:
     """Names of the app's timer-triggered functions (read from function_app.app)."""
     import function_app
 
-    return [f.get_function_name() for f in function_app.app.get_functions()
+    return [str(f.get_function_name()) for f in function_app.app.get_functions()
             if any(b.type == "timerTrigger" for b in f.get_bindings())]
 
 

@@ -1,29 +1,39 @@
-"""Wires the real adapters once per worker process (never per message).
+"""The one place the real adapters are built and wired: the worker, the operator CLI and
+the local demo all get their clients here.
 
-``get_deps()`` is awaited by every handler; the first call validates settings, builds the
-credential, the Graph and Exchange adapters and the storage clients, and creates the
-queues and tables while it fetches the Graph and Exchange tokens (all concurrently).
-Later calls return the same objects.
+- ``open_storage(env)``: the storage-side adapters (ledger, queues, Secure Score store) over
+  one storage account, from ``AzureWebJobsStorage`` or the identity-based settings. The CLI
+  and localdev use it directly (and close it).
+- ``get_deps()`` / ``get_runner()``: awaited by every handler. The first call validates
+  settings, builds the credential, the storage adapters, Graph and Exchange, and creates
+  the queues and tables while it fetches the Graph and Exchange tokens (all concurrently).
+  Later calls return the same objects: wiring happens once per worker, never per message.
+- ``operator_deps(storage, settings)``: Deps for commands that never talk to the tenant.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Mapping
 
 from .adapters.credentials import EXO_SCOPE, GRAPH_SCOPE, build_credential
 from .adapters.exchange import ExchangeAdapter
 from .adapters.graph import GraphAdapter
 from .adapters.ledger import Ledger
 from .adapters.queues import QueueSender
-from .adapters.storage import build_storage
+from .adapters.scores import ScoreStore
+from .adapters.storage import StorageClients, build_storage
 from .deps import Deps
+from .errors import ConfigError
 from .gate import protection_gate
 from .logs import quiet_transport_loggers
 from .playbook import STEP_NAMES, queue_name
 from .settings import Settings
 from .steps import StepRunner, registry
+from .timestamps import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +42,61 @@ _runner: StepRunner | None = None
 _lock: asyncio.Lock | None = None
 
 
-async def build_deps(settings: Settings | None = None) -> Deps:
-    settings = settings or Settings.from_env()
+@dataclass
+class Storage:
+    """The storage-side adapters over one storage account."""
+
+    clients: StorageClients
+    ledger: Ledger
+    queues: QueueSender
+    scores: ScoreStore
+
+    @property
+    def table_url(self) -> str:
+        return str(self.clients.tables.url)
+
+    async def close(self) -> None:
+        await self.clients.close()
+
+
+def open_storage(env: Mapping[str, str] | None = None, *, credential: Any = None,
+                 clock: Callable[[], datetime] = utcnow) -> Storage:
+    """Storage adapters from ``AzureWebJobsStorage`` (a connection string) or, without it,
+    the identity-based ``AzureWebJobsStorage__*ServiceUri`` settings with ``credential``
+    (a new DefaultAzureCredential when none is given). Raises ConfigError when neither is set."""
+    env = os.environ if env is None else env
+    if not env.get("AzureWebJobsStorage", "").strip() and credential is None:
+        if not env.get("AzureWebJobsStorage__queueServiceUri", "").strip():
+            raise ConfigError(
+                "storage is not configured: set AzureWebJobsStorage (connection string) or "
+                "AzureWebJobsStorage__queueServiceUri and AzureWebJobsStorage__tableServiceUri"
+            )
+        credential = build_credential()
+    clients = build_storage(env, credential=credential)
+    return Storage(clients=clients, ledger=Ledger(clients.tables, clock=clock), queues=QueueSender(clients.queues),
+                   scores=ScoreStore(clients.tables))
+
+
+def app_queues(settings: Settings) -> list[str]:
+    """Every queue the app reads or writes: alerts, one per step, and their poison queues."""
+    names = [settings.alerts_queue] + [queue_name(step) for step in STEP_NAMES]
+    return names + [name + "-poison" for name in names]
+
+
+def operator_deps(storage: Storage, settings: Settings) -> Deps:
+    """Deps for operator commands (approve, ingest): storage only, no Graph or Exchange."""
+    return Deps(settings=settings, ledger=storage.ledger, queues=storage.queues, scores=storage.scores)
+
+
+async def build_deps(settings: Settings | None = None, env: Mapping[str, str] | None = None) -> Deps:
+    settings = settings or Settings.from_env(env)
     quiet_transport_loggers()
     credential = build_credential()
-    storage = build_storage(credential=credential)
-    ledger = Ledger(storage.tables)
-    queues = QueueSender(storage.queues)
-    names = [settings.alerts_queue, f"{settings.alerts_queue}-poison"]
-    names += [queue_name(step) for step in STEP_NAMES] + [queue_name(step) + "-poison" for step in STEP_NAMES]
+    clock = utcnow
+    storage = open_storage(env, credential=credential, clock=clock)
     # Tables, queues and the two tokens are independent round trips: one wait, not twenty-odd.
-    await asyncio.gather(ledger.ensure(), queues.ensure(names), _warm_tokens(credential))
+    await asyncio.gather(storage.ledger.ensure(), storage.scores.ensure(), storage.queues.ensure(app_queues(settings)),
+                         _warm_tokens(credential))
     graph = GraphAdapter(credential, settings.graph_base_url, settings.graph_timeout_s)
     exchange = ExchangeAdapter(credential, settings.exo_base_url, settings.tenant_id, settings.tenant_domain, settings.graph_timeout_s)
     logger.info(
@@ -51,7 +105,8 @@ async def build_deps(settings: Settings | None = None) -> Deps:
         ",".join(settings.playbook_steps),
         "local" if settings.graph_is_local else "microsoft",
     )
-    return Deps(settings=settings, ledger=ledger, queues=queues, graph=graph, exchange=exchange)
+    return Deps(settings=settings, ledger=storage.ledger, queues=storage.queues, graph=graph, exchange=exchange,
+                scores=storage.scores, clock=clock)
 
 
 async def _warm_tokens(credential: Any) -> None:
@@ -85,15 +140,17 @@ async def get_deps() -> Deps:
     return _deps
 
 
+def build_runner(deps: Deps) -> StepRunner:
+    """The StepRunner over every step the playbook names (ConfigError when one has no implementation)."""
+    steps = registry()
+    missing = [s for s in deps.settings.playbook_steps if s not in steps]
+    if missing:
+        raise ConfigError(f"PLAYBOOK_STEPS names steps with no implementation: {missing}")
+    return StepRunner(deps, steps, gate=protection_gate)
+
+
 async def get_runner() -> StepRunner:
     global _runner
     if _runner is None:
-        deps = await get_deps()
-        steps = registry()
-        missing = [s for s in deps.settings.playbook_steps if s not in steps]
-        if missing:
-            from .errors import ConfigError
-
-            raise ConfigError(f"PLAYBOOK_STEPS names steps with no implementation: {missing}")
-        _runner = StepRunner(deps, steps, gate=protection_gate)
+        _runner = build_runner(await get_deps())
     return _runner

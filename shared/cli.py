@@ -1,7 +1,5 @@
 """``responder``: the operator CLI (also ``python -m shared.cli``).
 
-  responder demo [--json]            run the embedded local stack end to end and report
-  responder dev                      run the local stack in the foreground until Ctrl-C
   responder inject --user UPN_OR_ID  put an incident request on the alerts queue
   responder status [INCIDENT_ID] [--json]
   responder approve INCIDENT_ID      release a held incident
@@ -9,9 +7,14 @@
   responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
   responder poison list|replay QUEUE [--id ID] [--json]    poison messages with their reason; replay them
 
-Storage comes from AzureWebJobsStorage (or the identity-based settings) when set, else
-from a running ``responder dev``. Exit codes: 0 ok, 1 the run/incident failed, 2 usage or
-configuration error.
+Plugins add commands: every ``breach_responder.cli`` entry point (see ``CliPlugin``) is
+loaded at start-up. The local stack registers ``responder demo`` and ``responder dev`` that
+way (localdev/cli.py), so the product never imports dev tooling.
+
+Storage comes from AzureWebJobsStorage (or the identity-based settings) when set, else from
+a plugin that knows one (a running ``responder dev``). Clients are built by
+shared/bootstrap.py, like the worker's. Exit codes: 0 ok, 1 the run/incident failed, 2
+usage or configuration error.
 """
 from __future__ import annotations
 
@@ -21,19 +24,46 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, TypeVar
 
 from .errors import ConfigError
 from .model import IncidentRequest, MessageError
+from .states import IncidentState
 from .validation import ValidationError, is_guid
 
 logger = logging.getLogger(__name__)
 
-TERMINAL = ("succeeded", "failed", "dry-run")
+PLUGIN_GROUP = "breach_responder.cli"
+T = TypeVar("T")
+
+if TYPE_CHECKING:  # typing only: the adapters are imported when a command needs storage
+    from .bootstrap import Storage
 
 
 class CliError(Exception):
     """A one-line reason for stderr; exit code 2."""
+
+
+class CliPlugin(Protocol):
+    """What a ``breach_responder.cli`` entry point provides (a module or an object)."""
+
+    def add_commands(self, sub: Any) -> None:
+        """Add sub-commands to the ``responder`` sub-parsers (each sets ``fn``)."""
+
+    def storage_settings(self) -> dict[str, str] | None:
+        """App settings of a storage this plugin knows (e.g. a running local stack), or None."""
+
+
+def load_plugins() -> list[CliPlugin]:
+    plugins: list[CliPlugin] = []
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
+        try:
+            plugins.append(point.load())
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the operator CLI down
+            logger.warning("responder plugin %s could not be loaded: %s", point.name, exc.__class__.__name__)
+    return plugins
 
 
 # -- storage access ------------------------------------------------------------------------
@@ -43,53 +73,29 @@ def _storage_env() -> dict[str, str]:
     env = dict(os.environ)
     if env.get("AzureWebJobsStorage") or env.get("AzureWebJobsStorage__queueServiceUri"):
         return env
-    from localdev.stack import read_state  # dev tooling: only needed when no storage is configured
-
-    state = read_state()
-    if state is None:
-        raise CliError(
-            "no storage configured: set AzureWebJobsStorage (or the identity-based settings), "
-            "or start the local stack with `responder dev`"
-        )
-    env.update(state.get("settings", {}))
-    env["AzureWebJobsStorage"] = state["storage"]
-    return env
+    for plugin in load_plugins():
+        settings = plugin.storage_settings()
+        if settings:
+            return {**env, **settings}
+    raise CliError(
+        "no storage configured: set AzureWebJobsStorage (or the identity-based settings), "
+        "or start the local stack with `responder dev`"
+    )
 
 
-class _Store:
-    """Ledger + queue sender over the configured storage, for CLI commands."""
+async def _with_storage(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    from azure.core.exceptions import ServiceRequestError
 
-    def __init__(self, env: dict[str, str]) -> None:
-        from .adapters.ledger import Ledger
-        from .adapters.queues import QueueSender
-        from .adapters.storage import build_storage
+    from .bootstrap import open_storage
 
-        credential = None
-        if not env.get("AzureWebJobsStorage"):
-            from .adapters.credentials import build_credential
-
-            credential = build_credential()
-        self.clients = build_storage(env, credential=credential)
-        self.ledger = Ledger(self.clients.tables)
-        self.queues = QueueSender(self.clients.queues)
-        self.alerts_queue = env.get("ALERTS_QUEUE", "alerts")
-
-    async def close(self) -> None:
-        await self.clients.close()
-
-
-async def _with_store(fn, *args):
-    store = _Store(_storage_env())
+    env = _storage_env()
+    storage = open_storage(env)
     try:
-        return await fn(store, *args)
-    except Exception as exc:
-        from azure.core.exceptions import ServiceRequestError
-
-        if isinstance(exc, ServiceRequestError):
-            raise CliError(f"storage is not reachable ({exc.__class__.__name__}); is the local stack running?") from None
-        raise
+        return await fn(storage, env, *args)
+    except ServiceRequestError as exc:
+        raise CliError(f"storage is not reachable ({exc.__class__.__name__}); is the local stack running?") from None
     finally:
-        await store.close()
+        await storage.close()
 
 
 def _request_for(user: str, risk: str = "high", alert_ids: Sequence[str] = (), reason: str = "") -> IncidentRequest:
@@ -118,8 +124,8 @@ def _summary(step: dict[str, Any]) -> str:
 def render_incident(view: dict[str, Any]) -> str:
     lines = [
         f"incident {view['incident_id']}  user {view.get('user')}  state {view.get('state')}"
-        + (f"  ({view.get('held_reason')})" if view.get("state") == "held" and view.get("held_reason") else "")
-        + (f"  stopped at {view.get('stopped_at')}: {view.get('stop_reason')}" if view.get("state") == "failed" else "")
+        + (f"  ({view.get('held_reason')})" if view.get("state") == IncidentState.HELD and view.get("held_reason") else "")
+        + (f"  stopped at {view.get('stopped_at')}: {view.get('stop_reason')}" if view.get("state") == IncidentState.FAILED else "")
     ]
     # What needs a person comes first (on-premises password reset, held containment).
     if view.get("action_required"):
@@ -150,39 +156,44 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
 # -- commands --------------------------------------------------------------------------------
 
 
-async def _inject(store: _Store, request: IncidentRequest) -> str:
-    await store.queues.ensure([store.alerts_queue])
-    return await store.queues.send(store.alerts_queue, request.to_json())
+def _alerts_queue(env: dict[str, str]) -> str:
+    return env.get("ALERTS_QUEUE", "alerts")
 
 
-async def _status(store: _Store, incident_id: str | None) -> Any:
+async def _inject(storage: Storage, env: dict[str, str], request: IncidentRequest) -> str:
+    queue = _alerts_queue(env)
+    await storage.queues.ensure([queue])
+    return await storage.queues.send(queue, request.to_json())
+
+
+async def _status(storage: Storage, env: dict[str, str], incident_id: str | None) -> Any:
     from .status import incident_view, list_views
 
-    await store.ledger.ensure()
+    await storage.ledger.ensure()
     if incident_id:
-        return await incident_view(store.ledger, incident_id)
-    return await list_views(store.ledger)
+        return await incident_view(storage.ledger, incident_id)
+    return await list_views(storage.ledger)
 
 
-async def _approve(store: _Store, incident_id: str) -> Any:
-    from .deps import Deps
+async def _approve(storage: Storage, env: dict[str, str], incident_id: str) -> Any:
+    from .bootstrap import operator_deps
     from .intake import approve
     from .settings import Settings
 
-    deps = Deps(settings=Settings.from_env({**os.environ, "RESPONDER_MODE": "auto"}), ledger=store.ledger, queues=store.queues, graph=None)
+    deps = operator_deps(storage, Settings.from_env({**env, "RESPONDER_MODE": "auto"}))
     return await approve(deps, incident_id, approved_by=os.environ.get("USER", "cli"))
 
 
 def cmd_inject(args: argparse.Namespace) -> int:
     request = _request_for(args.user, args.risk, args.alert_id or [], args.reason or "")
-    message_id = asyncio.run(_with_store(_inject, request))
+    message_id = asyncio.run(_with_storage(_inject, request))
     out = {"queued": True, "message_id": message_id, "request": request.to_dict()}
     print(json.dumps(out) if args.json else f"queued incident request for {request.user_key} (message {message_id})")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    result = asyncio.run(_with_store(_status, args.incident_id))
+    result = asyncio.run(_with_storage(_status, args.incident_id))
     if args.incident_id and result is None:
         raise CliError(f"no incident {args.incident_id}")
     if args.json:
@@ -197,7 +208,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    result = asyncio.run(_with_store(_approve, args.incident_id))
+    result = asyncio.run(_with_storage(_approve, args.incident_id))
     print(f"{args.incident_id}: {result.outcome}" + (f" ({result.reason})" if result.reason else ""))
     return 0 if result.outcome == "approved" else 1
 
@@ -210,17 +221,15 @@ def _request_row(request: IncidentRequest) -> dict[str, Any]:
     return {k: data[k] for k in ("user_id", "user_principal_name", "source", "risk_level", "alert_ids", "detected_at", "reason")}
 
 
-async def _ingest(store: _Store, payload: bytes, source: str) -> Any:
-    from .deps import Deps
-    from .ingest import DefenderPending, ingest_payload
+async def _ingest(storage: Storage, env: dict[str, str], payload: bytes, source: str) -> Any:
+    from .bootstrap import operator_deps
+    from .ingest import ingest_payload
     from .settings import Settings
 
-    await store.ledger.ensure()
-    await store.queues.ensure([store.alerts_queue])
-    settings = Settings.from_env(_storage_env())
-    deps = Deps(settings=settings, ledger=store.ledger, queues=store.queues, graph=None)
-    report = await ingest_payload(deps, payload, source=source, where="cli-ingest",
-                                  pending=DefenderPending(store.ledger.t["defenderpending"]))
+    await storage.ledger.ensure()
+    await storage.queues.ensure([_alerts_queue(env)])
+    deps = operator_deps(storage, Settings.from_env(env))
+    report = await ingest_payload(deps, payload, source=source, where="cli-ingest")
     return report.as_dict()
 
 
@@ -249,7 +258,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"rejected record {bad.index}: {bad.reason}", file=sys.stderr)
         return 0
     try:
-        report = asyncio.run(_with_store(_ingest, payload, args.source))
+        report = asyncio.run(_with_storage(_ingest, payload, args.source))
     except PayloadError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     print(json.dumps(report) if args.json else
@@ -257,47 +266,43 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
-    from localdev.stack import LocalStack
+def cmd_poison(args: argparse.Namespace) -> int:
+    """``responder poison list|replay QUEUE [--id ID] [--json]``."""
+    from .poison import UnknownQueueError, check_queue, list_poison, render_listing, replay
 
-    stack = LocalStack(host_port=args.port)
-    with stack:
-        stack.write_state()
-        info = stack.describe()
-        print(f"local stack running (Ctrl-C to stop)\n  functions  {info['host_url']}/api\n  simulator  {info['simulator_url']}\n"
-              f"  state file .localdev/stack.json\n  try: responder inject --user adele.vance@contoso.onmicrosoft.com && responder status",
-              flush=True)
-        try:
-            while True:
-                import time
+    alerts = _alerts_queue(_storage_env())
+    try:
+        check_queue(args.queue, alerts)
+    except UnknownQueueError as exc:
+        raise CliError(str(exc)) from None
 
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            print("stopping", file=sys.stderr)
+    async def listing(storage: Storage, env: dict[str, str]) -> list[dict[str, Any]]:
+        return await list_poison(storage.ledger, storage.queues, args.queue, alerts)
+
+    async def put_back(storage: Storage, env: dict[str, str]) -> list[str]:
+        return await replay(storage.queues, args.queue, args.id, alerts)
+
+    if args.action == "list":
+        entries = asyncio.run(_with_storage(listing))
+        print(json.dumps(entries, indent=2) if args.json else render_listing(args.queue, entries))
+        return 0
+    try:
+        ids = asyncio.run(_with_storage(put_back))
+    except LookupError as exc:
+        raise CliError(str(exc.args[0] if exc.args else exc)) from None
+    if args.json:
+        print(json.dumps({"queue": args.queue, "replayed": ids}))
+    elif ids:
+        print(f"replayed {len(ids)} message(s) from {args.queue}-poison onto {args.queue}: {', '.join(ids)}")
+    else:
+        print(f"{args.queue}-poison is empty: nothing to replay")
     return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from localdev.demo import run_demo
-
-    return run_demo(json_output=args.json, timeout_s=args.timeout, eventhub_file=args.eventhub)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="responder", description="Breach Responder operator CLI")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run the end-to-end demo on the embedded local stack")
-    demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for incidents to finish")
-    demo.add_argument("--eventhub", metavar="FILE", help="drive the demo from an Event Hub-shaped file "
-                      "(e.g. localdev/samples/entra-userriskevents-demo.json) instead of the alerts queue")
-    demo.set_defaults(fn=cmd_demo)
-
-    dev = sub.add_parser("dev", help="run the local stack in the foreground until Ctrl-C")
-    dev.add_argument("--port", type=int, default=7071, help="local Functions host port (0 = any free port)")
-    dev.set_defaults(fn=cmd_dev)
 
     inject = sub.add_parser("inject", help="queue an incident request for a user (manual injection)")
     inject.add_argument("--user", required=True, help="UPN or Entra object id")
@@ -323,13 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_score_command(sub, _storage_env)
 
-    from .poison import add_poison_command
-
-    add_poison_command(sub)
+    poison = sub.add_parser("poison", help="show poison messages with their reason, or replay them")
+    poison.add_argument("action", choices=("list", "replay"))
+    poison.add_argument("queue", help="the source queue: alerts or step-<name> (not the -poison queue)")
+    poison.add_argument("--id", help="replay only this poison message id (see `poison list`)")
+    poison.add_argument("--json", action="store_true")
+    poison.set_defaults(fn=cmd_poison)
 
     approve = sub.add_parser("approve", help="approve a held incident")
     approve.add_argument("incident_id")
     approve.set_defaults(fn=cmd_approve)
+
+    for plugin in load_plugins():
+        plugin.add_commands(sub)
     return parser
 
 

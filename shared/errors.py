@@ -21,6 +21,13 @@ class TransientError(ResponderError):
         self.retry_after = retry_after
 
 
+class ConflictError(TransientError):
+    """A conditional write lost: the row changed since it was read (another writer won)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=412)
+
+
 class PermanentError(ResponderError):
     """Do not retry: 400/403/404, bad configuration, invalid input."""
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import PermanentError
-from .model import parse_timestamp
 from .policy import gate_reason, privileged_reason
 from .steps.base import StepContext
+from .timestamps import parse_timestamp
 
 logger = logging.getLogger(__name__)
 

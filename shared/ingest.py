@@ -7,8 +7,8 @@ the good ones: it becomes a row in the ``errors`` table with the reason and a sh
 excerpt (no values that could be secrets), and the batch carries on.
 
 Defender XDR streams AlertInfo and AlertEvidence separately, possibly in different
-batches: halves that cannot be judged yet are kept in the ``defenderpending`` table keyed
-by AlertId and joined when the other half arrives.
+batches: halves that cannot be judged yet are kept in the ledger (table
+``defenderpending``) keyed by AlertId and joined when the other half arrives.
 """
 from __future__ import annotations
 
@@ -18,9 +18,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
-from .adapters.ledger import key
 from .deps import Deps
 from .intake import IntakeResult, submit
 from .model import new_correlation_id
@@ -28,9 +25,6 @@ from .normalize import ParseResult, PayloadError, join_defender, parse_payload
 from .normalize.defender import slim_pending_record
 
 logger = logging.getLogger(__name__)
-
-PENDING_TABLE = "defenderpending"
-
 
 @dataclass
 class IngestReport:
@@ -49,17 +43,8 @@ class IngestReport:
                 "incident_ids": sorted({o.incident_id for o in self.outcomes if o.incident_id})}
 
 
-# Table storage limits: a key is at most 1 KiB, a string property at most 32K UTF-16 units.
-_MAX_KEY_CHARS = 512
+# A pending half is stored in one table string property (at most 32K UTF-16 units).
 _MAX_RECORD_CHARS = 30_000
-
-
-def pending_key(alert_id: str) -> str:
-    """The PartitionKey for an AlertId: escaped, or hashed when escaping would pass the key limit."""
-    escaped = key(alert_id)
-    if len(escaped) <= _MAX_KEY_CHARS:
-        return escaped
-    return "sha256-" + hashlib.sha256(alert_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def storable_record(record_json: str) -> str:
@@ -72,25 +57,10 @@ def storable_record(record_json: str) -> str:
     return slim
 
 
-class DefenderPending:
-    """Stores Defender halves by AlertId (table ``defenderpending``)."""
-
-    def __init__(self, table_client: Any) -> None:
-        self._table = table_client
-
-    async def add(self, alert_id: str, kind: str, record_json: str) -> None:
-        row = f"{kind}-{hashlib.sha256(record_json.encode()).hexdigest()[:16]}"
-        await self._table.upsert_entity({"PartitionKey": pending_key(alert_id), "RowKey": row, "kind": kind,
-                                         "record": storable_record(record_json)})
-
-    async def halves(self, alert_id: str) -> tuple[list[str], list[str]]:
-        infos, evidence = [], []
-        try:
-            async for entity in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pending_key(alert_id)}):
-                (infos if entity.get("kind") == "info" else evidence).append(entity.get("record") or "")
-        except ResourceNotFoundError:
-            pass
-        return infos, evidence
+async def _keep_half(deps: Deps, alert_id: str, kind: str, record_json: str) -> None:
+    """Store one Defender half until its other half arrives (idempotent: keyed by its digest)."""
+    row = f"{kind}-{hashlib.sha256(record_json.encode()).hexdigest()[:16]}"
+    await deps.ledger.add_pending_half(alert_id, row, kind, storable_record(record_json))
 
 
 async def _record_bad(deps: Deps, where: str, parsed: ParseResult, correlation_id: str) -> None:
@@ -108,34 +78,32 @@ async def ingest_payload(
     *,
     source: str = "auto",
     where: str = "ingest",
-    pending: DefenderPending | None = None,
     correlation_id: str | None = None,
 ) -> IngestReport:
     """Parse one payload (any shape) and submit every incident request it yields.
 
-    Raises PayloadError only if the whole payload is unreadable (the caller records it).
+    Defender halves that cannot be judged yet are kept in the ledger (``defenderpending``)
+    and joined with what is already there. Raises PayloadError only if the whole payload is
+    unreadable (the caller records it).
     """
     correlation_id = correlation_id or new_correlation_id()
     parsed = parse_payload(payload, source, min_risk_level=deps.settings.min_risk_level)
     report = IngestReport(source=source, rejected=len(parsed.rejected), ignored=len(parsed.ignored))
     await _record_bad(deps, where, parsed, correlation_id)
     requests = list(parsed.requests)
-    if parsed.pending and pending is not None:
-        touched = []
-        for half in parsed.pending:
-            await pending.add(half.alert_id, half.kind, half.to_json())
-            touched.append(half.alert_id)
-        for alert_id in dict.fromkeys(touched):
-            infos, evidence = await pending.halves(alert_id)
-            joined = join_defender(infos, evidence, min_risk_level=deps.settings.min_risk_level)
-            requests.extend(joined.requests)
-            report.pending += len(joined.pending)
-    elif parsed.pending:
-        report.pending = len(parsed.pending)
+    touched = []
+    for half in parsed.pending:
+        await _keep_half(deps, half.alert_id, half.kind, half.to_json())
+        touched.append(half.alert_id)
+    for alert_id in dict.fromkeys(touched):
+        infos, evidence = await deps.ledger.pending_halves(alert_id)
+        joined = join_defender(infos, evidence, min_risk_level=deps.settings.min_risk_level)
+        requests.extend(joined.requests)
+        report.pending += len(joined.pending)
     for request in requests:
         report.outcomes.append(await submit(deps, request, correlation_id=correlation_id))
     logger.info("[incident=- step=ingest corr=%s] %s: %s", correlation_id, where, report.as_dict())
     return report
 
 
-__all__ = ["DefenderPending", "IngestReport", "PayloadError", "ingest_payload", "PENDING_TABLE"]
+__all__ = ["IngestReport", "PayloadError", "ingest_payload", "storable_record"]

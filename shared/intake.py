@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from .adapters.ledger import iso
 from .deps import Deps
-from .logs import incident_log
+from .logs import IncidentLog, incident_log
 from .model import IncidentRequest, new_correlation_id, new_incident_id
-from .playbook import first_step
+from .playbook import first_step, incident_order
 from .policy import decide_intake
-from .userindex import index_user_keys
+from .states import IncidentState
 from .steps.base import enqueue_step
+from .timestamps import iso
+from .userindex import index_user_keys
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +85,9 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
             "detected_at": request.detected_at,
             "reason": request.reason,
             # "new" until the first step is enqueued; a redelivered alert re-enqueues it.
-            "state": "held" if decision.state == "held" else "new",
+            "state": IncidentState.HELD if decision.state == IncidentState.HELD else IncidentState.NEW,
             "mode": decision.mode,
-            "held_reason": decision.reason if decision.state == "held" else "",
+            "held_reason": decision.reason if decision.state == IncidentState.HELD else "",
             "playbook": ",".join(order),
             "current_step": order[0],
             "correlation_id": correlation_id,
@@ -94,13 +97,13 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
         await ledger.create_incident(row)
         await index_user_keys(ledger, keys[1:], incident_id, iso(now))
         await ledger.record_new_incident_for_storm(incident_id, now)
-        if decision.state == "held":
+        if decision.state == IncidentState.HELD:
             log.warning("incident held: %s", decision.reason)
             if decision.reason.startswith("storm breaker"):
                 await _tell_once_about_storm(deps, now, decision.reason, log)
             return IntakeResult("held", incident_id, decision.reason)
         await enqueue_step(deps, incident_id, first_step(order), request.user_key, correlation_id)
-        await ledger.update_incident(incident_id, {"state": "queued"})
+        await ledger.update_incident(incident_id, {"state": IncidentState.QUEUED})
         log.info("incident created for %s from %s (%s); first step %s enqueued", request.user_key, request.source, request.risk_level, order[0])
         return IntakeResult("created", incident_id)
     raise RuntimeError("could not create or attach an incident after repeated races")
@@ -114,7 +117,7 @@ def request_keys(request: IncidentRequest) -> list[str]:
     return keys
 
 
-async def _attach(deps: Deps, incident: dict, request: IncidentRequest, correlation_id: str) -> IntakeResult:
+async def _attach(deps: Deps, incident: dict[str, Any], request: IncidentRequest, correlation_id: str) -> IntakeResult:
     incident_id = incident["incident_id"]
     log = incident_log(logger, incident_id, "intake", correlation_id)
     known = [a for a in (incident.get("alert_ids") or "").split(",") if a]
@@ -124,15 +127,15 @@ async def _attach(deps: Deps, incident: dict, request: IncidentRequest, correlat
         log.info("alert attached to open incident (%d alert ids)", len(merged))
     else:
         log.info("duplicate alert for open incident; nothing new")
-    if incident.get("state") == "new":
-        order = tuple(incident["playbook"].split(","))
-        await enqueue_step(deps, incident_id, order[0], incident["user_key"], incident.get("correlation_id") or correlation_id)
-        await deps.ledger.update_incident(incident_id, {"state": "queued"})
+    if incident.get("state") == IncidentState.NEW:
+        order = incident_order(incident, deps.settings.playbook_steps)
+        await enqueue_step(deps, incident_id, first_step(order), incident["user_key"], incident.get("correlation_id") or correlation_id)
+        await deps.ledger.update_incident(incident_id, {"state": IncidentState.QUEUED})
         log.info("first step re-enqueued (the previous attempt stopped before enqueueing it)")
     return IntakeResult("attached", incident_id)
 
 
-async def _tell_once_about_storm(deps: Deps, now, reason: str, log) -> None:
+async def _tell_once_about_storm(deps: Deps, now: datetime, reason: str, log: IncidentLog) -> None:
     window = deps.settings.storm_window_minutes
     bucket = now.strftime("%Y%m%d%H") + f"{(now.minute // window) * window:02d}"
     if await deps.ledger.mark_once("storm-breaker", bucket, {"reason": reason, "recorded_at": iso(now)}):
@@ -144,13 +147,13 @@ async def approve(deps: Deps, incident_id: str, approved_by: str = "operator") -
     incident = await deps.ledger.get_incident(incident_id)
     if incident is None:
         return IntakeResult("not-found", incident_id, "no such incident")
-    if incident.get("state") != "held":
+    if incident.get("state") != IncidentState.HELD:
         return IntakeResult("not-held", incident_id, f"incident is {incident.get('state')}, not held")
-    order = tuple(incident["playbook"].split(","))
-    step = incident.get("current_step") or order[0]
+    order = incident_order(incident, deps.settings.playbook_steps)
+    step = incident.get("current_step") or first_step(order)
     await deps.ledger.update_incident(
         incident_id,
-        {"state": "queued", "approved": True, "approved_by": approved_by[:100], "approved_at": iso(deps.clock())},
+        {"state": IncidentState.QUEUED, "approved": True, "approved_by": approved_by[:100], "approved_at": iso(deps.clock())},
         etag=incident.get("_etag"),
     )
     await enqueue_step(deps, incident_id, step, incident["user_key"], incident.get("correlation_id") or new_correlation_id())

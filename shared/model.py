@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from .timestamps import iso_exact, iso_seconds, parse_timestamp, utcnow
 from .validation import ValidationError, excerpt, normalize_guid, normalize_upn
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "SOURCES",
     "MAX_MESSAGE_BYTES",
     "utcnow_iso",
-    "parse_timestamp",
     "new_incident_id",
     "new_correlation_id",
 ]
@@ -50,36 +50,15 @@ class MessageError(ValidationError):
 
 
 def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_seconds(utcnow())
 
 
-def parse_timestamp(value: str) -> datetime:
-    """Parse an ISO 8601 timestamp (Z or offset, any fraction length) into an aware UTC datetime."""
-    if not isinstance(value, str) or not value:
-        raise MessageError(f"timestamp must be a non-empty string: {excerpt(value)}")
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    # Python 3.11 fromisoformat accepts 1-6 fractional digits; Graph sends up to 7.
-    if "." in text:
-        head, _, tail = text.partition(".")
-        digits = ""
-        rest = tail
-        while rest and rest[0].isdigit():
-            digits, rest = digits + rest[0], rest[1:]
-        text = f"{head}.{(digits + '000000')[:6]}{rest}" if digits else head + rest
+def _timestamp(value: object) -> datetime:
+    """parse_timestamp for a message field: a MessageError that quotes (an excerpt of) the value."""
     try:
-        parsed = datetime.fromisoformat(text)
+        return parse_timestamp(value)
     except ValueError as exc:
-        raise MessageError(f"not an ISO 8601 timestamp: {excerpt(value)}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    try:
-        return parsed.astimezone(timezone.utc)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+05:00
-        raise MessageError(f"timestamp out of range: {excerpt(value)}") from exc
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        raise MessageError(f"{exc}: {excerpt(value)}") from None
 
 
 def new_incident_id() -> str:
@@ -169,7 +148,7 @@ class IncidentRequest:
         ):
             raise MessageError("alert_ids must be a list of at most 100 non-empty strings")
         object.__setattr__(self, "alert_ids", tuple(dict.fromkeys(ids)))
-        object.__setattr__(self, "detected_at", _iso(parse_timestamp(self.detected_at)))
+        object.__setattr__(self, "detected_at", iso_exact(_timestamp(self.detected_at)))
         if not isinstance(self.reason, str) or len(self.reason) > _MAX_REASON_LEN:
             raise MessageError(f"reason must be a string of at most {_MAX_REASON_LEN} characters")
         if not isinstance(self.risk_detail, str) or len(self.risk_detail) > 64 or not all(

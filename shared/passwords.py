@@ -24,7 +24,3 @@ def generate_password(length: int = 20) -> str:
     chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
     secrets.SystemRandom().shuffle(chars)
     return "".join(chars)
-
-
-def meets_complexity(password: str) -> bool:
-    return len(password) >= 16 and all(any(c in cls for c in password) for cls in CLASSES)

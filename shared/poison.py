@@ -1,19 +1,19 @@
-"""``responder poison list|replay QUEUE [--id ID]``: what is parked on ``<queue>-poison`` and why,
-and putting it back once the cause is fixed.
+"""What is parked on ``<queue>-poison`` and why, and putting it back once the cause is fixed
+(``responder poison list|replay QUEUE [--id ID]``, shared/cli.py).
 
 Two things park a message on ``<queue>-poison``:
 
 * the app's own quarantine (``functions.common.quarantine``) for a message that can never
-  succeed (bad JSON, wrong schema version, invalid user...). It writes a row to the ``errors``
-  table (PartitionKey = the source queue, ``reason``, ``excerpt`` = ``excerpt(body, 200)``,
-  ``message_id`` = the ORIGINAL message's id) and sends the body again to the poison queue as
-  a NEW message (a new id). The row and the poison message are therefore matched by the body
-  excerpt (and time: the row is written just before the message), one row per message;
+  succeed (bad JSON, wrong schema version, invalid user...). It sends the body to the poison
+  queue as a NEW message and then writes a row to the ``errors`` table (PartitionKey = the
+  source queue, ``reason``, ``excerpt``, ``message_id`` = the ORIGINAL message's id,
+  ``poison_message_id`` = the id the send returned). The listing matches rows to poison
+  messages by that id;
 * the Functions host, after ``maxDequeueCount`` failed attempts (an unhandled exception each
   time). The body is copied unchanged and no error row is written; the reason is in the host
   log, and the listing says "moved by the host after N failed attempts". When the redrive
-  sweeper (shared/redrive.py) has since given up on a step task, its ``errors`` row (keyed by
-  the incident id) is shown too.
+  sweeper (shared/redrive.py) has since given up on the message, its ``errors`` row (with
+  the same ``poison_message_id``) is shown too.
 
 Replaying sends the poison message's stored text back to the source queue exactly as it is
 stored (base64 text, as the app's QueueSender and the host write it; a body that is not
@@ -28,39 +28,35 @@ and ``step-<name>`` for every playbook step.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import binascii
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from .playbook import STEP_NAMES, queue_name
+from .ports import LedgerPort, QueuedMessage, QueuePort
+from .redrive import GAVE_UP
+from .timestamps import iso_seconds
 from .validation import excerpt
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "UnknownQueueError",
-    "known_queues",
     "check_queue",
+    "known_queues",
     "list_poison",
-    "replay",
     "render_listing",
-    "add_poison_command",
-    "cmd_poison",
+    "replay",
 ]
 
 POISON_SUFFIX = "-poison"
 EXCERPT_CHARS = 200
 PEEK_LIMIT = 32  # the most messages Storage returns per peek / receive call
 _MAX_ROWS = 5000
-_MATCH_SLACK = timedelta(minutes=2)  # clock skew between the app's row timestamp and the queue's insertion time
 _HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
 
 
@@ -93,16 +89,6 @@ def max_dequeue_count(host_json: Path = _HOST_JSON) -> int:
         return 5
 
 
-def _body_text(content: str | None) -> str:
-    """The body as the function saw it: base64-decoded (UTF-8, undecodable bytes replaced)."""
-    raw = content or ""
-    try:
-        data = base64.b64decode("".join(raw.split()), validate=True)
-    except (binascii.Error, ValueError):
-        return raw  # not base64: stored as plain text
-    return data.decode("utf-8", errors="replace")
-
-
 def _replay_content(content: str | None) -> str:
     """The text to put back on the source queue: the stored base64 text, or base64 of plain text."""
     raw = content or ""
@@ -113,87 +99,47 @@ def _replay_content(content: str | None) -> str:
     return raw
 
 
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    return str(value or "")
+def _iso(value: datetime | None) -> str:
+    return iso_seconds(value) if value is not None else ""
 
 
-def _parse_iso(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-async def _peek_all(client: Any) -> list[Any]:
-    try:
-        return list(await client.peek_messages(max_messages=PEEK_LIMIT))
-    except ResourceNotFoundError:
-        return []
-
-
-async def _error_rows(store: Any, queue: str) -> list[dict[str, Any]]:
-    try:
-        return await store.ledger.list_errors(queue, limit=_MAX_ROWS)
-    except ResourceNotFoundError:  # the app creates its tables on its first invocation
-        return []
-
-
-def _match_rows(messages: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
-    """Give each message the error row the app's quarantine wrote for it (or none).
-
-    A row matches a message when its excerpt is the message body's excerpt and it was written
-    no later than the message was inserted (plus clock slack). Each row explains at most one
-    message; the latest eligible row wins, newest messages first, so a body quarantined again
-    after a replay gets its new reason.
-    """
-    by_excerpt: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_excerpt.setdefault(str(row.get("excerpt") or ""), []).append(row)
-    for candidates in by_excerpt.values():
-        candidates.sort(key=lambda r: str(r.get("recorded_at") or ""), reverse=True)
-    order = sorted(messages, key=lambda m: m["inserted_at"] or "", reverse=True)
-    for message in order:
-        inserted = _parse_iso(message["inserted_at"])
-        candidates = by_excerpt.get(message["_key"], [])
-        for index, row in enumerate(candidates):
-            recorded = _parse_iso(row.get("recorded_at"))
-            if inserted is None or recorded is None or recorded <= inserted + _MATCH_SLACK:
-                message["error_row"] = row
-                del candidates[index]
-                break
-
-
-def _match_given_up(messages: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
-    """A step task the redrive sweeper gave up on (shared/redrive.py) has a row keyed by its incident id."""
-    from .model import MessageError, StepTask
-
-    given_up: dict[str, dict[str, Any]] = {}
+async def _error_rows(ledger: LedgerPort, queue: str) -> dict[str, dict[str, Any]]:
+    """The errors rows for ``queue`` that name a poison message, by that message's id (the
+    latest row wins: a body quarantined again after a replay gets its new reason)."""
+    rows = await ledger.list_errors(queue, limit=_MAX_ROWS)
+    by_id: dict[str, dict[str, Any]] = {}
     for row in sorted(rows, key=lambda r: str(r.get("recorded_at") or "")):
-        if "redrive" in str(row.get("reason") or "") and row.get("message_id"):
-            given_up[str(row["message_id"])] = row
-    if not given_up:
-        return
-    for message in messages:
-        if message["error_row"] is not None:
-            continue
-        try:
-            task = StepTask.from_json(message["_text"])
-        except (MessageError, ValueError, OverflowError):
-            continue
-        row = given_up.get(task.incident_id)
-        if row is not None:
-            message["error_row"] = {**row, "message_id": ""}
-            message["_given_up"] = True
+        poison_id = str(row.get("poison_message_id") or "")
+        if poison_id:
+            by_id[poison_id] = row
+    return by_id
 
 
-async def list_poison(store: Any, queue: str) -> list[dict[str, Any]]:
+def _entry(message: QueuedMessage, row: dict[str, Any] | None, attempts: int) -> dict[str, Any]:
+    text = message.text
+    entry: dict[str, Any] = {
+        "id": message.id,
+        "inserted_at": _iso(message.inserted_on),
+        "dequeue_count": message.dequeue_count,
+        "size": len(text),
+        "excerpt": text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else ""),
+    }
+    moved_by_host = (f"moved by the host after {attempts} failed attempts "
+                     f"(maxDequeueCount {attempts}); the exception is in the host log")
+    if row is None:
+        entry.update(moved_by="host", reason=moved_by_host, original_message_id="", recorded_at="")
+    elif row.get("kind") == GAVE_UP:
+        entry.update(moved_by="host", reason=f"moved by the host after {attempts} failed attempts, then "
+                                             f"given up by the redrive sweeper: {row.get('reason')}",
+                     original_message_id="", recorded_at=str(row.get("recorded_at") or ""))
+    else:
+        entry.update(moved_by="app", reason=str(row.get("reason") or ""),
+                     original_message_id=str(row.get("message_id") or ""),
+                     recorded_at=str(row.get("recorded_at") or ""))
+    return entry
+
+
+async def list_poison(ledger: LedgerPort, queues: QueuePort, queue: str, alerts_queue: str = "alerts") -> list[dict[str, Any]]:
     """The messages on ``<queue>-poison`` (the first 32, oldest first) with the recorded reason.
 
     Each entry: ``id``, ``inserted_at``, ``dequeue_count`` (receives from the poison queue
@@ -201,67 +147,29 @@ async def list_poison(store: Any, queue: str) -> list[dict[str, Any]]:
     body, never the whole of a larger one), ``moved_by`` (``app`` or ``host``), ``reason``,
     ``original_message_id`` and ``recorded_at`` (from the error row; empty when moved by the host).
     """
-    queue = check_queue(queue, getattr(store, "alerts_queue", "alerts"))
-    client = store.clients.queues.get_queue_client(queue + POISON_SUFFIX)
-    peeked = await _peek_all(client)
+    queue = check_queue(queue, alerts_queue)
+    messages = await queues.peek(queue + POISON_SUFFIX, PEEK_LIMIT)
+    rows = await _error_rows(ledger, queue) if messages else {}
     attempts = max_dequeue_count()
-    messages = []
-    for raw in peeked:
-        text = _body_text(raw.content)
-        messages.append({
-            "id": raw.id,
-            "inserted_at": _iso(raw.inserted_on),
-            "dequeue_count": int(raw.dequeue_count or 0),
-            "size": len(text),
-            "excerpt": text[:EXCERPT_CHARS] + ("..." if len(text) > EXCERPT_CHARS else ""),
-            "_key": excerpt(text, EXCERPT_CHARS),
-            "_text": text,
-            "error_row": None,
-        })
-    if messages:
-        rows = await _error_rows(store, queue)
-        _match_rows(messages, rows)
-        _match_given_up(messages, rows)
-    out = []
-    for message in messages:
-        row = message.pop("error_row")
-        message.pop("_key")
-        message.pop("_text")
-        if message.pop("_given_up", False):
-            message.update(moved_by="host", reason=f"moved by the host after {attempts} failed attempts, then "
-                                                   f"given up by the redrive sweeper: {row.get('reason')}",
-                           original_message_id="", recorded_at=str(row.get("recorded_at") or ""))
-        elif row is not None:
-            message.update(moved_by="app", reason=str(row.get("reason") or ""),
-                           original_message_id=str(row.get("message_id") or ""),
-                           recorded_at=str(row.get("recorded_at") or ""))
-        else:
-            message.update(moved_by="host",
-                           reason=f"moved by the host after {attempts} failed attempts "
-                                  f"(maxDequeueCount {attempts}); the exception is in the host log",
-                           original_message_id="", recorded_at="")
-        out.append(message)
-    return out
+    return [_entry(message, rows.get(message.id), attempts) for message in messages]
 
 
-async def replay(store: Any, queue: str, message_id: str | None = None) -> list[str]:
+async def replay(queues: QueuePort, queue: str, message_id: str | None = None, alerts_queue: str = "alerts") -> list[str]:
     """Move poison message(s) back to ``queue``: send first, delete from poison only after.
 
     Returns the poison message ids replayed (``[]`` when there was nothing to replay). With
     ``message_id``, only that message is replayed; LookupError if it is not on the poison queue.
     """
-    queue = check_queue(queue, getattr(store, "alerts_queue", "alerts"))
-    poison = store.clients.queues.get_queue_client(queue + POISON_SUFFIX)
-    target = store.clients.queues.get_queue_client(queue)
+    queue = check_queue(queue, alerts_queue)
+    poison = queue + POISON_SUFFIX
     replayed: list[str] = []
-    held: list[Any] = []  # received but not to be replayed: hidden while we scan, visible again at the end
+    held: list[QueuedMessage] = []  # received but not to be replayed: hidden while we scan, visible again at the end
     try:
         # Only what is there now: a replayed message that fails again comes back as a new
         # poison message, which this run must not pick up and send round again.
-        remaining = (await poison.get_queue_properties()).approximate_message_count or 0
+        remaining = await queues.approximate_count(poison)
         while remaining > 0:
-            batch = [m async for m in poison.receive_messages(max_messages=min(PEEK_LIMIT, remaining),
-                                                               visibility_timeout=120)]
+            batch = await queues.receive(poison, max_messages=min(PEEK_LIMIT, remaining), visibility_timeout=120)
             if not batch:
                 break
             for message in batch:
@@ -269,30 +177,22 @@ async def replay(store: Any, queue: str, message_id: str | None = None) -> list[
                 if message_id is not None and message.id != message_id:
                     held.append(message)
                     continue
-                try:
-                    await target.send_message(_replay_content(message.content))
-                except ResourceNotFoundError:
-                    await target.create_queue()
-                    await target.send_message(_replay_content(message.content))
-                await poison.delete_message(message)
+                await queues.send_stored(queue, _replay_content(message.content))
+                await queues.delete(poison, message)
                 replayed.append(message.id)
-                logger.info("poison message %s replayed from %s%s onto %s", message.id, queue, POISON_SUFFIX, queue)
+                logger.info("poison message %s replayed from %s onto %s", message.id, poison, queue)
             if message_id is not None and replayed:
                 break
-    except ResourceNotFoundError:
-        pass  # no poison queue yet: nothing to replay
     finally:
         for message in held:
-            try:
-                await poison.update_message(message, visibility_timeout=0)
-            except ResourceNotFoundError:
+            if not await queues.make_visible(poison, message):
                 logger.warning("poison message %s vanished while replaying %s", message.id, queue)
     if message_id is not None and not replayed:
-        raise LookupError(f"no message {excerpt(message_id, 60)} on {queue}{POISON_SUFFIX}")
+        raise LookupError(f"no message {excerpt(message_id, 60)} on {poison}")
     return replayed
 
 
-# -- CLI ---------------------------------------------------------------------------------------
+# -- rendering ---------------------------------------------------------------------------------
 
 
 def render_listing(queue: str, entries: list[dict[str, Any]]) -> str:
@@ -308,48 +208,3 @@ def render_listing(queue: str, entries: list[dict[str, Any]]) -> str:
             lines.append(f"    original message {entry['original_message_id']}, quarantined {entry['recorded_at']}")
         lines.append(f"    body:   {json.dumps(entry['excerpt'])}")
     return "\n".join(lines)
-
-
-async def _list_cmd(store: Any, queue: str) -> list[dict[str, Any]]:
-    return await list_poison(store, queue)
-
-
-async def _replay_cmd(store: Any, queue: str, message_id: str | None) -> list[str]:
-    return await replay(store, queue, message_id)
-
-
-def cmd_poison(args: argparse.Namespace) -> int:
-    """``responder poison list|replay QUEUE [--id ID] [--json]``."""
-    from .cli import CliError, _storage_env, _with_store
-
-    env = _storage_env()
-    try:
-        check_queue(args.queue, env.get("ALERTS_QUEUE", "alerts"))
-    except UnknownQueueError as exc:
-        raise CliError(str(exc)) from None
-    if args.action == "list":
-        entries = asyncio.run(_with_store(_list_cmd, args.queue))
-        print(json.dumps(entries, indent=2) if args.json else render_listing(args.queue, entries))
-        return 0
-    try:
-        ids = asyncio.run(_with_store(_replay_cmd, args.queue, args.id))
-    except LookupError as exc:
-        raise CliError(str(exc.args[0] if exc.args else exc)) from None
-    if args.json:
-        print(json.dumps({"queue": args.queue, "replayed": ids}))
-    elif ids:
-        print(f"replayed {len(ids)} message(s) from {args.queue}{POISON_SUFFIX} onto {args.queue}: {', '.join(ids)}")
-    else:
-        print(f"{args.queue}{POISON_SUFFIX} is empty: nothing to replay")
-    return 0
-
-
-def add_poison_command(sub: Any) -> argparse.ArgumentParser:
-    """Add ``poison list|replay QUEUE [--id ID] [--json]`` to the ``responder`` sub-parsers."""
-    poison = sub.add_parser("poison", help="show poison messages with their reason, or replay them")
-    poison.add_argument("action", choices=("list", "replay"))
-    poison.add_argument("queue", help="the source queue: alerts or step-<name> (not the -poison queue)")
-    poison.add_argument("--id", help="replay only this poison message id (see `poison list`)")
-    poison.add_argument("--json", action="store_true")
-    poison.set_defaults(fn=cmd_poison)
-    return poison

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Sequence
 
-from .model import RISK_LEVELS, IncidentRequest, parse_timestamp
+from .model import RISK_LEVELS, IncidentRequest
 from .settings import Settings
+from .states import IncidentState
+from .timestamps import parse_timestamp
 
 _RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
 
@@ -37,7 +39,7 @@ def risk_passes(level: str, minimum: str) -> bool:
 @dataclass(frozen=True)
 class IntakeDecision:
     action: str  # "ignore" | "attach" | "new"
-    state: str = ""  # for new: "queued" | "held"
+    state: IncidentState | None = None  # for new: queued | held
     mode: str = ""  # for new: "auto" | "dry-run"
     reason: str = ""
 
@@ -83,16 +85,16 @@ def decide_intake(
         return IntakeDecision("attach", reason="open incident for this user")
     mode = "dry-run" if settings.mode == "dry-run" else "auto"
     if settings.mode == "approval":
-        return IntakeDecision("new", "held", mode, "RESPONDER_MODE=approval: every incident waits for approval")
+        return IntakeDecision("new", IncidentState.HELD, mode, "RESPONDER_MODE=approval: every incident waits for approval")
     if recent_new_incidents >= settings.storm_threshold:
         return IntakeDecision(
             "new",
-            "held",
+            IncidentState.HELD,
             mode,
             f"storm breaker: {recent_new_incidents} new incidents within {settings.storm_window_minutes} min "
             f"(threshold {settings.storm_threshold})",
         )
-    return IntakeDecision("new", "queued", mode, "")
+    return IntakeDecision("new", IncidentState.QUEUED, mode, "")
 
 
 def gate_reason(settings: Settings, incident: dict, protected_group_hit: bool) -> str | None:

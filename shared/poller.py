@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
-
-from azure.core.exceptions import ResourceNotFoundError
 
 from .deps import Deps
 from .errors import PermanentError, TransientError
-from .ingest import DefenderPending, ingest_payload
-from .model import parse_timestamp
+from .ingest import ingest_payload
+from .ports import LedgerPort
+from .timestamps import iso_seconds, parse_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ MAX_PAGES = 50
 
 def _odata_datetime(dt: datetime) -> str:
     """An OData DateTimeOffset literal from a datetime we produced (never from raw input)."""
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_seconds(dt)
 
 
 def build_filter(feed: dict[str, str], since: datetime) -> str:
@@ -66,37 +65,36 @@ def newest(items: list[dict[str, Any]], field: str, current: datetime) -> dateti
     return best
 
 
-async def _get_watermark(table: Any, name: str, now: datetime) -> datetime:
+async def _get_watermark(ledger: LedgerPort, name: str, now: datetime) -> datetime:
+    since = await ledger.get_watermark(name)
     try:
-        entity = await table.get_entity("poll", name)
-        return parse_timestamp(entity["since"])
-    except (ResourceNotFoundError, KeyError, ValueError):
+        return parse_timestamp(since)
+    except ValueError:  # none yet (or unreadable): start a day back
         return now - FIRST_LOOKBACK
 
 
-async def poll_once(deps: Deps, table_service: Any) -> dict[str, Any]:
-    watermarks = table_service.get_table_client("watermarks")
-    pending = DefenderPending(table_service.get_table_client("defenderpending"))
+async def poll_once(deps: Deps) -> dict[str, Any]:
+    graph = deps.require_graph()
     now = deps.clock()
     summary: dict[str, Any] = {}
     for name, feed in FEEDS.items():
-        since = await _get_watermark(watermarks, name, now)
+        since = await _get_watermark(deps.ledger, name, now)
         pages = created = 0
         mark = since
         complete = False
         try:
             query = {"$filter": build_filter(feed, since)}
-            page = await deps.graph.request("GET", feed["path"], query=query, permission=feed["permission"])
+            page = await graph.request("GET", feed["path"], query=query, permission=feed["permission"])
             while page is not None and pages < MAX_PAGES:
                 pages += 1
                 items = page.get("value", []) if isinstance(page, dict) else []
                 if items:
                     report = await ingest_payload(deps, json.dumps({"value": items}), source=feed["source"],
-                                                  where=f"poll-{name}", pending=pending)
+                                                  where=f"poll-{name}")
                     created += sum(1 for o in report.outcomes if o.outcome in ("created", "held"))
                 mark = newest(items, feed["field"], mark)
                 link = page.get("@odata.nextLink") if isinstance(page, dict) else None
-                page = await deps.graph._follow(link, feed["permission"]) if link else None
+                page = await graph.follow(link, feed["permission"]) if link else None
             complete = page is None
         except (PermanentError, TransientError) as exc:
             summary[name] = {"pages": pages, "new_incidents": created, "watermark": _odata_datetime(since),
@@ -105,7 +103,7 @@ async def poll_once(deps: Deps, table_service: Any) -> dict[str, Any]:
                            name, exc, _odata_datetime(since))
             continue
         if complete:
-            await watermarks.upsert_entity({"PartitionKey": "poll", "RowKey": name, "since": _odata_datetime(mark)})
+            await deps.ledger.set_watermark(name, _odata_datetime(mark))
         else:
             logger.warning("[incident=- step=poll corr=-] %s: more than %d pages; watermark kept at %s until a run "
                            "reads the whole window", name, MAX_PAGES, _odata_datetime(since))

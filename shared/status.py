@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .adapters.ledger import load_json
+from .ledger_protocol import load_json
+from .playbook import incident_order
+from .ports import LedgerPort
+from .states import StepState
 
 _INCIDENT_FIELDS = (
     "incident_id", "user_id", "user_principal_name", "source", "risk_level", "state", "mode",
@@ -15,10 +18,10 @@ _INCIDENT_FIELDS = (
 
 def _step_view(name: str, row: dict[str, Any] | None) -> dict[str, Any]:
     if row is None:
-        return {"name": name, "state": "pending"}
+        return {"name": name, "state": StepState.PENDING}
     view = {
         "name": name,
-        "state": row.get("state", "pending"),
+        "state": row.get("state", StepState.PENDING),
         "attempts": int(row.get("attempts", 0) or 0),
         "started_at": row.get("started_at", ""),
         "finished_at": row.get("finished_at", ""),
@@ -34,7 +37,7 @@ def _step_view(name: str, row: dict[str, Any] | None) -> dict[str, Any]:
 
 def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dict[str, Any]:
     rows = {r["RowKey"]: r for r in step_rows}
-    order = [s for s in (incident.get("playbook") or "").split(",") if s]
+    order = incident_order(incident, ())
     view = {k: incident.get(k) for k in _INCIDENT_FIELDS if incident.get(k) not in (None, "")}
     view["user"] = incident.get("user_principal_name") or incident.get("user_id") or incident.get("user_key")
     view["alert_ids"] = [a for a in (incident.get("alert_ids") or "").split(",") if a]
@@ -42,14 +45,14 @@ def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dic
     return view
 
 
-async def incident_view(ledger: Any, incident_id: str) -> dict[str, Any] | None:
+async def incident_view(ledger: LedgerPort, incident_id: str) -> dict[str, Any] | None:
     incident = await ledger.get_incident(incident_id)
     if incident is None:
         return None
     return build_view(incident, await ledger.list_steps(incident_id))
 
 
-async def list_views(ledger: Any, limit: int = 1000) -> list[dict[str, Any]]:
+async def list_views(ledger: LedgerPort, limit: int = 1000) -> list[dict[str, Any]]:
     views = []
     for incident in await ledger.list_incidents(limit):
         views.append(build_view(incident, await ledger.list_steps(incident["incident_id"])))

@@ -7,10 +7,10 @@ object id (and the canonical UPN) once it has resolved the user.
 """
 from __future__ import annotations
 
-from typing import Any
+from .ports import LedgerPort
 
 
-async def index_user_keys(ledger: Any, keys: list[str], incident_id: str, created_at: str) -> None:
+async def index_user_keys(ledger: LedgerPort, keys: list[str], incident_id: str, created_at: str) -> None:
     """Point the user's other keys (object id, UPN) at this incident, unless they already point
     at it or at a newer one (a lost race is fine: the row then names the other incident)."""
     for key in keys:

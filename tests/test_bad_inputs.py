@@ -28,66 +28,26 @@ import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from localdev.host.launcher import start_host
-from localdev.stack import REPO, SEED_FILE, tenant_settings
+from localdev.stack import REPO, tenant_settings
 from shared.cli import main as responder_main
-from tests.test_e2e import peek, rows, wait_for
+from tests.helpers.bad_inputs import (
+    CANARY_ID,
+    CANARY_UPN,
+    CORPUS,
+    GOOD_ID,
+    GOOD_UPN,
+    SEED,
+    SPEC,
+    case_body,
+    case_ids,
+    cases_for,
+    control,
+)
+from tests.helpers.storage import peek, rows, wait_for
 
 logger = logging.getLogger(__name__)
 
-CORPUS = Path(__file__).parent / "fixtures" / "bad"
-SPEC = json.loads((CORPUS / "cases.json").read_text(encoding="utf-8"))
-CANARY_ID = SPEC["canary"]["user_id"]
-CANARY_UPN = SPEC["canary"]["user_principal_name"]
-GOOD_ID = SPEC["controls"]["user_id"]
-GOOD_UPN = SPEC["controls"]["user_principal_name"]
-SEED = json.loads(SEED_FILE.read_text())
 MAX_ATTEMPTS_WAIT = 60.0  # a message the app fails to quarantine is retried maxDequeueCount x visibilityTimeout
-
-
-# -- the corpus ----------------------------------------------------------------------------------
-
-
-def _generate(spec: dict) -> bytes:
-    kind, size = spec["kind"], spec.get("bytes", 0)
-    if kind == "binary":
-        return ((b"\x89PNG\r\n\x1a\n" + bytes(range(256))) * (size // 264 + 1))[:size]
-    if kind == "padded-request":
-        head = {"schema": "breach-responder/incident-request", "version": 1, "user_principal_name": CANARY_UPN, "reason": ""}
-        overhead = len(json.dumps(head))
-        head["reason"] = "A" * max(0, size - overhead)
-        return json.dumps(head).encode("utf-8")
-    if kind == "padded-defender-info":
-        record = {"time": "2026-07-18T14:04:13Z", "tenantId": SEED["tenant"]["id"], "operationName": "Publish",
-                  "category": "AdvancedHunting-AlertInfo",
-                  "properties": {"Timestamp": "2026-07-17T10:07:37Z", "AlertId": "dp0000000000000000000000000000000000000001",
-                                 "Severity": "High", "Title": "T" * spec["title_chars"]}}
-        return json.dumps({"records": [record]}).encode("utf-8")
-    raise ValueError(f"unknown generate kind {kind!r}")
-
-
-def case_body(case: dict) -> bytes:
-    """The bytes of one case: its file, or generated from its spec (1 MB and binary bodies)."""
-    if "file" in case:
-        return (CORPUS / case["file"]).read_bytes()
-    return _generate(case["generate"])
-
-
-def cases_for(entry: str) -> list[dict]:
-    """The cases that apply to one entry point (``queue``, ``http``, ``eventhub-entra``, ``cli``...)."""
-    return [c for c in SPEC["cases"] if entry in c]
-
-
-def all_bad_bodies() -> list[tuple[str, bytes]]:
-    """Every bad body in the corpus (cases, robustness cases and step tasks), by name."""
-    return [(c["name"], case_body(c)) for c in SPEC["cases"] + SPEC["robustness"] + SPEC["step_tasks"]]
-
-
-def control(name: str) -> bytes:
-    return (CORPUS / SPEC["controls"][name]).read_bytes()
-
-
-def _ids(cases: list[dict]) -> list[str]:
-    return [c["name"] for c in cases]
 
 
 # -- the local host ------------------------------------------------------------------------------
@@ -213,8 +173,9 @@ async def test_every_bad_alert_is_parked_on_poison_with_its_reason_and_nothing_r
         message = await alerts.send_message(base64.b64encode(case_body(case)).decode("ascii"))
         sent[message.id] = case
 
-    async def all_parked():
-        return await poison_count(queues, "alerts") >= len(cases)
+    async def all_parked():  # each on poison, and its errors row written (after the poison send)
+        parked = await poison_count(queues, "alerts") >= len(cases)
+        return parked and len([r for r in await rows(tables, "errors") if r["PartitionKey"] == "alerts"]) >= len(cases)
 
     await wait_for(all_parked, timeout=MAX_ATTEMPTS_WAIT)
     errors = [r for r in await rows(tables, "errors") if r["PartitionKey"] == "alerts"]
@@ -254,8 +215,9 @@ async def test_malformed_step_tasks_are_quarantined_and_no_step_runs(host, stora
         message = await step_queue.send_message(base64.b64encode(case_body(case)).decode("ascii"))
         sent[message.id] = case
 
-    async def all_parked():
-        return await poison_count(queues, "step-reset-password") >= len(cases)
+    async def all_parked():  # each on poison, and its errors row written (after the poison send)
+        parked = await poison_count(queues, "step-reset-password") >= len(cases)
+        return parked and len([r for r in await rows(tables, "errors") if r["PartitionKey"] == "step-reset-password"]) >= len(cases)
 
     await wait_for(all_parked, timeout=MAX_ATTEMPTS_WAIT)
     errors = [r for r in await rows(tables, "errors") if r["PartitionKey"] == "step-reset-password"]
@@ -319,7 +281,7 @@ async def test_defender_batch_mixing_bad_and_good_events_keeps_the_good_and_reco
                            control("defender"))
 
 
-@pytest.mark.parametrize("case", SPEC["robustness"], ids=_ids(SPEC["robustness"]))
+@pytest.mark.parametrize("case", SPEC["robustness"], ids=case_ids(SPEC["robustness"]))
 async def test_defender_half_that_table_storage_cannot_hold_does_not_sink_the_rest_of_the_batch(host, storage, sim, case):
     tables, _ = storage
     status, outcome = await asyncio.to_thread(invoke_event_hub, host, "defender_stream",
@@ -365,7 +327,7 @@ def _corpus_file(case: dict, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", cases_for("cli"), ids=_ids(cases_for("cli")))
+@pytest.mark.parametrize("case", cases_for("cli"), ids=case_ids(cases_for("cli")))
 def test_cli_ingest_dry_run_refuses_each_bad_file_the_way_cases_json_says(case, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MIN_RISK_LEVEL", raising=False)
     code = responder_main(["ingest", str(_corpus_file(case, tmp_path)), "--dry-run", "--json"])
@@ -381,7 +343,7 @@ def test_cli_ingest_dry_run_refuses_each_bad_file_the_way_cases_json_says(case, 
         assert any(expect["rejected"] in line for line in lines), err
 
 
-@pytest.mark.parametrize("case", SPEC["robustness"], ids=_ids(SPEC["robustness"]))
+@pytest.mark.parametrize("case", SPEC["robustness"], ids=case_ids(SPEC["robustness"]))
 def test_cli_ingest_dry_run_of_an_awkward_defender_half_exits_cleanly(case, tmp_path, capsys):
     code = responder_main(["ingest", str(_corpus_file(case, tmp_path)), "--dry-run", "--json"])
     out, _ = capsys.readouterr()

@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
 
 import pytest
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.host.launcher import start_host
@@ -20,7 +17,8 @@ from localdev.stack import REPO, SEED_FILE, tenant_settings
 from shared.adapters.ledger import TABLES
 from shared.model import IncidentRequest
 from shared.playbook import STEP_NAMES
-from tests.secretscan import find_leaks
+from tests.helpers.secretscan import find_leaks
+from tests.helpers.storage import peek, rows, wait_for
 
 SEED = json.loads(SEED_FILE.read_text())
 ADELE = "adele.vance@contoso.onmicrosoft.com"
@@ -53,30 +51,6 @@ def storage(fresh_storage, host, sim):
 
 async def put(queues: QueueServiceClient, queue: str, text: str) -> None:
     await queues.get_queue_client(queue).send_message(base64.b64encode(text.encode()).decode())
-
-
-async def peek(queues: QueueServiceClient, queue: str) -> list:
-    try:
-        return await queues.get_queue_client(queue).peek_messages(max_messages=32)
-    except ResourceNotFoundError:
-        return []
-
-
-async def rows(tables: TableServiceClient, table: str) -> list[dict]:
-    try:
-        return [dict(e) async for e in tables.get_table_client(table).list_entities()]
-    except ResourceNotFoundError:  # the app creates its tables on its first invocation
-        return []
-
-
-async def wait_for(predicate, timeout: float = 60.0, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 async def incident_for(tables, upn: str, states=("succeeded", "failed", "held")) -> dict | None:

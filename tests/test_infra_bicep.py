@@ -4,72 +4,22 @@ pycep-parser and checkov live in their own environment, .tools/infra (tools/setu
 pins in requirements-infra.txt), never in the app's .venv: these tests run them as subprocesses.
 Nothing here touches the network: BC_SKIP_MAPPING=TRUE and --skip-download keep checkov offline.
 
-Also the shared helpers of tests/test_infra_*.py: the tool paths and tools/bicep_eval.py (a
-small evaluator of main.bicep's expressions, tested below on its own).
+tools/bicep_eval.py (a small evaluator of main.bicep's expressions, shared with the other
+infra tests through tests/helpers/infra.py) is tested below on its own.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-INFRA = ROOT / "infra"
-TOOLS_BIN = ROOT / ".tools" / "infra" / "bin"
-SETUP = "tools/setup_infra_tools.sh"
-BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+from tests.helpers.infra import BICEP_FILES, INFRA, ROOT, SETUP, bicep_eval, offline_env, tool
+
 # Skip reasons must say why; checkov's placeholder for a bare skip is "No comment provided".
 MIN_REASON_CHARS = 40
-
-
-def tool(name: str) -> Path:
-    """A program of the IaC tool environment; fails (never skips) when it is missing."""
-    path = TOOLS_BIN / name
-    if not path.exists():
-        pytest.fail(
-            f"{path.relative_to(ROOT)} is missing: the IaC tools (checkov, pycep-parser) live in their own "
-            f"environment. Create it with `bash {SETUP}` (idempotent; pins in requirements-infra.txt).",
-            pytrace=False,
-        )
-    return path
-
-
-def offline_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["BC_SKIP_MAPPING"] = "TRUE"  # else checkov fetches a check-id mapping from the network
-    env["CHECKOV_RUN_SCA_PACKAGE_SCAN_V2"] = "false"
-    env.pop("BC_API_KEY", None)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def load_tool(name: str):
-    """A module of tools/ (gen_infra, bicep_eval), imported from its path."""
-    module_name = f"_infra_tools_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def bicep_eval():
-    return load_tool("bicep_eval")
-
-
-def main_bicep(**params):
-    """main.bicep evaluated for these parameter values (required ones defaulted)."""
-    params.setdefault("environmentName", "test")
-    params.setdefault("location", "swedencentral")
-    return bicep_eval().evaluate(INFRA / "main.bicep", params)
 
 
 # -- pycep ---------------------------------------------------------------------------------

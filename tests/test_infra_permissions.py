@@ -17,11 +17,10 @@ import sys
 import urllib.parse
 import uuid
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
-from tests.test_infra_bicep import INFRA, ROOT, bicep_eval, load_tool, main_bicep
+from tests.helpers.infra import INFRA, ROOT, bicep_eval, load_tool, main_bicep
 
 PERMISSIONS_MD = ROOT / "PERMISSIONS.md"
 PERMISSIONS_JSON = INFRA / "generated" / "permissions.json"

@@ -14,9 +14,8 @@ import importlib
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
 
-from tests.test_infra_bicep import INFRA, ROOT, bicep_eval, main_bicep
+from tests.helpers.infra import INFRA, ROOT, bicep_eval, main_bicep
 
 SAMPLE = ROOT / "local.settings.sample.json"
 APP_SETTINGS_JSON = INFRA / "app-settings.json"

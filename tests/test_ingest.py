@@ -4,27 +4,12 @@ import json
 from pathlib import Path
 
 from shared.deps import Deps
-from shared.ingest import DefenderPending, ingest_payload
+from shared.ingest import ingest_payload
 from shared.settings import Settings
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 INGEST = Path(__file__).parent / "fixtures" / "ingest"
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
-
-
-class FakeTable:
-    """The two table-client methods DefenderPending uses."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict] = {}
-
-    async def upsert_entity(self, entity: dict) -> None:
-        self.rows[(entity["PartitionKey"], entity["RowKey"])] = dict(entity)
-
-    async def query_entities(self, query: str, parameters: dict):
-        for (pk, _), row in list(self.rows.items()):
-            if pk == parameters["pk"]:
-                yield row
 
 
 def make():
@@ -60,14 +45,13 @@ async def test_remediated_record_produces_no_incident():
 
 async def test_defender_info_and_evidence_in_separate_batches_join_into_one_incident():
     deps = make()
-    pending = DefenderPending(FakeTable())
     batch = json.loads((INGEST / "defender-batch-info-and-user-evidence.json").read_text())
     records = batch["records"]
     infos = [r for r in records if r["category"].endswith("AlertInfo")]
     evidence = [r for r in records if r["category"].endswith("AlertEvidence")]
-    first = await ingest_payload(deps, json.dumps({"records": infos}), source="defender-stream", pending=pending)
+    first = await ingest_payload(deps, json.dumps({"records": infos}), source="defender-stream")
     assert first.outcomes == [] and first.pending >= 1
-    second = await ingest_payload(deps, json.dumps({"records": evidence}), source="defender-stream", pending=pending)
+    second = await ingest_payload(deps, json.dumps({"records": evidence}), source="defender-stream")
     assert [o.outcome for o in second.outcomes] and all(o.outcome == "created" for o in second.outcomes)
     incident = next(iter(deps.ledger.incidents.values()))
     assert incident["source"] == "defender-stream"

@@ -6,7 +6,7 @@ from shared.intake import submit
 from shared.model import IncidentRequest
 from shared.policy import risk_passes
 from shared.settings import Settings
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 
 def make(**env):

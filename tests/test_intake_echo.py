@@ -3,13 +3,13 @@ per user whatever key the source used, the responder's own confirmCompromised ig
 close only a signal newer than the close opens a new incident."""
 from datetime import datetime, timedelta, timezone
 
-from shared.adapters.ledger import iso
 from shared.deps import Deps
 from shared.intake import submit
 from shared.model import IncidentRequest
 from shared.settings import Settings
+from shared.timestamps import iso
 from shared.userindex import index_user_keys
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 USER_ID = "0dc668f6-43fa-5f46-a937-25829277128d"
 UPN = "adele.vance@contoso.onmicrosoft.com"

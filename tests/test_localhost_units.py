@@ -395,24 +395,35 @@ async def test_listener_function_timeout_counts_as_failure():
 
 
 @pytest.mark.asyncio
-async def test_listener_backoff_grows_to_max_polling_interval():
+async def test_listener_backoff_doubles_to_max_polling_interval_and_resets_when_a_message_arrives():
+    handled = asyncio.Event()
+    polled_again = asyncio.Event()
+    delays: list[float] = []
+
     async def handler(msg):
-        pass
+        handled.set()
 
     queue, poison = FakeQueue("q"), FakeQueue("q-poison")
+
+    async def sleep(seconds: float) -> None:  # the listener's wait between polls, without the waiting
+        delays.append(seconds)
+        if len(delays) == 7:
+            queue.put(base64.b64encode(b"x").decode())  # a message arrives during the 7th wait
+        if len(delays) == 8:
+            polled_again.set()
+        await asyncio.sleep(0)
+
     options = QueueOptions(batch_size=1, new_batch_threshold=0, max_polling_interval=0.08)
     listener = QueueListener(_info(handler), queue, poison, options, Invoker(), lease_seconds=30,
-                             min_polling_interval=0.01)
+                             min_polling_interval=0.01, sleep=sleep)
     task = asyncio.create_task(listener.run())
-    await asyncio.sleep(0.5)
-    empty_polls = len(queue.receive_sizes)
-    # 10, 20, 40, 80, 80, ... ms: about 8 polls in 0.5 s; fixed 10 ms polling would be ~50
-    assert 4 <= empty_polls <= 12, empty_polls
-    queue.put(base64.b64encode(b"x").decode())
-    await asyncio.sleep(0.3)
-    assert not queue.messages  # picked up within one max interval
+    await asyncio.wait_for(asyncio.gather(handled.wait(), polled_again.wait()), 5)
     await listener.drain(1.0)
     await task
+    # 10, 20, 40, 80, 80 ... ms while the queue is empty; the poll after the 7th wait finds the
+    # message, and the next empty poll waits the minimum again.
+    assert delays[:8] == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08, 0.08, 0.01]
+    assert queue.receive_sizes[:8] == [1] * 8 and not queue.messages
 
 
 @pytest.mark.asyncio

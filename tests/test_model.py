@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.model import MAX_MESSAGE_BYTES, IncidentRequest, MessageError, StepTask, parse_timestamp
+from shared.model import MAX_MESSAGE_BYTES, IncidentRequest, MessageError, StepTask
+from shared.timestamps import parse_timestamp
 from shared.validation import ValidationError, normalize_upn, odata_quote
 
 FIXTURES = Path(__file__).parent / "fixtures" / "messages"

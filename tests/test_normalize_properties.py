@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from shared.model import RISK_LEVELS, SOURCES, IncidentRequest, parse_timestamp
+from shared.model import RISK_LEVELS, SOURCES, IncidentRequest
 from shared.normalize import PayloadError, detect_source, join_defender, parse_payload, parse_time
+from shared.timestamps import parse_timestamp
 from shared.validation import is_guid, normalize_upn
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,13 +1,12 @@
 """``responder poison list|replay`` (shared/poison.py) against real Azurite.
 
 Poison messages are produced the way the app produces them: ``functions.common.quarantine``
-with the real Ledger and QueueSender (an error row naming the ORIGINAL message id, and the
-body re-sent to ``<queue>-poison`` as a new message), and the way the host does after
-maxDequeueCount failures (the stored base64 text copied unchanged, no error row).
+with the real Ledger and QueueSender (the body re-sent to ``<queue>-poison`` as a new message,
+and an error row naming the ORIGINAL message id and the poison copy's id), and the way the
+host does after maxDequeueCount failures (the stored base64 text copied unchanged, no error row).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -16,10 +15,12 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from functions.common import quarantine
-from shared.cli import CliError, _Store
+from shared.bootstrap import open_storage
+from shared.cli import main as responder
 from shared.deps import Deps
 from shared.model import IncidentRequest, StepTask
-from shared.poison import UnknownQueueError, add_poison_command, list_poison, max_dequeue_count, replay
+from shared.poison import UnknownQueueError, list_poison, max_dequeue_count
+from shared.poison import replay as replay_queue
 from shared.redrive import _give_up
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
@@ -29,7 +30,7 @@ ADELE = "adele.vance@contoso.onmicrosoft.com"
 async def store(azurite, fresh_storage, monkeypatch):
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.delenv("ALERTS_QUEUE", raising=False)
-    st = _Store({"AzureWebJobsStorage": azurite.connection_string})
+    st = open_storage({"AzureWebJobsStorage": azurite.connection_string})
     await st.ledger.ensure()
     await st.queues.ensure(["alerts", "alerts-poison", "step-reset-password", "step-reset-password-poison"])
     try:
@@ -38,9 +39,17 @@ async def store(azurite, fresh_storage, monkeypatch):
         await st.close()
 
 
+async def list_entries(store, queue: str) -> list:
+    return await list_poison(store.ledger, store.queues, queue)
+
+
+async def replay(store, queue: str, message_id: str | None = None) -> list:
+    return await replay_queue(store.queues, queue, message_id)
+
+
 async def quarantined(store, queue: str, body: str | bytes, reason: str, original_id: str, dequeue_count: int = 1) -> None:
     """Exactly what a handler does with a message that can never succeed."""
-    deps = Deps(settings=None, ledger=store.ledger, queues=store.queues, graph=None)
+    deps = Deps(settings=None, ledger=store.ledger, queues=store.queues)
     raw = body if isinstance(body, bytes) else body.encode("utf-8")
     await quarantine(deps, queue, QueueMessage(id=original_id, body=raw, dequeue_count=dequeue_count), reason)
 
@@ -65,7 +74,7 @@ async def test_quarantined_alerts_are_listed_with_the_reason_recorded_for_each(s
     await quarantined(store, "alerts", "this is not json", "message is not JSON: JSONDecodeError", "orig-2", 1)
     await moved_by_host(store, "alerts", b'{"version": 1, "user_principal_name": "a@contoso.com"}')
 
-    entries = await list_poison(store, "alerts")
+    entries = await list_entries(store, "alerts")
 
     assert len(entries) == 3
     by_body = {e["excerpt"]: e for e in entries}
@@ -86,17 +95,31 @@ async def test_the_same_body_quarantined_twice_gets_one_reason_per_poison_messag
     await quarantined(store, "alerts", body, "first reason", "orig-a")
     await quarantined(store, "alerts", body, "second reason", "orig-b")
 
-    entries = await list_poison(store, "alerts")
+    entries = await list_entries(store, "alerts")
 
     assert sorted(e["reason"] for e in entries) == ["first reason", "second reason"]
     assert sorted(e["original_message_id"] for e in entries) == ["orig-a", "orig-b"]
+
+
+async def test_a_reason_belongs_to_its_own_poison_message_not_to_another_with_the_same_body(store):
+    body = '{"version": 1, "user_principal_name": "a@contoso.com"}'
+    await quarantined(store, "alerts", body, "quarantined by the app", "orig-q")
+    await moved_by_host(store, "alerts", body.encode("utf-8"))  # same body, later, moved by the host
+
+    entries = await list_entries(store, "alerts")
+
+    assert sorted(e["moved_by"] for e in entries) == ["app", "host"]
+    app = next(e for e in entries if e["moved_by"] == "app")
+    assert app["reason"] == "quarantined by the app" and app["original_message_id"] == "orig-q"
+    rows = await store.ledger.list_errors("alerts")
+    assert [r["poison_message_id"] for r in rows] == [app["id"]]  # the row names the poison copy
 
 
 async def test_a_large_body_is_listed_as_a_200_character_excerpt_not_in_full(store):
     body = json.dumps({"version": 1, "user_principal_name": ADELE, "reason": "x" * 40_000})
     await quarantined(store, "alerts", body, "reason must be a string of at most 500 characters", "orig-big")
 
-    [entry] = await list_poison(store, "alerts")
+    [entry] = await list_entries(store, "alerts")
 
     assert entry["size"] == len(body)
     assert entry["excerpt"] == body[:200] + "..."
@@ -107,7 +130,7 @@ async def test_replay_moves_every_poison_message_back_to_the_source_queue_and_em
     good_later = IncidentRequest(user_id=None, user_principal_name=ADELE).to_json()
     await quarantined(store, "alerts", good_later, "storage was misconfigured (cause since fixed)", "orig-1")
     await moved_by_host(store, "alerts", b'{"version": 1, "user_principal_name": "megan.bowen@contoso.onmicrosoft.com"}')
-    listed = {e["id"] for e in await list_poison(store, "alerts")}
+    listed = {e["id"] for e in await list_entries(store, "alerts")}
 
     replayed = await replay(store, "alerts")
 
@@ -124,7 +147,7 @@ async def test_replay_moves_every_poison_message_back_to_the_source_queue_and_em
 async def test_replay_with_an_id_moves_only_that_message_and_leaves_the_others_visible(store):
     for n in range(3):
         await quarantined(store, "alerts", f'{{"n": {n}}}', f"reason {n}", f"orig-{n}")
-    entries = await list_poison(store, "alerts")
+    entries = await list_entries(store, "alerts")
     target = next(e for e in entries if e["excerpt"] == '{"n": 1}')
 
     replayed = await replay(store, "alerts", target["id"])
@@ -132,7 +155,7 @@ async def test_replay_with_an_id_moves_only_that_message_and_leaves_the_others_v
     assert replayed == [target["id"]]
     assert texts(await stored(store, "alerts")) == ['{"n": 1}']
     assert texts(await stored(store, "alerts-poison")) == ['{"n": 0}', '{"n": 2}']  # peek sees them: visible now
-    assert {e["reason"] for e in await list_poison(store, "alerts")} == {"reason 0", "reason 2"}
+    assert {e["reason"] for e in await list_entries(store, "alerts")} == {"reason 0", "reason 2"}
 
 
 async def test_replay_of_an_id_that_is_not_on_the_poison_queue_fails_and_moves_nothing(store):
@@ -152,9 +175,9 @@ async def test_a_step_task_is_replayed_byte_for_byte_onto_its_step_queue(store):
     binary = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     await moved_by_host(store, "step-reset-password", binary)
 
-    listing = await list_poison(store, "step-reset-password")
+    listing = await list_entries(store, "step-reset-password")
     assert sorted(e["moved_by"] for e in listing) == ["app", "host"]
-    assert await list_poison(store, "alerts") == []  # another queue's poison is not mixed in
+    assert await list_entries(store, "alerts") == []  # another queue's poison is not mixed in
 
     assert len(await replay(store, "step-reset-password")) == 2
 
@@ -167,10 +190,11 @@ async def test_a_step_task_the_redrive_sweeper_gave_up_on_is_listed_with_the_swe
     task = StepTask(incident_id="inc-00000000000000000042", step="reset-password", user_key=ADELE,
                     correlation_id="c0ffee00-0000-4000-8000-000000000042")
     await moved_by_host(store, "step-reset-password", task.to_json().encode("utf-8"))
-    deps = Deps(settings=None, ledger=store.ledger, queues=store.queues, graph=None)
-    await _give_up(deps, "step-reset-password", task, 3)  # exactly what the sweeper writes
+    [parked] = await store.queues.peek("step-reset-password-poison", 32)
+    deps = Deps(settings=None, ledger=store.ledger, queues=store.queues)
+    await _give_up(deps, "step-reset-password", task, 3, parked.id)  # exactly what the sweeper writes
 
-    [entry] = await list_poison(store, "step-reset-password")
+    [entry] = await list_entries(store, "step-reset-password")
 
     assert entry["moved_by"] == "host"
     assert "given up by the redrive sweeper" in entry["reason"] and "outlasted 3 redrive(s)" in entry["reason"]
@@ -178,23 +202,20 @@ async def test_a_step_task_the_redrive_sweeper_gave_up_on_is_listed_with_the_swe
 
 async def test_replay_when_the_poison_queue_is_empty_replays_nothing(store):
     assert await replay(store, "step-close") == []
-    assert await list_poison(store, "step-close") == []
+    assert await list_entries(store, "step-close") == []
 
 
 async def test_an_unknown_queue_name_is_refused_with_the_valid_names(store):
     with pytest.raises(UnknownQueueError, match="unknown queue 'nope': one of alerts, step-snapshot"):
-        await list_poison(store, "nope")
+        await list_entries(store, "nope")
     with pytest.raises(UnknownQueueError, match="source queue, not its poison queue: 'alerts'"):
         await replay(store, "alerts-poison")
     with pytest.raises(UnknownQueueError):
         await replay(store, "step-unknown")
 
 
-def _cli(argv: list[str]):
-    parser = argparse.ArgumentParser(prog="responder")
-    add_poison_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.fn(args)
+def _cli(argv: list[str]) -> int:
+    return responder(argv)
 
 
 async def test_cli_lists_as_json_replays_by_id_and_refuses_an_unknown_queue(store, capsys):
@@ -215,7 +236,7 @@ async def test_cli_lists_as_json_replays_by_id_and_refuses_an_unknown_queue(stor
     assert first in capsys.readouterr().out
     assert texts(await stored(store, "alerts")) == ['{"version": 3}']
 
-    with pytest.raises(CliError, match="unknown queue"):
-        await asyncio.to_thread(_cli, ["poison", "list", "incidents"])
-    with pytest.raises(CliError, match="no message"):
-        await asyncio.to_thread(_cli, ["poison", "replay", "alerts", "--id", "gone"])
+    assert await asyncio.to_thread(_cli, ["poison", "list", "incidents"]) == 2
+    assert "unknown queue" in capsys.readouterr().err
+    assert await asyncio.to_thread(_cli, ["poison", "replay", "alerts", "--id", "gone"]) == 2
+    assert "no message" in capsys.readouterr().err

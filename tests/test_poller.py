@@ -11,9 +11,9 @@ from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphAdapter
 from shared.adapters.ledger import Ledger
 from shared.deps import Deps
-from shared.poller import build_filter, FEEDS, poll_once
+from shared.poller import FEEDS, build_filter, poll_once
 from shared.settings import Settings
-from tests.fakes import FakeQueues
+from tests.helpers.fakes import FakeQueues
 
 SEED = json.loads(SEED_FILE.read_text())
 
@@ -38,13 +38,13 @@ async def world(sim_identity_env, fresh_storage):
 
 async def test_first_poll_opens_one_incident_per_compromised_user_and_a_rerun_adds_none(world):
     deps, tables, sim = world
-    first = await poll_once(deps, tables)
+    first = await poll_once(deps)
     incidents = await deps.ledger.list_incidents()
     users = {i["user_key"] for i in incidents}
     adele = next(u["id"] for u in SEED["users"] if u["userPrincipalName"].startswith("adele"))
     assert adele in users and len(incidents) == len(users)
     assert first["riskyUsers"]["new_incidents"] >= 1
-    second = await poll_once(deps, tables)
+    second = await poll_once(deps)
     assert second["riskyUsers"]["new_incidents"] == 0 and second["alerts_v2"]["new_incidents"] == 0
     assert len(await deps.ledger.list_incidents()) == len(incidents)
     mark = await tables.get_table_client("watermarks").get_entity("poll", "riskyUsers")
@@ -54,7 +54,7 @@ async def test_first_poll_opens_one_incident_per_compromised_user_and_a_rerun_ad
 async def test_poll_pages_through_next_links(world):
     deps, tables, sim = world
     added = sim.client.add_users(45, prefix="risky", risky=True)
-    summary = await poll_once(deps, tables)
+    summary = await poll_once(deps)
     assert summary["riskyUsers"]["pages"] >= 3  # the simulator pages riskyUsers 20 at a time
     keys = {i["user_key"] for i in await deps.ledger.list_incidents()}
     assert {u["id"] for u in added} <= keys

@@ -26,7 +26,7 @@ from shared.model import IncidentRequest, StepTask
 from shared.poller import poll_once
 from shared.settings import Settings
 from shared.steps import StepRunner, registry
-from tests.fakes import FakeQueues
+from tests.helpers.fakes import FakeQueues
 
 SEED = json.loads(SEED_FILE.read_text())
 ADELE = "adele.vance@contoso.onmicrosoft.com"
@@ -96,12 +96,12 @@ async def test_the_watermark_moves_only_after_the_whole_window_was_read(world):
     # page 2 (the older alert) fails beyond the adapter's in-process retries
     sim.client.fault_once(service="graph", method="GET", path_contains="/security/alerts_v2", status=503, skip=1,
                           count=5, retry_after="0.01")
-    summary = await poll_once(deps, tables)
+    summary = await poll_once(deps)
     assert "error" in summary["alerts_v2"]
     marks = [e async for e in tables.get_table_client("watermarks").list_entities()]
     assert "alerts_v2" not in {m["RowKey"] for m in marks}, "a partly read window must not move the watermark"
     sim.client.clear_faults()
-    await poll_once(deps, tables)
+    await poll_once(deps)
     ids = {a for i in await deps.ledger.list_incidents() for a in (i.get("alert_ids") or "").split(",") if a}
     assert {"faolderalert", "faneweralert"} <= ids
 
@@ -109,7 +109,7 @@ async def test_the_watermark_moves_only_after_the_whole_window_was_read(world):
 async def test_polling_after_a_remediation_opens_no_second_incident(world):
     deps, tables, sim = world
     incident = await remediate_by_upn(deps, ADELE)
-    summary = await poll_once(deps, tables)
+    summary = await poll_once(deps)
     assert summary["riskyUsers"]["new_incidents"] == 0 and summary["alerts_v2"]["new_incidents"] == 0
     # the detection Identity Protection records for the responder's own confirmation arrives on the stream
     detections = sim.client.state(user=ADELE)["users"][ADELE]["risk_detections"]
@@ -137,9 +137,9 @@ async def test_a_replayed_detection_older_than_the_close_does_not_reopen_the_use
 async def test_a_genuinely_new_detection_after_the_close_opens_a_new_incident(world):
     deps, tables, sim = world
     first = await remediate_by_upn(deps, ADELE)
-    assert (await poll_once(deps, tables))["riskyUsers"]["new_incidents"] == 0
+    assert (await poll_once(deps))["riskyUsers"]["new_incidents"] == 0
     sim.client.set_risk(ADELE, riskLevel="high", riskState="atRisk", riskEventType="unfamiliarFeatures")
-    summary = await poll_once(deps, tables)
+    summary = await poll_once(deps)
     assert summary["riskyUsers"]["new_incidents"] == 1
     incidents = await deps.ledger.list_incidents()
     assert len(incidents) == 2 and incidents[-1]["incident_id"] != first["incident_id"]

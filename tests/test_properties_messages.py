@@ -33,14 +33,15 @@ from hypothesis.configuration import set_hypothesis_home_dir
 import functions.ingest
 import functions.steps
 from shared.deps import Deps
-from shared.model import RISK_LEVELS, SOURCES, IncidentRequest, MessageError, StepTask, parse_timestamp
+from shared.model import RISK_LEVELS, SOURCES, IncidentRequest, MessageError, StepTask
 from shared.normalize import PayloadError, parse_payload
 from shared.playbook import STEP_NAMES
 from shared.policy import risk_passes
 from shared.settings import Settings
+from shared.timestamps import parse_timestamp
 from shared.validation import is_guid, normalize_upn
-from tests.fakes import FakeGraph, FakeLedger, FakeQueues
-from tests.test_bad_inputs import all_bad_bodies
+from tests.helpers.bad_inputs import all_bad_bodies
+from tests.helpers.fakes import FakeGraph, FakeLedger, FakeQueues
 
 logger = logging.getLogger(__name__)
 

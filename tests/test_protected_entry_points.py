@@ -1,5 +1,10 @@
-"""The protected-account gate holds at every entry point: queue, HTTP, Event Hub, polling,
-CLI ingest, and a hand-crafted step task cannot jump it. Nothing changes in the tenant."""
+"""The protected-account gate holds whichever way an alert arrives, against the tenant simulator.
+
+Every entry point ends in one of two calls, and both are driven here with the real Graph and
+Exchange adapters: ``intake.submit`` (what the alerts queue and ``POST /api/incidents`` call)
+and ``ingest.ingest_payload`` with an Event Hub batch (the polling reconciler and ``responder
+ingest`` call it too; they are not driven separately here). A hand-crafted step task cannot
+jump the gate, and a forged task for a later step does nothing. Nothing changes in the tenant."""
 from __future__ import annotations
 
 import json
@@ -17,7 +22,7 @@ from shared.intake import submit
 from shared.model import IncidentRequest, StepTask
 from shared.settings import Settings
 from shared.steps import StepRunner, registry
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 SEED = json.loads(SEED_FILE.read_text())
 GLASS = next(u for u in SEED["users"] if u["userPrincipalName"].startswith("breakglass"))

@@ -40,11 +40,11 @@ async def test_poisoned_step_is_redriven_boundedly_then_its_incident_fails_with_
     task = StepTask("inc-redrive1", "close", "u", "c").to_json()
     for round_ in range(1, 3):
         await deps.queues.send("step-close-poison", task)
-        stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=2)
+        stats = await sweep(deps, max_redrives=2)
         assert stats["redriven"] == 1 and await poison_count(queues, "step-close") == 0
         assert await queued(queues, "step-close") == round_
     await deps.queues.send("step-close-poison", task)
-    stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=2)
+    stats = await sweep(deps, max_redrives=2)
     assert stats["gave_up"] == 1
     incident = await ledger.get_incident("inc-redrive1")
     assert incident["state"] == "failed" and incident["stopped_at"] == "close"
@@ -58,7 +58,7 @@ async def test_a_poisoned_task_whose_step_finished_meanwhile_is_dropped(world):
     claim = await ledger.claim_step("inc-redrive2", "snapshot", 60, "c")
     await ledger.finish("inc-redrive2", "snapshot", claim, "succeeded", {})
     await deps.queues.send("step-snapshot-poison", StepTask("inc-redrive2", "snapshot", "u", "c").to_json())
-    stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=3)
+    stats = await sweep(deps, max_redrives=3)
     assert stats["dropped"] == 1 and await poison_count(queues, "step-snapshot") == 0
 
 
@@ -66,7 +66,7 @@ async def test_bad_input_in_poison_is_left_for_the_operator_and_valid_alerts_are
     deps, queues, ledger = world
     await deps.queues.send("alerts-poison", "this is not json")
     await deps.queues.send("alerts-poison", IncidentRequest(user_id=None, user_principal_name="a@contoso.com").to_json())
-    stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=3)
+    stats = await sweep(deps, max_redrives=3)
     assert stats["left"] == 1 and stats["redriven"] == 1
     remaining = await queues.get_queue_client("alerts-poison").peek_messages(max_messages=32)
     assert [base64.b64decode(m.content).decode() for m in remaining] == ["this is not json"]
@@ -86,7 +86,7 @@ async def test_a_finished_step_whose_successor_was_never_enqueued_is_redriven_no
     # lands in poison with its step finished, and nothing else would ever move the incident.
     deps, queues, ledger = world
     await snapshot_finished_then_poisoned(deps, ledger, "inc-redrive4", current_step="snapshot")
-    stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=3)
+    stats = await sweep(deps, max_redrives=3)
     assert stats["redriven"] == 1 and stats["dropped"] == 0
     assert await queued(queues, "step-snapshot") == 1
 
@@ -95,6 +95,6 @@ async def test_a_finished_step_whose_successor_already_started_is_dropped(world)
     deps, queues, ledger = world
     await snapshot_finished_then_poisoned(deps, ledger, "inc-redrive5", current_step="close")
     await ledger.claim_step("inc-redrive5", "close", 60, "c")
-    stats = await sweep(deps, queues, ledger.t["redrives"], max_redrives=3)
+    stats = await sweep(deps, max_redrives=3)
     assert stats["dropped"] == 1 and stats["redriven"] == 0
     assert await poison_count(queues, "step-snapshot") == 0

@@ -12,7 +12,7 @@ from shared.settings import Settings
 from shared.steps import StepRunner
 from shared.steps.base import Step, StepResult
 from shared.steps.reset_password import ResetPassword
-from tests.fakes import FakeGraph, FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeGraph, FakeLedger, FakeQueues
 
 USER = {"id": "6e7b768e-07e2-4810-8459-485f84f8f204", "userPrincipalName": "adele.vance@contoso.onmicrosoft.com",
         "displayName": "Adele Vance", "onPremisesSyncEnabled": None}

@@ -1,8 +1,8 @@
 """Secure Score end to end: the real blueprint on the local Functions host, the real Graph
 adapter against the tenant simulator (90-day history with one regression), real Azurite.
 
-The host runs tests/fixtures/securescore/hostapp (the blueprint alone, until the lead wires
-it into function_app.py). The snapshot is started the way the local stack starts it: through
+The host runs tests/fixtures/securescore/hostapp (the Secure Score blueprint alone, so the
+test needs no queues or step functions). The snapshot is started the way the local stack starts it: through
 the host's admin API. The simulator throttles the first Graph call (429 + Retry-After: the Graph
 adapter retries it) and fails the rerun's first calls with 502s, more than the adapter retries,
 so the snapshot's own retry is exercised through the real adapter too.
@@ -20,12 +20,11 @@ from pathlib import Path
 from azure.data.tables.aio import TableServiceClient
 
 from localdev.host.launcher import start_host
+from localdev.securescore import stored_summary, trigger_snapshot
 from localdev.stack import SEED_FILE, tenant_settings
-from shared.adapters.graph import READ_RETRIES
-from shared.adapters.ledger import Ledger
-from shared.securescore.local import stored_summary, trigger_snapshot
-from shared.securescore.service import latest_score_for_ledger
-from shared.securescore.store import ScoreStore
+from shared.adapters.scores import ScoreStore
+from shared.retry import ADAPTER_POLICY
+from shared.securescore.service import latest_score
 
 HOSTAPP = Path(__file__).resolve().parent / "fixtures" / "securescore" / "hostapp"
 SVG = "{http://www.w3.org/2000/svg}"
@@ -43,7 +42,7 @@ def get(url: str, key: str) -> tuple[int, dict[str, str], bytes]:
 
 async def close_step_score(conn: str) -> dict | None:
     async with TableServiceClient.from_connection_string(conn) as service:
-        return await latest_score_for_ledger(Ledger(service))
+        return await latest_score(ScoreStore(service))
 
 
 async def stored_rows(conn: str) -> dict[str, str]:
@@ -78,7 +77,7 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
         # a rerun on the same day asks for one object and stores nothing new; 502s beyond what
         # the Graph adapter retries in-process come out as TransientError and the snapshot's
         # own bounded retry (a timer has no platform retry) gets the answer
-        failures = READ_RETRIES + 1
+        failures = ADAPTER_POLICY.transient_retries + 1
         sim.client.fault_once(service="graph", method="GET", path_contains="/security/secureScores", status=502,
                               count=failures)
         assert trigger_snapshot(host.url, host.master_key)
@@ -113,4 +112,4 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
     recorded = asyncio.run(close_step_score(azurite.connection_string))
     assert recorded == {"date": summary["date"], "current": summary["current"], "max": summary["max"],
                         "percentage": summary["percentage"]}
-    assert asyncio.run(latest_score_for_ledger(object())) is None
+    assert asyncio.run(latest_score(None)) is None  # no score store wired: nothing recorded

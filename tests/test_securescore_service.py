@@ -19,11 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from azure.data.tables.aio import TableServiceClient
 
+from shared.adapters.scores import ScoreStore
 from shared.errors import PermanentError, TransientError
 from shared.securescore.config import ScoreSettings
 from shared.securescore.model import DayRecord, parse_page, parse_score
 from shared.securescore.service import latest_score, snapshot, summary, trend
-from shared.securescore.store import ScoreStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "securescore"
 HISTORY = json.loads((FIXTURES / "history-90d.json").read_text(encoding="utf-8"))["value"]
@@ -63,9 +63,9 @@ class FakeGraph:
             )
         return body
 
-    async def _list(self, path: str, *, permission: str, query: dict[str, str] | None = None,
-                    max_items: int = 1000) -> list[dict]:
-        """GraphAdapter._list's contract: follow nextLink until max_items."""
+    async def list_all(self, path: str, *, permission: str, query: dict[str, str] | None = None,
+                       max_items: int = 1000) -> list[dict]:
+        """GraphAdapter.list_all's contract: follow nextLink until max_items."""
         items: list[dict] = []
         page = await self.request("GET", path, query=query, permission=permission)
         while True:
@@ -344,10 +344,16 @@ def test_score_cli_lists_stored_days_and_writes_the_chart(azurite, tmp_path, mon
 
     asyncio.run(fill())
 
-    async def load_trend(tables: Any, days: int) -> dict:
-        return await trend(ScoreStore(tables, **names), days)
+    import shared.bootstrap
 
-    monkeypatch.setattr(score_cli, "load_trend", load_trend)  # this test's tables, the real path otherwise
+    real_open_storage = shared.bootstrap.open_storage
+
+    def open_storage(env: Any) -> Any:  # the real storage, with this test's Secure Score tables
+        storage = real_open_storage(env)
+        storage.scores = ScoreStore(storage.clients.tables, **names)
+        return storage
+
+    monkeypatch.setattr(shared.bootstrap, "open_storage", open_storage)
     env = {"AzureWebJobsStorage": azurite.connection_string}
 
     out, err = io.StringIO(), io.StringIO()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
-
 from azure.identity import CredentialUnavailableError
 from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential

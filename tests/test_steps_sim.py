@@ -24,7 +24,7 @@ from shared.model import IncidentRequest, StepTask
 from shared.playbook import STEP_NAMES, queue_name
 from shared.settings import Settings
 from shared.steps import StepRunner, registry
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 ADELE = "adele.vance@contoso.onmicrosoft.com"
 SEED = json.loads(SEED_FILE.read_text())

@@ -24,7 +24,7 @@ from shared.model import IncidentRequest, StepTask
 from shared.settings import Settings
 from shared.status import build_view
 from shared.steps import StepRunner, registry
-from tests.fakes import FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeLedger, FakeQueues
 
 SEED = json.loads(SEED_FILE.read_text())
 ADELE = "adele.vance@contoso.onmicrosoft.com"

@@ -51,7 +51,6 @@ PASSWORD_RESET_ROLE_PLACEHOLDER = "{passwordResetRole}"
 EXCHANGE_ADMIN = "Exchange Administrator"
 SECURITY_ADMIN = "Security Administrator"  # suffices for the blocked-sender cmdlets only
 
-ALWAYS = {"whenSetting": "*", "whenValues": ["*"]}  # "*" is the sentinel Bicep resolves to "*"
 TRUE_VALUES = ["1", "true", "yes", "on"]
 
 

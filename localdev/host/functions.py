@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import azure.functions as func
 
@@ -164,6 +164,7 @@ def _describe(fn: Any, directory: str) -> FunctionInfo:
         if trigger_type == HTTP_TRIGGER and btype == "http" and bname == "$return":
             continue  # the HTTP response output: handled
         unsupported.append(f"binding {btype} '{bname}'")
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(user_function).parameters
     except (TypeError, ValueError):

@@ -14,22 +14,21 @@ An unhandled function exception is a 500 with a generic body.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Mapping, Optional, Protocol
 
 import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
 from .functions import HTTP_TRIGGER, FunctionInfo, enum_value
-from .invocation import FunctionTimeout
+from .invocation import FunctionTimeout, Invoker
 from .routes import RouteError, RouteTemplate, compile_route, sort_routes
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .runtime import LocalHost
+from .settings import HostConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +40,30 @@ _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "keep-alive"
 _CHARSET_TYPES = ("application/json", "application/xml", "application/javascript")
 
 
+class HostControl(Protocol):
+    """What the front end needs from the host (runtime.LocalHost provides it); the front end
+    never imports the runtime, so the two modules do not depend on each other."""
+
+    @property
+    def functions(self) -> list[FunctionInfo]: ...
+    @property
+    def config(self) -> HostConfig: ...
+    @property
+    def function_errors(self) -> dict[str, str]: ...
+    @property
+    def function_key(self) -> str: ...
+    @property
+    def master_key(self) -> str: ...
+    @property
+    def environ(self) -> Mapping[str, str]: ...
+    @property
+    def invoker(self) -> Optional[Invoker]: ...
+
+    def get_function(self, name: str) -> Optional[FunctionInfo]: ...
+    def invoke_admin(self, info: FunctionInfo, text: str) -> "asyncio.Task[Any]": ...
+    def status(self) -> dict[str, Any]: ...
+
+
 class _HttpRoute:
     def __init__(self, info: FunctionInfo, template: RouteTemplate, methods: Optional[set], auth_level: str):
         self.info = info
@@ -50,9 +73,10 @@ class _HttpRoute:
 
 
 class HttpFrontEnd:
-    """Builds the aiohttp application for a :class:`~localdev.host.runtime.LocalHost`."""
+    """Builds the aiohttp application for a host (see HostControl; the real one is
+    :class:`~localdev.host.runtime.LocalHost`)."""
 
-    def __init__(self, host: "LocalHost", *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(self, host: HostControl, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.host = host
         self.max_body_bytes = max_body_bytes
         self.routes: list = []
@@ -165,8 +189,11 @@ class HttpFrontEnd:
             route_params=params,
             body=body,
         )
+        invoker = self.host.invoker
+        if invoker is None:  # not started yet, or stopping
+            return self._text(503, "Service Unavailable")
         try:
-            result = await self.host.invoker.invoke(info, req, reason=f"HTTP {request.method} request")
+            result = await invoker.invoke(info, req, reason=f"HTTP {request.method} request")
         except (Exception, FunctionTimeout):
             return self._text(500, "Internal Server Error")
         return self._to_response(info, result)
@@ -174,7 +201,7 @@ class HttpFrontEnd:
     @staticmethod
     def _to_response(info: FunctionInfo, result: Any) -> web.StreamResponse:
         if isinstance(result, func.HttpResponse):
-            headers = CIMultiDict()
+            headers: CIMultiDict[str] = CIMultiDict()
             for key, value in result.headers.items():
                 if key.lower() not in _HOP_BY_HOP:
                     headers.add(key, value)

@@ -187,9 +187,9 @@ class Invoker:
             self._log_done(info, invocation_id, started, "Cancelled")
             raise
         except Exception:
-            logger.error(
+            logger.exception(
                 "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms)",
-                info.name, invocation_id, (time.monotonic() - started) * 1000, exc_info=True,
+                info.name, invocation_id, (time.monotonic() - started) * 1000,
             )
             raise
         self._log_done(info, invocation_id, started, "Succeeded")

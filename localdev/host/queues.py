@@ -25,10 +25,9 @@ import binascii
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from azure.core.exceptions import ResourceExistsError
-
 from azure.functions.queue import QueueMessage  # func.QueueMessage plus dequeue_count etc.
 
 from .functions import FunctionInfo
@@ -130,7 +129,10 @@ class QueueListener:
         *,
         lease_seconds: Optional[int] = None,
         min_polling_interval: float = MIN_POLLING_INTERVAL,
+        sleep: Optional[Callable[[float], Awaitable[None]]] = None,
     ) -> None:
+        """``sleep(seconds)`` waits between polls (default: until the delay passes or stop is
+        requested); tests pass their own to see the backoff without waiting for it."""
         self.info = info
         self.queue = queue
         self.poison = poison
@@ -139,7 +141,8 @@ class QueueListener:
         self.lease_seconds = lease_seconds or default_lease_seconds()
         self.min_polling_interval = min(min_polling_interval, options.max_polling_interval)
         self._stopping = asyncio.Event()
-        self._in_flight: set = set()
+        self._sleep = sleep or self._sleep_until_stopped
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.stats = {"received": 0, "succeeded": 0, "failed": 0, "poisoned": 0, "max_in_flight": 0,
                       "receive_calls": 0, "max_batch": 0}
 
@@ -199,7 +202,7 @@ class QueueListener:
                 await self._sleep(delay)
                 delay = min(delay * 2, self.options.max_polling_interval)
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep_until_stopped(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except asyncio.TimeoutError:

@@ -43,7 +43,9 @@ class RouteError(ValueError):
 
 def _split_constraints(spec: str) -> list:
     """Split ``int:min(1):regex(a:b)`` on ':' outside parentheses."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in spec:
         if ch == "(":
             depth += 1

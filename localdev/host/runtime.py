@@ -163,7 +163,7 @@ class LocalHost:
             raise
         self.state = "Running"
         if self.ready_file:
-            self._write_ready_file()
+            self._write_ready_file(self.ready_file)
         logger.info("Host started: %s (%d function(s))", self.url, len(self.functions))
 
     async def _start(self) -> None:
@@ -257,7 +257,7 @@ class LocalHost:
             try:
                 # No proxy configured: skip aiohttp's per-request proxy/.netrc lookup (as the app does).
                 proxied = any(os.environ.get(n) or os.environ.get(n.lower()) for n in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"))
-                options = {} if proxied else {"use_env_settings": False}
+                options: dict[str, Any] = {} if proxied else {"use_env_settings": False}
                 service = QueueServiceClient.from_connection_string(conn, **options)
             except ValueError as exc:
                 raise SettingsError(f"invalid storage connection string: {exc}") from None
@@ -275,12 +275,12 @@ class LocalHost:
         queue = StorageQueue(service.get_queue_client(name))
         poison = StorageQueue(service.get_queue_client(name + POISON_SUFFIX))
         self._queues.extend([queue, poison])
-        self.listeners[info.name] = QueueListener(info, queue, poison, self.config.queues, self.invoker)
+        self.listeners[info.name] = QueueListener(info, queue, poison, self.config.queues, self._require_invoker())
 
     def _setup_timer(self, info: FunctionInfo) -> None:
         expression = resolve_setting_refs(str(info.attr("schedule", "")), self.environ)
         schedule = parse_schedule(expression)
-        runner = TimerRunner(info, schedule, self.invoker, run_on_startup=bool(info.attr("run_on_startup")))
+        runner = TimerRunner(info, schedule, self._require_invoker(), run_on_startup=bool(info.attr("run_on_startup")))
         self.timers[info.name] = runner
         if info.is_disabled(self.environ):
             logger.info("Function '%s' is disabled (%s)", info.name, info.disabled_setting())
@@ -334,7 +334,7 @@ class LocalHost:
         if info.name in self.function_errors:
             raise ValueError(f"function '{info.name}' is disabled: {self.function_errors[info.name]}")
         invocation_id = str(uuid.uuid4())
-        invoker = self.invoker
+        invoker = self._require_invoker()
         if info.trigger_type == QUEUE_TRIGGER:
             now = datetime.now(timezone.utc)
             message = QueueMessage(
@@ -416,8 +416,12 @@ class LocalHost:
             "errors": dict(self.function_errors),
         }
 
-    def _write_ready_file(self) -> None:
-        path = self.ready_file
+    def _require_invoker(self) -> Invoker:
+        if self.invoker is None:
+            raise RuntimeError("the host has not been started")
+        return self.invoker
+
+    def _write_ready_file(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

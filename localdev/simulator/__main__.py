@@ -48,7 +48,7 @@ def _write_ready(path: str, info: dict[str, Any]) -> None:
     os.replace(tmp, target)
 
 
-async def _serve(args: argparse.Namespace, seed: dict | None, faults: dict | None, identity_header: str) -> None:
+async def _serve(args: argparse.Namespace, seed: dict | None, faults: dict | None, identity_header: str | None) -> None:
     sim = Simulator(host=args.host, port=args.port, seed=seed, seed_path=args.seed, faults=faults,
                     identity_header=identity_header)
     stop = asyncio.Event()

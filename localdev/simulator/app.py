@@ -23,8 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from aiohttp import web
 
 from . import control, exo
-from .core import (CORE_KEY, REDACTED, SECRET_KEYS, WWW_AUTHENTICATE, RequestLog, SimulatorCore, TokenStore,
-                   redact)
+from .core import CORE_KEY, REDACTED, SECRET_KEYS, WWW_AUTHENTICATE, RequestLog, SimulatorCore, TokenStore, redact
 from .faults import Decision
 from .graph import ROUTER, GraphRequest, GraphResponse
 from .odata import GRAPH_JSON, GraphError, throttle_body

@@ -341,7 +341,7 @@ def get_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
             raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation."
                            "ParameterTransformationException",
                            f"Cannot process argument transformation on parameter 'ResultSize'. Cannot convert "
-                           f"value \"{size}\" to type \"Microsoft.Exchange.Data.Unlimited`1[System.UInt32]\".")
+                           f"value \"{size}\" to type \"Microsoft.Exchange.Data.Unlimited`1[System.UInt32]\".") from None
         if len(rows) > limit:
             warnings.append("There are more results available than are currently displayed. To view them, "
                             "increase the value for the ResultSize parameter.")

@@ -1,6 +1,6 @@
 """Simulated Microsoft Graph endpoints (v1.0 and beta) used by the breach responder.
 
-Wire formats follow /work/shared/reference/graph-calls/*.md and the samples. Each handler is a
+Wire formats follow the Graph call references (../shared/reference) and tests/fixtures/samples. Each handler is a
 plain synchronous function `(state, request) -> GraphResponse`; it checks its permission first
 via `rq.require(...)` (any-of), raises `GraphError` for error answers, and mutates state only
 after every validation passed.
@@ -18,10 +18,32 @@ import string
 import uuid
 from typing import Any, Callable, Sequence
 
-from .odata import (GRAPH_ROOT, GUID_RE, UPN_RE, GraphError, bad_request, compile_filter, not_found_user,
-                    iso, paginate, parse_iso, parse_select, utcnow)
-from .state import (COLLECTION_TO_TYPE, METHOD_TYPES, RESET_ROLES_ADMIN, RESET_ROLES_NON_ADMIN, ROLE_DESCRIPTIONS,
-                    USER_DEFAULT_PROPERTIES, USER_PROPERTY_MAP, Group, TenantState, User)
+from .odata import (
+    GRAPH_ROOT,
+    GUID_RE,
+    UPN_RE,
+    GraphError,
+    bad_request,
+    compile_filter,
+    iso,
+    not_found_user,
+    paginate,
+    parse_iso,
+    parse_select,
+    utcnow,
+)
+from .state import (
+    COLLECTION_TO_TYPE,
+    METHOD_TYPES,
+    RESET_ROLES_ADMIN,
+    RESET_ROLES_NON_ADMIN,
+    ROLE_DESCRIPTIONS,
+    USER_DEFAULT_PROPERTIES,
+    USER_PROPERTY_MAP,
+    Group,
+    TenantState,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +297,7 @@ def patch_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
     elif force is not None:
         st.set_force_change(user, force)
     if "accountEnabled" in body:
-        st.set_account_enabled(user, enabled)
+        st.set_account_enabled(user, bool(enabled))
     return GraphResponse(204)
 
 

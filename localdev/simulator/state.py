@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .odata import GUID_RE, exo_time, iso, parse_iso, resolve_relative_times, utcnow
+from .odata import exo_time, iso, parse_iso, resolve_relative_times, utcnow
 from .securescores import generate_secure_scores
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class User:
         self.deleted_methods: list[dict] = []
         self.mailbox: dict | None = None
         self.rules: list[dict] = []
-        self.password = {"changes": 0, "last_sha256": None, "force_change": None, "changed_at": None, "records": []}
+        self.password: dict[str, Any] = {"changes": 0, "last_sha256": None, "force_change": None, "changed_at": None, "records": []}
         self.revocations = 0
         self.last_revoked_at: str | None = None
         self.tap_issued = 0
@@ -263,7 +263,7 @@ class TenantState:
         uid = str(spec.get("id") or uuid.uuid5(uuid.UUID(self.tenant_id), upn.lower())).lower()
         if uid in self.users or upn.lower() in self.upn_index:
             raise SeedError(f"duplicate user {upn} / {uid}")
-        props = {p: spec.get(p) for p in USER_PROPERTIES if p in spec}
+        props: dict[str, Any] = {p: spec.get(p) for p in USER_PROPERTIES if p in spec}
         props["id"] = uid
         props["userPrincipalName"] = upn
         props.setdefault("displayName", upn.split("@")[0])
@@ -556,7 +556,7 @@ class TenantState:
     def mutate(self, action: str, user: User | None = None, **details: Any) -> dict:
         """Append a mutation record (never contains secrets)."""
         self.mutation_seq += 1
-        entry = {"seq": self.mutation_seq, "time": iso(utcnow()), "action": action,
+        entry: dict[str, Any] = {"seq": self.mutation_seq, "time": iso(utcnow()), "action": action,
                  "user": user.id if user else None, "userPrincipalName": user.upn if user else None}
         if details:
             entry["details"] = details
@@ -659,7 +659,7 @@ class TenantState:
         self.mutate("tap_created", user, id=method["id"], lifetimeInMinutes=lifetime, isUsableOnce=usable_once)
         return method
 
-    def _set_risk(self, user: User, level: str, state: str, detail: str, when: str) -> dict:
+    def _set_risk(self, user: User, level: str, state: str, detail: str, when: str | None) -> dict:
         rec = self.risky.get(user.id)
         if rec is None:
             rec = {"id": user.id, "isDeleted": False, "isProcessing": False}
@@ -827,7 +827,7 @@ class TenantState:
         """JSON view of the whole state for /_sim/state (no secrets)."""
         users: dict[str, Any] = {}
         if include_users:
-            selected = self.users.values()
+            selected: Iterable[User] = self.users.values()
             if user_keys:
                 found = [self.find_user(k) for k in user_keys]
                 selected = [u for u in found if u is not None]
@@ -907,11 +907,6 @@ class TenantState:
                               "activityDateTime": a["activityDateTime"]}
                              for a in self.audits if a["targetResources"][0]["id"] == user.id],
         }
-
-
-def validate_guid(value: str) -> bool:
-    """Whether `value` is a GUID string."""
-    return bool(GUID_RE.match(value or ""))
 
 
 __all__ = ["TenantState", "User", "Group", "load_seed", "DEFAULT_SEED_PATH", "METHOD_TYPES", "COLLECTION_TO_TYPE",

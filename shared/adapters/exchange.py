@@ -6,7 +6,8 @@ identity (scope ``https://outlook.office365.com/.default``, app role Exchange.Ma
 plus an Exchange/Security Administrator directory role). Responses are
 ``{"value": [...]}`` paged by ``@odata.nextLink``; errors carry the real reason under
 ``error.innererror.internalexception.message``. Requests in flight are paced by an
-AdaptiveLimiter (throttle.py), like Graph's.
+AdaptiveLimiter (throttle.py), and failed ones retried under shared/retry.py's policy
+(429 always; 5xx, timeouts and transport errors for ``Get-*`` cmdlets only), like Graph's.
 
 Every call is anchored (``X-AnchorMailbox``), as every public client of the API does: a
 cmdlet about one mailbox (``Identity``/``Mailbox``/``SenderAddress`` naming a user) to
@@ -19,7 +20,6 @@ import asyncio
 import copy
 import json
 import logging
-import random
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -27,14 +27,14 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..errors import PermanentError, TransientError
+from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from .credentials import EXO_SCOPE
-from .graph import MAX_IN_FLIGHT, READ_RETRIES, THROTTLE_BUDGET_S, THROTTLE_RETRIES, parse_retry_after
+from .graph import MAX_IN_FLIGHT
 from .throttle import AdaptiveLimiter
 
 logger = logging.getLogger(__name__)
 
 PERMISSION = "Exchange.ManageAsApp (+ Exchange Administrator role)"
-_TRANSIENT = {408, 429, 500, 502, 503, 504}
 SYSTEM_MAILBOX = "SystemMailbox{bb558c35-97f1-4cb9-8ff7-d53741dc928c}"
 # Tenant-wide reads every incident makes and no step changes: answered from a per-worker
 # cache for a few minutes (a 1,000-user storm would otherwise ask 2,000 times).
@@ -113,44 +113,42 @@ class ExchangeAdapter:
         return rows
 
     async def _post(self, url: str, cmdlet: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
-        """POST with bounded retries: 429 always (not processed), 5xx only for Get-* cmdlets."""
+        """POST with bounded retries (shared/retry.py): 429 always (not processed), 5xx,
+        timeouts and transport errors only for Get-* cmdlets."""
         read_only = cmdlet.startswith("Get-")
-        waited, attempt = 0.0, 0
+        retrier = Retrier(ADAPTER_POLICY)
         while True:
-            attempt += 1
             try:
                 async with self.limiter.slot() as slot:
                     response = await self._http.post(url, headers=headers, content=json.dumps(body))
                     if response.status_code == 429:
                         slot.mark_throttled(parse_retry_after(response.headers.get("Retry-After")))
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                if read_only and attempt <= READ_RETRIES:
-                    continue  # a Get-* cmdlet that hung is safe to repeat
-                what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
-                raise TransientError(f"Exchange {cmdlet} {what}") from None
+                delay = retrier.next_delay(RetryKind.TRANSIENT, safe=read_only)  # a Get-* that hung is safe to repeat
+                if delay is None:
+                    what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
+                    raise TransientError(f"Exchange {cmdlet} {what}") from None
+                await asyncio.sleep(delay)
+                continue
             status = response.status_code
             if status < 300:
                 return response.json() if response.content else {}
-            delay = parse_retry_after(response.headers.get("Retry-After"))
-            retry = (status == 429 and attempt <= THROTTLE_RETRIES) or (status in _TRANSIENT and read_only and attempt <= READ_RETRIES)
-            if not retry:
-                break
-            delay = delay if delay is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
-            if waited + delay > THROTTLE_BUDGET_S:
-                break
-            delay += random.uniform(0, min(0.1, delay / 4 + 0.01))
-            waited += delay
+            kind = kind_of_status(status)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            delay = retrier.next_delay(kind, retry_after, safe=read_only) if kind is not None else None
+            if delay is None:
+                raise _error(response, cmdlet, retry_after)
             await asyncio.sleep(delay)
-        reason = _reason(response)
-        if response.status_code in _TRANSIENT:
-            delay = parse_retry_after(response.headers.get("Retry-After"))
-            raise TransientError(f"Exchange {cmdlet}: {response.status_code} {reason}", status=response.status_code, retry_after=delay)
-        if response.status_code == 403:
-            raise PermanentError(
-                f"Exchange {cmdlet}: 403 - the app identity lacks permission; grant {PERMISSION}",
-                status=403,
-            )
-        raise PermanentError(f"Exchange {cmdlet}: {response.status_code} {reason}", status=response.status_code)
+
+
+def _error(response: httpx.Response, cmdlet: str, retry_after: float | None) -> Exception:
+    reason = _reason(response)
+    status = response.status_code
+    if status in TRANSIENT_STATUS:
+        return TransientError(f"Exchange {cmdlet}: {status} {reason}", status=status, retry_after=retry_after)
+    if status == 403:
+        return PermanentError(f"Exchange {cmdlet}: 403 - the app identity lacks permission; grant {PERMISSION}", status=403)
+    return PermanentError(f"Exchange {cmdlet}: {status} {reason}", status=status)
 
 
 def _reason(response: httpx.Response) -> str:

@@ -7,7 +7,8 @@ model-parse cost (about a second and 35 MB the first time in a process).
 
 Requests in flight are paced by an AdaptiveLimiter (throttle.py): it grows until Graph
 answers 429, halves then, and pauses for Retry-After, so a storm fills the throttle
-without hammering it.
+without hammering it. Failed requests are retried in-process under shared/retry.py's
+policy (429 always; 5xx, timeouts and transport errors only for reads).
 
 Every method names the app permission it needs, so a 403 becomes a PermanentError that
 tells the operator exactly what to grant. Paths are built from validated ids, each path
@@ -18,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -31,13 +30,14 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
+from kiota_http.middleware.options import RetryHandlerOption
+from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from msgraph import GraphRequestAdapter
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
-from kiota_http.middleware.options import RetryHandlerOption
 from msgraph_core import GraphClientFactory
 
 from ..errors import PermanentError, TransientError
+from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from ..validation import odata_quote
 from .credentials import GRAPH_SCOPE
 from .throttle import AdaptiveLimiter
@@ -45,25 +45,8 @@ from .throttle import AdaptiveLimiter
 logger = logging.getLogger(__name__)
 
 _ERROR_MAP = {"XXX": ODataError}
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 _SAFE_METHODS = {"GET", "HEAD"}
-THROTTLE_RETRIES = 6  # 429s are retried in-process: a throttled request was not processed
-THROTTLE_BUDGET_S = 60.0
-READ_RETRIES = 2  # 5xx on a read is retried in-process; on a write it goes back to the step
 MAX_IN_FLIGHT = 64  # per service per worker: the adaptive limiter's ceiling and the connection pool
-
-
-def parse_retry_after(value: Any) -> float | None:
-    """Retry-After as seconds; Graph sends fractions ("2.128") that int() would refuse."""
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    if value is None:
-        return None
-    try:
-        seconds = float(str(value).strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def _header(headers: Any, name: str) -> Any:
@@ -86,16 +69,6 @@ def _seg(value: str) -> str:
     return quote(value, safe="@")
 
 
-@dataclass(frozen=True)
-class GraphCall:
-    """A call a step declares: method, path template and the app permission it needs."""
-
-    method: str
-    path: str
-    permission: str
-    beta: bool = False
-
-
 class GraphAdapter:
     """Thin async Graph client: one per worker, shared by every step."""
 
@@ -114,8 +87,8 @@ class GraphAdapter:
         )
         # The SDK's retry handler is switched off: it reads Retry-After as an integer (Graph
         # sends fractions) and retries writes after a 5xx, when the write may have landed.
-        # request() retries 429s (never processed) and reads itself; a write that fails with
-        # a 5xx goes back to the step, whose checkpoint/verify decides whether to repeat it.
+        # _send() retries under shared/retry.py's policy instead; a write that fails with a
+        # 5xx goes back to the step, whose checkpoint/verify decides whether to repeat it.
         http = GraphClientFactory.create_with_default_middleware(
             client=http, options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)}
         )
@@ -165,12 +138,11 @@ class GraphAdapter:
             raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
 
     async def _send(self, info: RequestInformation, method: str, path: str, permission: str, idempotent: bool = False) -> Any:
-        """Send with bounded in-process retries: 429 always (honouring Retry-After), 5xx for reads."""
+        """Send with bounded in-process retries (shared/retry.py): 429 always, honouring
+        Retry-After; 5xx, timeouts and transport errors for reads only."""
         safe = idempotent or method in _SAFE_METHODS
-        waited = 0.0
-        attempt = 0
+        retrier = Retrier(ADAPTER_POLICY)
         while True:
-            attempt += 1
             try:
                 async with self.limiter.slot() as slot:
                     try:
@@ -181,26 +153,21 @@ class GraphAdapter:
                         raise
             except APIError as exc:  # ODataError, or a body that is not a Graph error
                 status = exc.response_status_code or 0
-                delay = parse_retry_after(_header(exc.response_headers, "Retry-After"))
-                if status == 429 and attempt <= THROTTLE_RETRIES:
-                    delay = delay if delay is not None else min(8.0, 0.5 * 2 ** (attempt - 1))
-                elif status in _TRANSIENT_STATUS and safe and attempt <= READ_RETRIES:
-                    delay = delay if delay is not None else 0.2 * attempt
-                else:
+                kind = kind_of_status(status)
+                retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
+                delay = retrier.next_delay(kind, retry_after, safe=safe) if kind is not None else None
+                if delay is None:
                     raise self._map_error(exc, method, path, permission) from None
-                if waited + delay > THROTTLE_BUDGET_S:
-                    raise self._map_error(exc, method, path, permission) from None
-                delay += random.uniform(0, min(0.1, delay / 4 + 0.01))  # de-synchronise retries
-                waited += delay
-                logger.debug("Graph %s %s: %s, retrying in %.2fs (attempt %d)", method, path, status, delay, attempt)
+                logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, status, delay)
                 await asyncio.sleep(delay)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 # A read that hung or lost its connection is safe to repeat; a write is not.
-                if safe and attempt <= READ_RETRIES:
-                    logger.debug("Graph %s %s: %s, retrying (attempt %d)", method, path, exc.__class__.__name__, attempt)
-                    continue
-                what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
-                raise TransientError(f"Graph {method} {path} {what}") from None
+                delay = retrier.next_delay(RetryKind.TRANSIENT, safe=safe)
+                if delay is None:
+                    what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
+                    raise TransientError(f"Graph {method} {path} {what}") from None
+                logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, exc.__class__.__name__, delay)
+                await asyncio.sleep(delay)
 
     @staticmethod
     def _map_error(exc: APIError, method: str, path: str, permission: str) -> Exception:
@@ -209,7 +176,7 @@ class GraphAdapter:
         message = getattr(getattr(exc, "error", None), "message", None) or ""
         message = message[:300]
         where = f"Graph {method} {path}"
-        if status in _TRANSIENT_STATUS:
+        if status in TRANSIENT_STATUS:
             retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
             return TransientError(f"{where}: {status} {code}".strip(), status=status, retry_after=retry_after)
         if status == 403:
@@ -231,9 +198,9 @@ class GraphAdapter:
     USER_SELECT = ("id,userPrincipalName,displayName,mail,accountEnabled,onPremisesSyncEnabled,onPremisesImmutableId,"
                    "onPremisesSamAccountName,onPremisesDomainName,lastPasswordChangeDateTime")
 
-    async def get_user(self, user_key: str, select: str = USER_SELECT) -> dict[str, Any]:
+    async def get_user(self, user_key: str, select: str | None = None) -> dict[str, Any]:
         return await self.request(
-            "GET", f"/users/{_seg(user_key)}", query={"$select": select}, permission="User.Read.All"
+            "GET", f"/users/{_seg(user_key)}", query={"$select": select or self.USER_SELECT}, permission="User.Read.All"
         )
 
     async def reset_password(self, user_id: str, password: str, force_change: bool = True) -> None:
@@ -264,7 +231,7 @@ class GraphAdapter:
     async def list_directory_roles(self, user_id: str) -> list[dict[str, Any]]:
         """The directory roles the user holds now (directly or through a role-assignable group).
         An OData cast is an advanced query: ConsistencyLevel eventual and $count are required."""
-        return await self._list(
+        return await self.list_all(
             f"/users/{_seg(user_id)}/transitiveMemberOf/microsoft.graph.directoryRole",
             query={"$count": "true", "$select": "id,displayName,roleTemplateId"},
             headers={"ConsistencyLevel": "eventual"},
@@ -273,7 +240,7 @@ class GraphAdapter:
 
     async def list_eligible_roles(self, user_id: str) -> list[dict[str, Any]]:
         """PIM-eligible directory role assignments of the user (their roleDefinitionId)."""
-        return await self._list(
+        return await self.list_all(
             "/roleManagement/directory/roleEligibilityScheduleInstances",
             query={"$filter": f"principalId eq {odata_quote(user_id)}"},
             permission="RoleEligibilitySchedule.Read.Directory",
@@ -281,7 +248,7 @@ class GraphAdapter:
 
     async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
         """Directory audit events about the user's security info (registrations, changes, deletions), newest first."""
-        return await self._list(
+        return await self.list_all(
             "/auditLogs/directoryAudits",
             query={"$filter": f"targetResources/any(t: t/id eq {odata_quote(user_id)}) and "
                               "loggedByService eq 'Authentication Methods'"},
@@ -322,7 +289,7 @@ class GraphAdapter:
         )
 
     async def list_auth_methods(self, user_id: str) -> list[dict[str, Any]]:
-        return await self._list(
+        return await self.list_all(
             f"/users/{_seg(user_id)}/authentication/methods", permission="UserAuthenticationMethod.ReadWrite.All"
         )
 
@@ -343,7 +310,7 @@ class GraphAdapter:
     # -- mailbox rules -------------------------------------------------------------------
 
     async def list_message_rules(self, user_id: str) -> list[dict[str, Any]]:
-        return await self._list(
+        return await self.list_all(
             f"/users/{_seg(user_id)}/mailFolders/inbox/messageRules", permission="MailboxSettings.ReadWrite"
         )
 
@@ -396,7 +363,7 @@ class GraphAdapter:
             raise
 
     async def list_risk_detections(self, user_id: str, top: int = 50) -> list[dict[str, Any]]:
-        return await self._list(
+        return await self.list_all(
             "/identityProtection/riskDetections",
             query={"$filter": f"userId eq {odata_quote(user_id)}", "$top": str(top)},
             permission="IdentityRiskEvent.Read.All",
@@ -420,7 +387,7 @@ class GraphAdapter:
 
     # -- paging --------------------------------------------------------------------------
 
-    async def _list(
+    async def list_all(
         self, path: str, *, permission: str, query: dict[str, str] | None = None, max_items: int = 1000,
         headers: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
@@ -431,9 +398,9 @@ class GraphAdapter:
             link = (page or {}).get("@odata.nextLink")
             if not link or len(items) >= max_items:
                 return items[:max_items]
-            page = await self._follow(link, permission, headers)
+            page = await self.follow(link, permission, headers)
 
-    async def _follow(self, link: str, permission: str, headers: dict[str, str] | None = None) -> Any:
+    async def follow(self, link: str, permission: str, headers: dict[str, str] | None = None) -> Any:
         parts = urlsplit(link)
         base = urlsplit(self._base)
         if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):

@@ -6,22 +6,26 @@ Tables (all created at start-up):
 - ``userincidents`` PartitionKey = user key (object id or UPN), RowKey = "open"
 - ``stormwindow``   PartitionKey = "storm", RowKey = minute + shard: new-incident counters
 - ``errors``        PartitionKey = where (queue / entry point), RowKey = time + uuid
+- ``evidence``      PartitionKey = incident id, RowKey = snapshot section
+- ``defenderpending`` PartitionKey = AlertId (escaped or hashed), RowKey = kind + digest
+- ``watermarks``    PartitionKey = "poll", RowKey = feed: the polling reconciler's watermark
+- ``redrives``      PartitionKey = source queue, RowKey = body digest: poison redrive counts
 
 The ledger row is claimed with an ETag-conditional write before any side effect, so two
-deliveries of one message never act at once, and a finished step is never run again.
+deliveries of one message never act at once, and a finished step is never run again; the
+decision itself is shared/ledger_protocol.py (the in-memory fake uses the same one).
 Nothing here stores a password or a token; ``detail`` and ``checkpoint`` are JSON written
 by steps, which never put secrets in them.
 """
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import logging
 import random
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Callable
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -34,39 +38,26 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
-from ..errors import TransientError
+from ..errors import ConflictError, TransientError
+from ..ledger_protocol import (
+    MAX_ERROR_CHARS,
+    Claim,
+    ClaimStatus,
+    checkpoint_fields,
+    decide_claim,
+    dump_json,
+    finish_fields,
+    load_json,
+    release_fields,
+)
+from ..timestamps import iso, utcnow
 
 logger = logging.getLogger(__name__)
 
 TABLES = ("incidents", "steps", "userincidents", "stormwindow", "errors", "evidence", "defenderpending", "watermarks", "redrives")
-TERMINAL_STEP_STATES = ("succeeded", "skipped", "failed", "planned")
-MAX_JSON_CHARS = 30_000
-STORM_SHARDS = 8  # a table string property holds 32K UTF-16 characters
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def dump_json(value: Any, limit: int = MAX_JSON_CHARS) -> str:
-    """JSON for a table property, bounded: oversize values are replaced by a marker, not cut mid-token."""
-    text = json.dumps(value, separators=(",", ":"), default=str)
-    if len(text) <= limit:
-        return text
-    return json.dumps({"truncated": True, "chars": len(text), "head": text[: limit - 200]})
-
-
-def load_json(text: Any, default: Any = None) -> Any:
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return default
+STORM_SHARDS = 8
+_MAX_KEY_CHARS = 512  # a PartitionKey/RowKey is at most 1 KiB
+CLAIM_ROUNDS = 5
 
 
 def key(value: str) -> str:
@@ -74,28 +65,24 @@ def key(value: str) -> str:
     return quote(value, safe="@.-_+'!~*()")
 
 
+def pending_key(alert_id: str) -> str:
+    """The PartitionKey for a Defender AlertId: escaped, or hashed when escaping would pass the key limit."""
+    escaped = key(alert_id)
+    if len(escaped) <= _MAX_KEY_CHARS:
+        return escaped
+    return "sha256-" + hashlib.sha256(alert_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _is_conflict(exc: HttpResponseError) -> bool:
     return isinstance(exc, (ResourceModifiedError, ResourceExistsError)) or getattr(exc, "status_code", 0) in (409, 412)
 
 
-@dataclass
-class Claim:
-    """The outcome of claiming a step's ledger row."""
-
-    status: str  # "claimed" | "done" | "busy"
-    row: dict[str, Any]
-    etag: str | None = None
-    retry_in: float = 0.0
-    checkpoint: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def attempts(self) -> int:
-        return int(self.row.get("attempts", 0))
-
-
 class Ledger:
-    def __init__(self, tables: TableServiceClient) -> None:
+    """The app's tables over one aio TableServiceClient; ``clock`` is the worker's clock (Deps.clock)."""
+
+    def __init__(self, tables: TableServiceClient, clock: Callable[[], datetime] = utcnow) -> None:
         self._service = tables
+        self._clock = clock
         self.t = {name: tables.get_table_client(name) for name in TABLES}
 
     async def ensure(self) -> None:
@@ -123,11 +110,16 @@ class Ledger:
         return row
 
     async def update_incident(self, incident_id: str, fields: dict[str, Any], etag: str | None = None) -> None:
-        entity = {"PartitionKey": key(incident_id), "RowKey": "incident", **fields, "updated_at": iso(utcnow())}
+        entity = {"PartitionKey": key(incident_id), "RowKey": "incident", **fields, "updated_at": iso(self._clock())}
         if etag:
-            await self.t["incidents"].update_entity(
-                entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
+            try:
+                await self.t["incidents"].update_entity(
+                    entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except HttpResponseError as exc:
+                if _is_conflict(exc):
+                    raise ConflictError(f"incident {incident_id} changed since it was read") from None
+                raise
         else:
             await self.t["incidents"].update_entity(entity, mode=UpdateMode.MERGE)
 
@@ -147,7 +139,7 @@ class Ledger:
             entity = await self.t["userincidents"].get_entity(key(user_key), "open")
         except ResourceNotFoundError:
             return None
-        return dict(entity), entity.metadata["etag"]
+        return dict(entity), str(entity.metadata["etag"])
 
     async def claim_open(self, user_key: str, incident_id: str, created_at: str, replace_etag: str | None) -> bool:
         """Point the user's index at a new incident; False if another writer won the race."""
@@ -236,54 +228,31 @@ class Ledger:
         await self.t["steps"].upsert_entity(entity, mode=UpdateMode.MERGE)
 
     async def claim_step(self, incident_id: str, step: str, lease_s: int, correlation_id: str) -> Claim:
+        """Claim the row (see shared/ledger_protocol.py); every write is ETag-conditional."""
         table = self.t["steps"]
-        for round_ in range(5):
-            now = utcnow()
-            lease_until = iso(now + timedelta(seconds=lease_s))
+        for round_ in range(CLAIM_ROUNDS):
             # First delivery is the common case: try to create the row straight away (one
             # round trip); only when it exists is it read to decide.
             row = None if round_ == 0 else await self.get_step(incident_id, step)
-            if row is None:
-                entity = {
-                    "PartitionKey": key(incident_id),
-                    "RowKey": step,
-                    "state": "running",
-                    "attempts": 1,
-                    "started_at": iso(now),
-                    "lease_until": lease_until,
-                    "correlation_id": correlation_id,
-                    "checkpoint": "{}",
-                }
-                try:
-                    meta = await table.create_entity(entity)
-                except ResourceExistsError:
-                    continue
-                return Claim("claimed", entity, meta.get("etag"), checkpoint={})
-            state = row.get("state")
-            if state in TERMINAL_STEP_STATES:
-                return Claim("done", row, row.get("_etag"), checkpoint=load_json(row.get("checkpoint"), {}))
-            if state == "running" and row.get("lease_until", "") > iso(now):
-                remaining = (datetime.fromisoformat(row["lease_until"].replace("Z", "+00:00")) - now).total_seconds()
-                return Claim("busy", row, row.get("_etag"), retry_in=max(1.0, remaining))
-            attempts = int(row.get("attempts", 0)) + 1
-            update = {
-                "PartitionKey": key(incident_id),
-                "RowKey": step,
-                "state": "running",
-                "attempts": attempts,
-                "lease_until": lease_until,
-                "correlation_id": correlation_id,
-            }
+            decision = decide_claim(row, self._clock(), lease_s, correlation_id)
+            if decision.status is not ClaimStatus.CLAIMED:
+                assert row is not None
+                return Claim(decision.status, row, row.get("_etag"), retry_in=decision.retry_in, checkpoint=decision.checkpoint)
+            entity = {"PartitionKey": key(incident_id), "RowKey": step, **decision.fields}
             try:
-                meta = await table.update_entity(
-                    update, mode=UpdateMode.MERGE, etag=row["_etag"], match_condition=MatchConditions.IfNotModified
-                )
+                if decision.create:
+                    meta = await table.create_entity(entity)
+                else:
+                    assert row is not None
+                    meta = await table.update_entity(
+                        entity, mode=UpdateMode.MERGE, etag=row["_etag"], match_condition=MatchConditions.IfNotModified
+                    )
             except HttpResponseError as exc:
                 if _is_conflict(exc):
-                    continue
+                    continue  # another worker wrote the row in between: read it and decide again
                 raise
-            merged = {**row, **update}
-            return Claim("claimed", merged, meta.get("etag"), checkpoint=load_json(row.get("checkpoint"), {}))
+            merged = entity if row is None else {**row, **entity}
+            return Claim(ClaimStatus.CLAIMED, merged, meta.get("etag"), checkpoint=decision.checkpoint)
         raise TransientError(f"could not claim ledger row {incident_id}/{step}: repeated write conflicts")
 
     async def _conditional(self, incident_id: str, step: str, claim: Claim, fields: dict[str, Any]) -> None:
@@ -294,7 +263,7 @@ class Ledger:
             )
         except HttpResponseError as exc:
             if _is_conflict(exc):
-                raise TransientError(f"lost the lease on {incident_id}/{step}: another worker took it over") from None
+                raise ConflictError(f"lost the lease on {incident_id}/{step}: another worker took it over") from None
             raise
         claim.etag = meta.get("etag")
         claim.row.update(fields)
@@ -302,30 +271,16 @@ class Ledger:
     async def checkpoint(self, incident_id: str, step: str, claim: Claim, updates: dict[str, Any]) -> None:
         """Persist progress inside a claimed step (before/after each side effect)."""
         claim.checkpoint.update(updates)
-        await self._conditional(incident_id, step, claim, {"checkpoint": dump_json(claim.checkpoint)})
+        await self._conditional(incident_id, step, claim, checkpoint_fields(claim.checkpoint))
 
     async def release(self, incident_id: str, step: str, claim: Claim, error: str) -> None:
         """Give the step back after a transient failure so the retry can claim it at once."""
-        await self._conditional(
-            incident_id, step, claim, {"state": "retrying", "lease_until": iso(utcnow()), "error": error[:1000]}
-        )
+        await self._conditional(incident_id, step, claim, release_fields(self._clock(), error))
 
     async def finish(
         self, incident_id: str, step: str, claim: Claim, state: str, detail: Any, error: str = "", duration_ms: int = 0
     ) -> None:
-        await self._conditional(
-            incident_id,
-            step,
-            claim,
-            {
-                "state": state,
-                "finished_at": iso(utcnow()),
-                "duration_ms": duration_ms,
-                "detail": dump_json(detail),
-                "error": error[:1000],
-                "lease_until": "",
-            },
-        )
+        await self._conditional(incident_id, step, claim, finish_fields(self._clock(), state, detail, error, duration_ms))
 
     # -- evidence (the "before" snapshot) ------------------------------------------------
 
@@ -333,7 +288,7 @@ class Ledger:
         """Store one snapshot section (size-bounded); returns the stored size in characters."""
         text = dump_json(data)
         await self.t["evidence"].upsert_entity(
-            {"PartitionKey": key(incident_id), "RowKey": key(section), "data": text, "recorded_at": iso(utcnow())},
+            {"PartitionKey": key(incident_id), "RowKey": key(section), "data": text, "recorded_at": iso(self._clock())},
             mode=UpdateMode.REPLACE,
         )
         return len(text)
@@ -343,8 +298,9 @@ class Ledger:
         trip); returns each stored size in characters."""
         if not sections:
             return {}
-        now = iso(utcnow())
-        sizes, operations = {}, []
+        now = iso(self._clock())
+        sizes: dict[str, int] = {}
+        operations: list[Any] = []
         for section, data in sections.items():
             text = dump_json(data)
             sizes[section] = len(text)
@@ -365,12 +321,12 @@ class Ledger:
     # -- errors --------------------------------------------------------------------------
 
     async def record_error(self, where: str, reason: str, *, message_id: str = "", excerpt: str = "", **extra: Any) -> str:
-        now = utcnow()
+        now = self._clock()
         row_key = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
         entity = {
             "PartitionKey": key(where),
             "RowKey": row_key,
-            "reason": reason[:1000],
+            "reason": reason[:MAX_ERROR_CHARS],
             "message_id": message_id,
             "excerpt": excerpt[:500],
             "recorded_at": iso(now),
@@ -387,3 +343,50 @@ class Ledger:
             if len(rows) >= limit:
                 break
         return rows
+
+    # -- Defender halves (defenderpending) -------------------------------------------------
+
+    async def add_pending_half(self, alert_id: str, row: str, kind: str, record: str) -> None:
+        await self.t["defenderpending"].upsert_entity(
+            {"PartitionKey": pending_key(alert_id), "RowKey": key(row), "kind": kind, "record": record}
+        )
+
+    async def pending_halves(self, alert_id: str) -> tuple[list[str], list[str]]:
+        infos: list[str] = []
+        evidence: list[str] = []
+        try:
+            async for entity in self.t["defenderpending"].query_entities(
+                "PartitionKey eq @pk", parameters={"pk": pending_key(alert_id)}
+            ):
+                (infos if entity.get("kind") == "info" else evidence).append(entity.get("record") or "")
+        except ResourceNotFoundError:
+            pass
+        return infos, evidence
+
+    # -- polling watermarks (watermarks) ---------------------------------------------------
+
+    async def get_watermark(self, feed: str) -> str | None:
+        try:
+            entity = await self.t["watermarks"].get_entity("poll", key(feed))
+        except ResourceNotFoundError:
+            return None
+        since = entity.get("since")
+        return str(since) if since else None
+
+    async def set_watermark(self, feed: str, since: str) -> None:
+        await self.t["watermarks"].upsert_entity({"PartitionKey": "poll", "RowKey": key(feed), "since": since})
+
+    # -- poison redrive counters (redrives) ------------------------------------------------
+
+    async def get_redrive(self, queue: str, digest: str) -> dict[str, Any]:
+        try:
+            entity = await self.t["redrives"].get_entity(key(queue), key(digest))
+        except ResourceNotFoundError:
+            return {}
+        return {"count": int(entity.get("count", 0) or 0), "gave_up": bool(entity.get("gave_up"))}
+
+    async def put_redrive(self, queue: str, digest: str, count: int, gave_up: bool = False) -> None:
+        entity: dict[str, Any] = {"PartitionKey": key(queue), "RowKey": key(digest), "count": count}
+        if gave_up:
+            entity["gave_up"] = True
+        await self.t["redrives"].upsert_entity(entity)

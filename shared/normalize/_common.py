@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from ..model import IncidentRequest, parse_timestamp
+from ..model import IncidentRequest
+from ..timestamps import iso_exact, parse_timestamp
 from ..validation import ValidationError, excerpt, normalize_guid, normalize_upn
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
@@ -352,17 +353,13 @@ def _apply_zone(parsed: datetime, zone: str | None) -> datetime | None:
     return result if result.year >= _MIN_YEAR else None
 
 
-def iso_z(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
 def first_time(ctx: Context, *candidates: object) -> str:
     """ISO 8601 UTC (Z) of the first candidate that parses; ``ctx.now`` if none does."""
     for candidate in candidates:
         parsed = parse_time(candidate)
         if parsed is not None:
-            return iso_z(parsed)
-    return iso_z(ctx.now)
+            return iso_exact(parsed)
+    return iso_exact(ctx.now)
 
 
 # --------------------------------------------------------------------------- payload loading

@@ -282,7 +282,8 @@ def slim_pending_record(record: dict[str, Any]) -> dict[str, Any]:
     Keeps the category, time and the properties ``join_defender`` reads; the title is cut
     to what an incident keeps anyway and AdditionalFields to the identity keys in it.
     """
-    props = record.get("properties") if isinstance(record.get("properties"), dict) else record
+    nested = record.get("properties")
+    props: dict[str, Any] = nested if isinstance(nested, dict) else record
     kept: dict[str, Any] = {}
     for name in _KEPT_PROPERTIES:
         value = props.get(name)

@@ -51,7 +51,6 @@ from ._common import (
 
 __all__ = ["parse_entra_record", "identity_protection_signal", "map_entra_risk_level"]
 
-_COUNTED_STATES = {"atrisk", "confirmedcompromised"}
 _CLEARED_STATES = {"remediated", "dismissed", "confirmedsafe", "none"}
 _LEVELS = {"none": "none", "low": "low", "medium": "medium", "high": "high"}
 

@@ -9,6 +9,8 @@ so in one line and exits 2 instead of waiting through the SDK's retries.
 Wiring into the operator CLI (``shared/cli.py``) is one call::
 
     add_score_command(sub, _storage_env)
+
+Storage clients come from shared/bootstrap.py (``open_storage``), like every other command's.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TextIO
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ServiceRequestError
@@ -28,7 +30,9 @@ from azure.core.exceptions import ServiceRequestError
 from ..errors import ConfigError
 from .chart import render_trend_svg, sparkline
 from .service import trend
-from .store import ScoreStore
+
+if TYPE_CHECKING:  # the adapters are imported when the command runs, not when the CLI starts
+    from ..bootstrap import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +58,11 @@ def is_listening(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def tables_from_env(env: Mapping[str, str]) -> Any:
-    """An aio TableServiceClient from AzureWebJobsStorage or the identity-based setting."""
-    from azure.data.tables.aio import TableServiceClient
-
-    conn = (env.get("AzureWebJobsStorage") or "").strip()
-    if conn:
-        return TableServiceClient.from_connection_string(conn)
-    uri = (env.get("AzureWebJobsStorage__tableServiceUri") or "").strip()
-    if not uri:
-        raise ConfigError("storage is not configured: set AzureWebJobsStorage or AzureWebJobsStorage__tableServiceUri")
-    from ..adapters.credentials import build_credential
-
-    return TableServiceClient(endpoint=uri, credential=build_credential())
-
-
-def emulator_down(tables: Any) -> str | None:
+def emulator_down(table_url: str) -> str | None:
     """A one-line reason when the table endpoint is local and nothing listens; else None."""
-    parts = urlsplit(getattr(tables, "url", "") or "")
+    parts = urlsplit(table_url or "")
     host = parts.hostname
-    if not is_loopback(host):
+    if host is None or not is_loopback(host):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if is_listening(host, port):
@@ -131,20 +120,15 @@ def render_table(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def load_trend(tables: Any, days: int) -> dict[str, Any]:
-    return await trend(ScoreStore(tables), days)
-
-
-async def _load(tables: Any, days: int, close: bool) -> dict[str, Any]:
+async def _load(storage: Storage, days: int) -> dict[str, Any]:
     try:
-        return await load_trend(tables, days)
+        return await trend(storage.scores, days)
     finally:
-        if close:
-            await tables.close()
+        await storage.close()
 
 
 def run_score(
-    source: Mapping[str, str] | Any,
+    env: Mapping[str, str],
     *,
     json_output: bool = False,
     days: int = DEFAULT_DAYS,
@@ -152,32 +136,29 @@ def run_score(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Print the trend; exit code 0 ok, 2 storage unreachable or bad arguments.
-
-    ``source`` is the storage environment (a mapping with AzureWebJobsStorage or the
-    identity-based setting; the client is created and closed here) or an aio
-    TableServiceClient (the caller owns and closes it)."""
+    """Print the trend from the storage ``env`` names; exit code 0 ok, 2 storage unreachable
+    or bad arguments."""
     out = out or sys.stdout
     err = err or sys.stderr
     if days < 1:
         print("responder: --days must be at least 1", file=err)
         return 2
-    owned = isinstance(source, Mapping)
+    from ..bootstrap import open_storage
+
     try:
-        tables = tables_from_env(source) if owned else source
+        storage = open_storage(env)
     except ConfigError as exc:
         print(f"responder: {exc}", file=err)
         return 2
-    down = emulator_down(tables)
+    down = emulator_down(storage.table_url)
     if down:
-        if owned:
-            asyncio.run(tables.close())
+        asyncio.run(storage.close())
         print(f"responder: {down}", file=err)
         return 2
     try:
-        data = asyncio.run(_load(tables, days, owned))
+        data = asyncio.run(_load(storage, days))
     except ServiceRequestError as exc:
-        print(f"responder: storage is not reachable at {urlsplit(tables.url).netloc} ({exc.__class__.__name__})", file=err)
+        print(f"responder: storage is not reachable at {urlsplit(storage.table_url).netloc} ({exc.__class__.__name__})", file=err)
         return 2
     if svg:
         path = Path(svg)

@@ -157,8 +157,8 @@ class DayRecord:
         controls = decode_controls(entity)
         return cls(
             date=str(entity.get("day") or entity.get("RowKey")),
-            current=float(_number(entity.get("current"), 0.0)),
-            max=float(_number(entity.get("max"), 0.0)),
+            current=_number(entity.get("current")) or 0.0,
+            max=_number(entity.get("max")) or 0.0,
             percentage=None if pct is None or pct < 0 else pct,
             licensed_users=None if licensed is None or licensed < 0 else licensed,
             active_users=None if active is None or active < 0 else active,

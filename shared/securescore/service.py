@@ -28,9 +28,9 @@ from typing import Any, Awaitable, Callable
 from azure.core.exceptions import AzureError
 
 from ..errors import PermanentError, TransientError
+from ..ports import GraphPort, ScoreStorePort
 from .config import MAX_DAYS, ScoreSettings
 from .model import DayRecord, Finding, control_changes, detect_regressions, finding_text, parse_page
-from .store import ScoreStore
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +83,12 @@ def plan_top(latest: str | None, today: date) -> int:
 
 
 async def fetch_scores(
-    graph: Any, top: int, *, attempts: int = FETCH_ATTEMPTS, sleep: Sleep = asyncio.sleep
+    graph: GraphPort, top: int, *, attempts: int = FETCH_ATTEMPTS, sleep: Sleep = asyncio.sleep
 ) -> tuple[list[dict[str, Any]], int]:
     """The newest ``top`` secureScore objects (following nextLink) and the attempts it took."""
     for attempt in range(1, attempts + 1):
         try:
-            items = await graph._list(PATH, permission=PERMISSION, query={"$top": str(top)}, max_items=top)
+            items = await graph.list_all(PATH, permission=PERMISSION, query={"$top": str(top)}, max_items=top)
             return list(items or []), attempt
         except TransientError as exc:
             if attempt >= attempts:
@@ -102,8 +102,8 @@ async def fetch_scores(
 
 
 async def snapshot(
-    graph: Any,
-    store: ScoreStore,
+    graph: GraphPort,
+    store: ScoreStorePort,
     settings: ScoreSettings,
     *,
     today: date | None = None,
@@ -154,7 +154,7 @@ async def snapshot(
     return result
 
 
-async def _previous(store: ScoreStore, known: set[str], fetched: dict[str, DayRecord], day: str) -> DayRecord | None:
+async def _previous(store: ScoreStorePort, known: set[str], fetched: dict[str, DayRecord], day: str) -> DayRecord | None:
     earlier = [d for d in known if d < day]
     if not earlier:
         return None
@@ -162,7 +162,7 @@ async def _previous(store: ScoreStore, known: set[str], fetched: dict[str, DayRe
     return fetched.get(previous) or await store.get_day(previous)
 
 
-async def send_pending(graph: Any, store: ScoreStore, settings: ScoreSettings, since: str) -> int:
+async def send_pending(graph: GraphPort, store: ScoreStorePort, settings: ScoreSettings, since: str) -> int:
     """Mail every finding since ``since`` whose mail is pending (or failed transiently, or
     was claimed by a sender that never finished). Returns how many were mailed."""
     sent = 0
@@ -190,7 +190,7 @@ async def send_pending(graph: Any, store: ScoreStore, settings: ScoreSettings, s
 # -- reading ----------------------------------------------------------------------------------
 
 
-async def trend(store: ScoreStore, days: int = 30) -> dict[str, Any]:
+async def trend(store: ScoreStorePort, days: int = 30) -> dict[str, Any]:
     """The last ``days`` stored days (oldest first) with day-over-day deltas, the latest day
     with its control changes since the day before, and the regressions in that window."""
     days = max(1, int(days))
@@ -223,7 +223,7 @@ async def trend(store: ScoreStore, days: int = 30) -> dict[str, Any]:
     }
 
 
-async def summary(store: ScoreStore) -> dict[str, Any] | None:
+async def summary(store: ScoreStorePort) -> dict[str, Any] | None:
     """``{"current", "max", "percentage", "date", "days"}`` of the newest stored day (days =
     how many days are stored), or None when nothing is stored."""
     dates = await store.stored_dates()
@@ -235,9 +235,12 @@ async def summary(store: ScoreStore) -> dict[str, Any] | None:
     return {"current": day.current, "max": day.max, "percentage": day.percentage, "date": day.date, "days": len(dates)}
 
 
-async def latest_score(store: ScoreStore) -> dict[str, Any] | None:
+async def latest_score(store: ScoreStorePort | None) -> dict[str, Any] | None:
     """Best effort, for recording beside an incident: the newest stored day's score, or None
-    when nothing is stored or storage cannot be read (never raises a storage error)."""
+    when no score store is wired, nothing is stored or storage cannot be read (never raises
+    a storage error)."""
+    if store is None:
+        return None
     try:
         found = await summary(store)
     except AzureError as exc:
@@ -246,35 +249,3 @@ async def latest_score(store: ScoreStore) -> dict[str, Any] | None:
     if found is None:
         return None
     return {"date": found["date"], "current": found["current"], "max": found["max"], "percentage": found["percentage"]}
-
-
-async def latest_score_for_ledger(ledger: Any) -> dict[str, Any] | None:
-    """``latest_score`` over the tables of the app's Ledger (for the close step); None for a
-    ledger without table storage (the unit tests' fake)."""
-    tables = getattr(ledger, "_service", None)
-    if tables is None:
-        return None
-    return await latest_score(ScoreStore(tables))
-
-
-# -- per-worker store -------------------------------------------------------------------------
-
-_stores: dict[int, ScoreStore] = {}
-_lock: asyncio.Lock | None = None
-
-
-async def get_store(tables: Any) -> ScoreStore:
-    """One ScoreStore per TableServiceClient per worker, its tables created once."""
-    global _lock
-    store = _stores.get(id(tables))
-    if store is not None:
-        return store
-    if _lock is None:
-        _lock = asyncio.Lock()
-    async with _lock:
-        store = _stores.get(id(tables))
-        if store is None:
-            store = ScoreStore(tables)
-            await store.ensure()
-            _stores[id(tables)] = store
-    return store

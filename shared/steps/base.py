@@ -20,19 +20,21 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, ClassVar
 
-from ..adapters.ledger import Claim, iso
 from ..deps import Deps
 from ..errors import PermanentError, TransientError
+from ..ledger_protocol import Claim, ClaimStatus
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
 from ..playbook import incident_order, next_step, predecessors, queue_name
+from ..ports import ExchangePort, GraphPort, LedgerPort
+from ..retry import EFFECT_POLICY, Retrier, RetryKind, kind_of_status
+from ..states import COMPLETED_STEP_STATES, TERMINAL_INCIDENT_STATES, IncidentState, RunOutcome, StepState
+from ..timestamps import iso
 from ..userindex import index_user_keys
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_INCIDENT_STATES = ("succeeded", "failed", "dry-run")
-EFFECT_RETRIES = 2  # in-process repeats of a verifiable write after a transient failure
-EFFECT_RETRY_MAX_S = 5.0
+Gate = Callable[..., Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Call:
 
 @dataclass
 class StepResult:
-    state: str = "succeeded"  # succeeded | skipped
+    state: StepState = StepState.SUCCEEDED  # succeeded | skipped
     summary: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -55,17 +57,23 @@ class StepContext:
     def __init__(self, deps: Deps, task: StepTask, incident: dict[str, Any], claim: Claim, log: IncidentLog) -> None:
         self.deps = deps
         self.settings = deps.settings
-        self.graph = deps.graph
-        self.exchange = deps.exchange
         self.task = task
         self.incident = incident
         self.claim = claim
         self.log = log
-        self.dry_run = incident.get("mode") == "dry-run"
+        self.dry_run = incident.get("mode") == IncidentState.DRY_RUN
         self.would: list[str] = []
         # The user object the runner read when it resolved the incident in this attempt
         # (None when an earlier step resolved it): steps may reuse it instead of reading again.
         self.resolved_user: dict[str, Any] | None = None
+
+    @property
+    def graph(self) -> GraphPort:
+        return self.deps.require_graph()
+
+    @property
+    def exchange(self) -> ExchangePort:
+        return self.deps.require_exchange()
 
     @property
     def user_id(self) -> str:
@@ -109,21 +117,25 @@ class StepContext:
             await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True})
             return False
         await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts})
-        for retry in range(EFFECT_RETRIES + 1):
+        retrier = Retrier(EFFECT_POLICY)
+        while True:
             try:
                 await action()
                 break
             except TransientError as exc:
                 # A write that failed transiently may or may not have landed. Without a way to
                 # tell, the step gives up and the platform retries the message; with verify(),
-                # check the tenant first and repeat the write only if it did not land.
-                if verify is None or retry == EFFECT_RETRIES:
+                # wait as the retry policy says, check the tenant, and repeat the write only if
+                # it did not land.
+                kind = kind_of_status(exc.status) or RetryKind.TRANSIENT
+                delay = retrier.next_delay(kind, exc.retry_after, safe=verify is not None)
+                if verify is None or delay is None:
                     raise
-                await asyncio.sleep(min(EFFECT_RETRY_MAX_S, exc.retry_after if exc.retry_after is not None else 0.25 * (retry + 1)))
+                await asyncio.sleep(delay)
                 if await verify(record | {"issued_at": self.checkpoint["effects"][name]["issued_at"]}):
                     self.log.info("effect %s landed despite %s; not repeating it", name, exc)
                     break
-                self.log.info("effect %s did not land (%s); repeating it (retry %d)", name, exc, retry + 1)
+                self.log.info("effect %s did not land (%s); repeating it", name, exc)
         await self._mark(name, {**self.checkpoint["effects"][name], "done_at": iso(self.deps.clock())})
         self.log.info("effect %s done: %s", name, description)
         return True
@@ -152,7 +164,7 @@ async def enqueue_step(deps: Deps, incident_id: str, step: str, user_key: str, c
     await deps.queues.send(queue_name(step), task.to_json(), visibility_timeout=delay_s)
 
 
-async def successor_started(ledger: Any, incident_id: str, order: tuple[str, ...], step: str) -> bool:
+async def successor_started(ledger: LedgerPort, incident_id: str, order: tuple[str, ...], step: str) -> bool:
     """Has the step after ``step`` (in this incident's order) got a ledger row yet?
     False for the last step. The runner's redelivery path and the poison sweeper both ask."""
     nxt = next_step(order, step)
@@ -160,120 +172,168 @@ async def successor_started(ledger: Any, incident_id: str, order: tuple[str, ...
 
 
 class StepRunner:
-    """Drives one StepTask through claim → act → record → enqueue next."""
+    """Drives one StepTask through its phases:
 
-    def __init__(self, deps: Deps, steps: dict[str, Step], gate: Callable[..., Awaitable[str | None]] | None = None) -> None:
+    1. ``_runnable``: the incident exists, the step is in its playbook, it is not over or held;
+    2. ``_earlier_steps_finished``: steps run strictly in order;
+    3. claim the ledger row: ``busy`` → look again later; ``done`` → ``_redelivered`` (advance only);
+    4. ``_execute``: resolve the user, the gate (first step), ``step.act``; errors become a
+       released row (transient: the platform retries) or a failed row and a stopped incident;
+    5. ``_record`` the outcome, then ``_advance`` the incident to the next step.
+    """
+
+    def __init__(self, deps: Deps, steps: dict[str, Step], gate: Gate | None = None) -> None:
         self.deps = deps
         self.steps = steps
         self.gate = gate
 
-    async def run(self, task: StepTask) -> str:
-        """Returns what happened (for logs/tests): ran, done, busy, held, stopped, ignored."""
-        deps, ledger = self.deps, self.deps.ledger
+    async def run(self, task: StepTask) -> RunOutcome:
+        """What happened, for logs and tests (see states.RunOutcome)."""
         log = incident_log(logger, task.incident_id, task.step, task.correlation_id)
         step = self.steps.get(task.step)
         if step is None:
             raise PermanentError(f"no step named {task.step!r} is registered")
-        incident = await ledger.get_incident(task.incident_id)
+        incident = await self.deps.ledger.get_incident(task.incident_id)
         if incident is None:
             log.warning("incident not found; dropping the step task")
-            await ledger.record_error(queue_name(task.step), "incident not found", message_id=task.incident_id)
-            return "ignored"
-        order = incident_order(incident, deps.settings.playbook_steps)
+            await self.deps.ledger.record_error(queue_name(task.step), "incident not found", message_id=task.incident_id)
+            return RunOutcome.IGNORED
+        order = incident_order(incident, self.deps.settings.playbook_steps)
+        stop = self._runnable(task, incident, order, log)
+        if stop is not None:
+            return stop
+        if not await self._earlier_steps_finished(task, incident, order, log):
+            return RunOutcome.IGNORED
+        claim = await self.deps.ledger.claim_step(task.incident_id, task.step, self.deps.settings.step_lease_s,
+                                                  task.correlation_id)
+        if claim.status is ClaimStatus.BUSY:
+            log.info("step is being run by another worker; re-checking in %.0fs", claim.retry_in)
+            await enqueue_step(self.deps, task.incident_id, task.step, task.user_key, task.correlation_id, int(claim.retry_in) + 1)
+            return RunOutcome.BUSY
+        if claim.status is ClaimStatus.DONE:
+            return await self._redelivered(task, incident, order, claim, log)
+        return await self._execute(step, task, incident, order, claim, log)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _runnable(task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog) -> RunOutcome | None:
+        """None when the step may run; else why not."""
         if task.step not in order:
             log.warning("step is not in this incident's playbook %s; ignoring", order)
-            return "ignored"
+            return RunOutcome.IGNORED
         state = incident.get("state")
-        if state in TERMINAL_INCIDENT_STATES or state == "held":
+        if state == IncidentState.HELD:
+            log.info("incident is held; step not run")
+            return RunOutcome.HELD
+        if state in TERMINAL_INCIDENT_STATES:
             log.info("incident is %s; step not run", state)
-            return "stopped" if state != "held" else "held"
+            return RunOutcome.STOPPED
+        return None
 
+    async def _earlier_steps_finished(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...],
+                                      log: IncidentLog) -> bool:
         earlier = predecessors(order, task.step)
-        if earlier and incident.get("current_step") != task.step:
+        if not earlier or incident.get("current_step") == task.step:
             # (When the incident already points at this step, _advance put it there after
             # every earlier step finished: no need to read the ledger rows.)
-            # Steps run strictly in order: a task for a later step (a stray or forged message)
-            # does nothing until every earlier step has finished.
-            rows = {r["RowKey"]: r for r in await ledger.list_steps(task.incident_id)}
-            unfinished = [s for s in earlier if rows.get(s, {}).get("state") not in ("succeeded", "skipped", "planned")]
-            if unfinished:
-                log.warning("step task arrived before %s finished; ignored", ", ".join(unfinished))
-                await ledger.record_error(queue_name(task.step), f"out-of-order step task ignored: {', '.join(unfinished)} not finished",
-                                          message_id=task.incident_id)
-                return "ignored"
+            return True
+        # Steps run strictly in order: a task for a later step (a stray or forged message)
+        # does nothing until every earlier step has finished.
+        rows = {r["RowKey"]: r for r in await self.deps.ledger.list_steps(task.incident_id)}
+        unfinished = [s for s in earlier if rows.get(s, {}).get("state") not in COMPLETED_STEP_STATES]
+        if not unfinished:
+            return True
+        log.warning("step task arrived before %s finished; ignored", ", ".join(unfinished))
+        await self.deps.ledger.record_error(queue_name(task.step),
+                                            f"out-of-order step task ignored: {', '.join(unfinished)} not finished",
+                                            message_id=task.incident_id)
+        return False
 
-        claim = await ledger.claim_step(task.incident_id, task.step, deps.settings.step_lease_s, task.correlation_id)
-        if claim.status == "busy":
-            log.info("step is being run by another worker; re-checking in %.0fs", claim.retry_in)
-            await enqueue_step(deps, task.incident_id, task.step, task.user_key, task.correlation_id, int(claim.retry_in) + 1)
-            return "busy"
-        if claim.status == "done":
-            log.info("step already %s (redelivery); advancing", claim.row.get("state"))
-            if claim.row.get("state") == "failed":
-                return "stopped"
-            if await successor_started(ledger, task.incident_id, order, task.step):
-                log.info("the next step already has a ledger row; nothing to enqueue")
-                return "done"
-            await self._advance(task, incident, order, log)
-            return "done"
+    async def _redelivered(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], claim: Claim,
+                           log: IncidentLog) -> RunOutcome:
+        """The step finished earlier (a redelivery): advance the incident if nobody did."""
+        log.info("step already %s (redelivery); advancing", claim.row.get("state"))
+        if claim.row.get("state") == StepState.FAILED:
+            return RunOutcome.STOPPED
+        if await successor_started(self.deps.ledger, task.incident_id, order, task.step):
+            log.info("the next step already has a ledger row; nothing to enqueue")
+            return RunOutcome.DONE
+        await self._advance(task, incident, order, log)
+        return RunOutcome.DONE
 
+    async def _execute(self, step: Step, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], claim: Claim,
+                       log: IncidentLog) -> RunOutcome:
+        ledger = self.deps.ledger
         started = time.monotonic()
-        ctx = StepContext(deps, task, incident, claim, log)
+        ctx = StepContext(self.deps, task, incident, claim, log)
         log.info("step started (attempt %d)", claim.attempts)
         try:
-            gated = task.step == order[0] and self.gate is not None and not incident.get("approved")
-            in_group: bool | None = None
-            prefetch = getattr(self.gate, "prefetch", None) if gated else None
-            if not incident.get("user_resolved") and prefetch is not None:
-                # The group lookup needs only the user's key: run it beside the resolution.
-                key = incident.get("user_id") or incident["user_principal_name"]
-                resolved, in_group = await asyncio.gather(self._resolve_user(ctx), prefetch(ctx, key), return_exceptions=True)
-                for outcome in (resolved, in_group):
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-            elif not incident.get("user_resolved"):
-                await self._resolve_user(ctx)
-            if gated:
-                held_reason = await (self.gate(ctx, in_group) if in_group is not None else self.gate(ctx))
-                if held_reason:
-                    # "held" is not a terminal step state: approval claims the row again.
-                    await ledger.finish(task.incident_id, task.step, claim, "held", {"reason": held_reason}, held_reason)
-                    await ledger.update_incident(task.incident_id, {"state": "held", "held_reason": held_reason})
-                    log.warning("incident held before any change: %s", held_reason)
-                    return "held"
+            held_reason = await self._prepare(ctx, order)
+            if held_reason:
+                # "held" is not a terminal step state: approval claims the row again.
+                await ledger.finish(task.incident_id, task.step, claim, StepState.HELD, {"reason": held_reason}, held_reason)
+                await ledger.update_incident(task.incident_id, {"state": IncidentState.HELD, "held_reason": held_reason})
+                log.warning("incident held before any change: %s", held_reason)
+                return RunOutcome.HELD
             result = await step.act(ctx)
         except TransientError as exc:
             log.warning("transient failure, will be retried: %s", exc)
             await ledger.release(task.incident_id, task.step, claim, str(exc))
             raise
         except PermanentError as exc:
-            elapsed = int((time.monotonic() - started) * 1000)
             log.error("step failed permanently: %s", exc)
-            await ledger.finish(task.incident_id, task.step, claim, "failed", {"would": ctx.would}, str(exc), elapsed)
+            await ledger.finish(task.incident_id, task.step, claim, StepState.FAILED, {"would": ctx.would}, str(exc),
+                                _elapsed_ms(started))
             await ledger.update_incident(
-                task.incident_id, {"state": "failed", "stopped_at": task.step, "stop_reason": str(exc)[:1000]}
+                task.incident_id,
+                {"state": IncidentState.FAILED, "stopped_at": task.step, "stop_reason": str(exc)[:1000]},
             )
-            return "stopped"
+            return RunOutcome.STOPPED
         except Exception as exc:  # a bug or an unexpected SDK error: retry, then poison
             log.exception("unexpected error; releasing the step for retry")
             await ledger.release(task.incident_id, task.step, claim, f"unexpected {exc.__class__.__name__}")
             raise
-        elapsed = int((time.monotonic() - started) * 1000)
-        final_state = "planned" if ctx.dry_run and step.mutates and result.state == "succeeded" else result.state
+        await self._record(step, ctx, result, started)
+        await self._advance(task, incident, order, log)
+        return RunOutcome.RAN
+
+    async def _prepare(self, ctx: StepContext, order: tuple[str, ...]) -> str | None:
+        """Resolve the user (once per incident) and, before the first step, ask the gate.
+        Returns why the incident must be held, or None."""
+        incident = ctx.incident
+        gated = ctx.task.step == order[0] and self.gate is not None and not incident.get("approved")
+        facts: Any = None  # what the gate's prefetch found (shared/gate.py GateFacts), handed back to it
+        prefetch = getattr(self.gate, "prefetch", None) if gated else None
+        if not incident.get("user_resolved") and prefetch is not None:
+            # The group and role lookups need only the user's key: run them beside the resolution.
+            key = incident.get("user_id") or incident["user_principal_name"]
+            outcomes = await asyncio.gather(self._resolve_user(ctx), prefetch(ctx, key), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            facts = outcomes[1]
+        elif not incident.get("user_resolved"):
+            await self._resolve_user(ctx)
+        if not gated or self.gate is None:
+            return None
+        return await (self.gate(ctx, facts) if facts is not None else self.gate(ctx))
+
+    async def _record(self, step: Step, ctx: StepContext, result: StepResult, started: float) -> None:
+        elapsed = _elapsed_ms(started)
+        final_state = StepState.PLANNED if ctx.dry_run and step.mutates and result.state == StepState.SUCCEEDED else result.state
         detail = dict(result.detail)
         if ctx.would:
             detail["would"] = ctx.would
         if result.summary:
             detail["summary"] = result.summary
-        await ledger.finish(task.incident_id, task.step, claim, final_state, detail, "", elapsed)
-        log.info("step %s in %d ms: %s", final_state, elapsed, result.summary)
-        await self._advance(task, incident, order, log)
-        return "ran"
+        await self.deps.ledger.finish(ctx.task.incident_id, ctx.task.step, ctx.claim, final_state, detail, "", elapsed)
+        ctx.log.info("step %s in %d ms: %s", final_state, elapsed, result.summary)
 
     async def _resolve_user(self, ctx: StepContext) -> None:
         """Look the user up once per incident: canonical object id, UPN and sync state."""
         incident = ctx.incident
-        user = await self.deps.graph.get_user(incident.get("user_id") or incident["user_principal_name"])
+        user = await ctx.graph.get_user(incident.get("user_id") or incident["user_principal_name"])
         fields = {
             "user_id": user["id"],
             "user_principal_name": (user.get("userPrincipalName") or "").lower(),
@@ -296,10 +356,15 @@ class StepRunner:
     async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog) -> None:
         nxt = next_step(order, task.step)
         if nxt is None:
-            final = "dry-run" if incident.get("mode") == "dry-run" else "succeeded"
-            await self.deps.ledger.update_incident(task.incident_id, {"state": final, "current_step": "", "finished_at": iso(self.deps.clock())})
+            final = IncidentState.DRY_RUN if incident.get("mode") == IncidentState.DRY_RUN else IncidentState.SUCCEEDED
+            await self.deps.ledger.update_incident(task.incident_id, {"state": final, "current_step": "",
+                                                                      "finished_at": iso(self.deps.clock())})
             log.info("playbook complete; incident %s", final)
             return
-        await self.deps.ledger.update_incident(task.incident_id, {"state": "running", "current_step": nxt})
+        await self.deps.ledger.update_incident(task.incident_id, {"state": IncidentState.RUNNING, "current_step": nxt})
         await enqueue_step(self.deps, task.incident_id, nxt, task.user_key, task.correlation_id)
         log.info("enqueued next step %s", nxt)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -22,9 +22,11 @@ before it, so it can be restored.
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 
 from ..errors import PermanentError
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 HIDING_FOLDERS = ("rss", "junk", "archive", "notes", "conversation history", "deleted items")
@@ -134,7 +136,7 @@ class CleanMailbox(Step):
             row = by_number.get(number, {}) if number is not None else {}
             if number is not None:
                 matched.add(number)
-            name = rule.get("displayName") or rule.get("id")
+            name = str(rule.get("displayName") or rule.get("id"))
             reasons = graph_rule_reasons(rule, str(row.get("MoveToFolder") or ""))
             if not reasons or rule.get("isEnabled") is False:
                 kept.append(name)
@@ -154,7 +156,7 @@ class CleanMailbox(Step):
             try:
                 await ctx.effect(
                     f"rule-graph-{rule['id']}",
-                    lambda r=rule: ctx.graph.disable_message_rule(uid, r["id"]),
+                    functools.partial(ctx.graph.disable_message_rule, uid, rule["id"]),
                     description=f"disable inbox rule '{name}' ({', '.join(reasons)})",
                     verify=graph_rule_off,
                 )
@@ -212,4 +214,4 @@ class CleanMailbox(Step):
         verb = "would disable" if ctx.dry_run else "disabled"
         summary = f"{verb} {len(disabled)} rule(s); forwarding " + (
             "cleared" if forwarding.get("cleared") else ("would be cleared" if ctx.dry_run and before["ForwardingSmtpAddress"] else "not set"))
-        return StepResult("succeeded", summary, detail)
+        return StepResult(StepState.SUCCEEDED, summary, detail)

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..adapters.ledger import load_json
 from ..errors import PermanentError, TransientError
+from ..ledger_protocol import load_json
+from ..playbook import incident_order
+from ..securescore.service import latest_score
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 AT_RISK = ("atRisk", "confirmedCompromised")
@@ -60,7 +63,7 @@ def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> s
     if incident.get("final_risk_state"):
         lines.append(f"Final user risk: {incident['final_risk_state']}")
     lines += ["", "Steps:"]
-    for name in (incident.get("playbook") or "").split(","):
+    for name in incident_order(incident, ()):
         row = rows.get(name, {})
         detail = load_json(row.get("detail"), {}) or {}
         note = detail.get("summary") or row.get("error") or ""
@@ -108,12 +111,10 @@ class Close(Step):
         else:
             detail["notified"] = None
             detail["note"] = "SOC_MAILBOX or NOTIFY_SENDER not set: no summary mail"
-        from ..securescore.service import latest_score_for_ledger
-
-        detail["secure_score"] = await latest_score_for_ledger(ctx.deps.ledger)
+        detail["secure_score"] = await latest_score(ctx.deps.scores)
         summary = f"final risk {detail.get('final_risk_state') or 'unknown'}" + (
             f"; summary mailed to {settings.soc_mailbox}" if detail["notified"] else "")
-        return StepResult("succeeded", summary, detail)
+        return StepResult(StepState.SUCCEEDED, summary, detail)
 
     @staticmethod
     async def _final_risk(ctx: StepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import ConfigError, PermanentError
-from ..model import parse_timestamp
+from ..states import StepState
+from ..timestamps import parse_timestamp
 from .base import Call, Step, StepContext, StepResult
 
 # @odata.type → the collection its DELETE lives under.
@@ -183,7 +184,7 @@ class EnforceMfa(Step):
 
         if not settings.remove_new_auth_methods:
             detail["methods"] = "not checked (REMOVE_NEW_AUTH_METHODS=false)"
-            return StepResult("succeeded", f"MFA {detail['mfa']}", detail)
+            return StepResult(StepState.SUCCEEDED, f"MFA {detail['mfa']}", detail)
         cut = cutoff(settings, ctx.incident, ctx.deps.clock())
         methods = await ctx.graph.list_auth_methods(uid)
         audits: list[dict[str, Any]] | None = None
@@ -226,4 +227,4 @@ class EnforceMfa(Step):
         summary = f"MFA {detail['mfa']}; {len(removed)} method(s) registered after {cut['at']} removed"
         if review:
             summary += f"; {len(review)} kept for review"
-        return StepResult("succeeded", summary, detail)
+        return StepResult(StepState.SUCCEEDED, summary, detail)

@@ -8,6 +8,7 @@ actions are audited even when the mailbox shows AuditEnabled False).
 """
 from __future__ import annotations
 
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 
@@ -58,5 +59,5 @@ class MailboxAudit(Step):
         summary = f"{verb} {', '.join(fixed)}" if fixed else "auditing already on"
         if findings:
             summary += "; org auditing off (finding)"
-        return StepResult("succeeded", summary, {"found": found, "fixed": fixed if not ctx.dry_run else [],
+        return StepResult(StepState.SUCCEEDED, summary, {"found": found, "fixed": fixed if not ctx.dry_run else [],
                                                  "would_fix": fixed if ctx.dry_run else [], "findings": findings})

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..adapters.ledger import iso
 from ..errors import PermanentError, TransientError
-from ..model import OnPremResetRequest, parse_timestamp
+from ..model import OnPremResetRequest
 from ..passwords import generate_password
+from ..states import StepState
+from ..timestamps import iso, parse_timestamp
 from .base import Call, Step, StepContext, StepResult
 
 SYNCED_WARNING = (
@@ -127,11 +128,11 @@ class ResetPassword(Step):
             if ctx.settings.onprem_reset_queue:
                 await self._hand_off(ctx, failure)
                 detail["onprem_handoff"] = ctx.settings.onprem_reset_queue
-            return StepResult("succeeded", f"{ONPREM_REQUIRED}; sessions revoked", detail)
+            return StepResult(StepState.SUCCEEDED, f"{ONPREM_REQUIRED}; sessions revoked", detail)
         if ctx.incident.get("on_prem_synced"):
             detail["warning"] = SYNCED_WARNING
             ctx.log.warning("%s", SYNCED_WARNING)
-        return StepResult("succeeded", "risk confirmed, password reset and sessions revoked"
+        return StepResult(StepState.SUCCEEDED, "risk confirmed, password reset and sessions revoked"
                           if detail["risk_confirmed"] == "done" else "password reset and sessions revoked", detail)
 
     @staticmethod
@@ -141,7 +142,7 @@ class ResetPassword(Step):
 
         async def confirmed(_record: dict) -> bool:
             risky = await ctx.graph.get_risky_user(uid)
-            return bool(risky) and risky.get("riskState") == "confirmedCompromised"
+            return risky is not None and risky.get("riskState") == "confirmedCompromised"
 
         try:
             ran = await ctx.effect("risk-confirmed", lambda: ctx.graph.confirm_compromised([uid]),

@@ -13,11 +13,9 @@ import asyncio
 from typing import Any
 
 from ..errors import PermanentError
-from ..model import parse_timestamp
+from ..states import StepState
+from ..timestamps import iso_exact, parse_timestamp
 from .base import Call, Step, StepContext, StepResult
-
-SECTIONS = ("user", "auth_methods", "inbox_rules", "exo_inbox_rules", "mailbox", "blocked_sender",
-            "org_audit", "audit_bypass", "risky_user", "risk_detections")
 
 
 def first_risk_time(detections: list[dict[str, Any]], fallback: str) -> str:
@@ -33,7 +31,7 @@ def first_risk_time(detections: list[dict[str, Any]], fallback: str) -> str:
                 break
     if not times:
         return fallback
-    return min(times).isoformat().replace("+00:00", "Z")
+    return iso_exact(min(times))
 
 
 class Snapshot(Step):
@@ -110,4 +108,4 @@ class Snapshot(Step):
         await ctx.deps.ledger.update_incident(ctx.task.incident_id, marks)
         ctx.incident.update(marks)
         summary = f"{len(stored)} sections stored" + (f", {len(unavailable)} unavailable" if unavailable else "")
-        return StepResult("succeeded", summary, {"sections": stored, "unavailable": unavailable, "first_risk_at": first_risk})
+        return StepResult(StepState.SUCCEEDED, summary, {"sections": stored, "unavailable": unavailable, "first_risk_at": first_risk})

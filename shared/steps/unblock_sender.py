@@ -8,7 +8,8 @@ would hand them the mailbox back, so the precondition is read from the ledger, n
 """
 from __future__ import annotations
 
-from ..adapters.ledger import load_json
+from ..ledger_protocol import load_json
+from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 REQUIRED = ("reset-password", "enforce-mfa")
@@ -26,17 +27,17 @@ class UnblockSender(Step):
         rows = {r["RowKey"]: r for r in await ctx.deps.ledger.list_steps(ctx.task.incident_id)}
         playbook = (ctx.incident.get("playbook") or "").split(",")
         required = REQUIRED + tuple(s for s in IF_IN_PLAYBOOK if s in playbook)
-        not_secured = [f"{s} did not succeed" for s in required if rows.get(s, {}).get("state") != "succeeded"]
+        not_secured = [f"{s} did not succeed" for s in required if rows.get(s, {}).get("state") != StepState.SUCCEEDED]
         reset = load_json(rows.get("reset-password", {}).get("detail"), {}) or {}
         if not not_secured and reset.get("password_reset") not in ("done", "already done"):
             not_secured.append(f"the password was not reset ({reset.get('password_reset') or 'unknown'})")
         if not_secured and not ctx.dry_run:
             reason = f"account not secured: {'; '.join(not_secured)} for this incident"
-            return StepResult("skipped", reason, {"reason": reason})
+            return StepResult(StepState.SKIPPED, reason, {"reason": reason})
         upn = ctx.upn
         listed = await ctx.exchange.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})
         if not listed:
-            return StepResult("succeeded", "not blocked", {"blocked": False})
+            return StepResult(StepState.SUCCEEDED, "not blocked", {"blocked": False})
         entry = {k: listed[0].get(k) for k in ("SenderAddress", "Reason", "CreatedDatetime", "ChangedDatetime")}
         async def unblocked(_record: dict) -> bool:
             return not await ctx.exchange.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})
@@ -48,4 +49,4 @@ class UnblockSender(Step):
             verify=unblocked,
         )
         summary = "would unblock" if ctx.dry_run else "removed from the restricted-senders list (applies within ~1 h)"
-        return StepResult("succeeded", summary, {"blocked": True, "entry": entry, "removed": not ctx.dry_run})
+        return StepResult(StepState.SUCCEEDED, summary, {"blocked": True, "entry": entry, "removed": not ctx.dry_run})

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, AsyncIterator
 
 from azure.core import MatchConditions
@@ -26,8 +26,9 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
-from ..adapters.ledger import iso, key
-from .model import DayRecord, Finding
+from ..securescore.model import DayRecord, Finding
+from ..timestamps import iso, utcnow
+from .ledger import key
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ TABLES = (SCORES_TABLE, FINDINGS_TABLE)
 DEFAULT_PARTITION = "tenant"
 NOTIFY_LEASE_S = 600
 MAX_FINDING_CHARS = 28_000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def finding_row_key(finding: Finding) -> str:
@@ -90,7 +87,7 @@ class ScoreStore:
 
     async def put_day(self, day: DayRecord) -> bool:
         """Store a day once; False when that day is already stored (nothing is changed)."""
-        entity = {"PartitionKey": self.partition, "RowKey": day.date, **day.to_entity(), "stored_at": iso(_utcnow())}
+        entity = {"PartitionKey": self.partition, "RowKey": day.date, **day.to_entity(), "stored_at": iso(utcnow())}
         try:
             await self.scores.create_entity(entity)
         except ResourceExistsError:
@@ -153,7 +150,7 @@ class ScoreStore:
             "controls_fell": len(finding.controls),
             "data": finding_json(finding),
             "notify_state": notify_state,
-            "recorded_at": iso(_utcnow()),
+            "recorded_at": iso(utcnow()),
         }
         try:
             await self.findings.create_entity(entity)
@@ -179,7 +176,7 @@ class ScoreStore:
         if row is None:
             return False
         state = row.get("notify_state", "pending")
-        now = _utcnow()
+        now = utcnow()
         if state in ("sent", "skipped"):
             return False
         if state == "sending" and str(row.get("notify_claimed_at", "")) > iso(now - timedelta(seconds=lease_s)):
@@ -207,7 +204,7 @@ class ScoreStore:
                 "RowKey": finding_row_key(finding),
                 "notify_state": state,
                 "notify_note": note[:500],
-                "notify_updated_at": iso(_utcnow()),
+                "notify_updated_at": iso(utcnow()),
             },
             mode=UpdateMode.MERGE,
         )

@@ -1,4 +1,4 @@
-"""Local-stack helpers (used by ``responder dev`` / ``responder demo``, never in Azure).
+"""Secure Score on the local stack (``responder dev`` / ``responder demo``; never in Azure).
 
 The production timer keeps ``run_on_startup=False`` (a static decorator argument; on a real
 Functions app it would also fire on every scale-out and restart). The local stack instead
@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .service import summary
-from .store import ScoreStore
+from shared.bootstrap import open_storage
+from shared.securescore.service import summary
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,11 @@ def trigger_snapshot(host_url: str, master_key: str, timeout_s: float = 120.0) -
 
 
 async def _summary(connection_string: str) -> dict[str, Any] | None:
-    from azure.data.tables.aio import TableServiceClient
-
-    async with TableServiceClient.from_connection_string(connection_string) as tables:
-        return await summary(ScoreStore(tables))
+    storage = open_storage({"AzureWebJobsStorage": connection_string})
+    try:
+        return await summary(storage.scores)
+    finally:
+        await storage.close()
 
 
 def stored_summary(connection_string: str) -> dict[str, Any] | None:

@@ -1,0 +1,203 @@
+"""The ports: what the domain needs from storage, queues, Graph and Exchange, as
+``typing.Protocol`` classes.
+
+The adapters in ``shared/adapters`` implement them against Azure (Table storage, Storage
+queues, msgraph-sdk, the Exchange admin API); the hand-written fakes in ``tests/helpers``
+implement the same protocols in memory (mypy checks both, and tests/test_ports.py checks
+the signatures at run time). Domain code only ever sees these names: it never reaches into
+an adapter's clients or tables.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # types only: the domain's records, no adapter code
+    from .ledger_protocol import Claim
+    from .securescore.model import DayRecord, Finding
+
+__all__ = [
+    "ExchangePort",
+    "GraphPort",
+    "LedgerPort",
+    "QueuePort",
+    "QueuedMessage",
+    "ScoreStorePort",
+]
+
+
+# -- queues -------------------------------------------------------------------------------------
+
+
+@dataclass
+class QueuedMessage:
+    """A message read from a queue. ``content`` is the text as stored (base64 for everything
+    the app and the host write); ``text`` is the body a function sees."""
+
+    id: str
+    content: str
+    text: str
+    dequeue_count: int = 0
+    inserted_on: datetime | None = None
+    pop_receipt: str | None = None
+
+
+class QueuePort(Protocol):
+    async def ensure(self, queues: Iterable[str]) -> None:
+        """Create the queues that do not exist yet."""
+
+    async def send(self, queue: str, body: str, *, visibility_timeout: int | None = None) -> str:
+        """Enqueue ``body`` (encoded as host.json's messageEncoding says); returns the message id."""
+
+    async def send_stored(self, queue: str, content: str) -> str:
+        """Enqueue text that is already in the stored form (a poison message put back as it was)."""
+
+    async def peek(self, queue: str, max_messages: int) -> list[QueuedMessage]:
+        """Up to ``max_messages`` visible messages, oldest first, without hiding them ([] if no queue)."""
+
+    async def receive(self, queue: str, max_messages: int, visibility_timeout: int) -> list[QueuedMessage]:
+        """Up to ``max_messages`` messages, hidden for ``visibility_timeout`` s ([] if no queue)."""
+
+    async def delete(self, queue: str, message: QueuedMessage) -> None:
+        """Delete a received message."""
+
+    async def make_visible(self, queue: str, message: QueuedMessage) -> bool:
+        """Show a received message again now; False when it is gone."""
+
+    async def approximate_count(self, queue: str) -> int:
+        """Messages on the queue, visible or not (0 if no queue)."""
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+class LedgerPort(Protocol):
+    """Incidents, the per-step ledger and the app's other small tables."""
+
+    async def ensure(self) -> None: ...
+
+    # incidents
+    async def create_incident(self, incident: dict[str, Any]) -> None: ...
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None: ...
+    async def update_incident(self, incident_id: str, fields: dict[str, Any], etag: str | None = None) -> None:
+        """Merge ``fields``; with ``etag``, only if the row is unchanged (else ConflictError)."""
+
+    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    # one open incident per user
+    async def get_open(self, user_key: str) -> tuple[dict[str, Any], str] | None: ...
+    async def claim_open(self, user_key: str, incident_id: str, created_at: str, replace_etag: str | None) -> bool: ...
+
+    # storm breaker
+    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None: ...
+    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int: ...
+    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
+
+    # the step ledger
+    async def get_step(self, incident_id: str, step: str) -> dict[str, Any] | None: ...
+    async def list_steps(self, incident_id: str) -> list[dict[str, Any]]: ...
+    async def put_step(self, incident_id: str, step: str, fields: dict[str, Any]) -> None: ...
+    async def claim_step(self, incident_id: str, step: str, lease_s: int, correlation_id: str) -> Claim: ...
+    async def checkpoint(self, incident_id: str, step: str, claim: Claim, updates: dict[str, Any]) -> None: ...
+    async def release(self, incident_id: str, step: str, claim: Claim, error: str) -> None: ...
+    async def finish(self, incident_id: str, step: str, claim: Claim, state: str, detail: Any,
+                     error: str = "", duration_ms: int = 0) -> None: ...
+
+    # evidence (the snapshot)
+    async def put_evidence(self, incident_id: str, section: str, data: Any) -> int: ...
+    async def put_evidence_many(self, incident_id: str, sections: dict[str, Any]) -> dict[str, int]: ...
+    async def list_evidence(self, incident_id: str) -> dict[str, Any]: ...
+
+    # errors
+    async def record_error(self, where: str, reason: str, *, message_id: str = "", excerpt: str = "",
+                           **extra: Any) -> str: ...
+    async def list_errors(self, where: str | None = None, limit: int = 200) -> list[dict[str, Any]]: ...
+
+    # Defender halves waiting for their other half
+    async def add_pending_half(self, alert_id: str, row: str, kind: str, record: str) -> None: ...
+    async def pending_halves(self, alert_id: str) -> tuple[list[str], list[str]]:
+        """(AlertInfo records, AlertEvidence records) stored for ``alert_id``."""
+
+    # polling watermarks
+    async def get_watermark(self, feed: str) -> str | None: ...
+    async def set_watermark(self, feed: str, since: str) -> None: ...
+
+    # poison redrive counters
+    async def get_redrive(self, queue: str, digest: str) -> dict[str, Any]:
+        """``{"count": n, "gave_up": bool}`` for a poison message body ({} when never redriven)."""
+
+    async def put_redrive(self, queue: str, digest: str, count: int, gave_up: bool = False) -> None: ...
+
+
+class ScoreStorePort(Protocol):
+    """Secure Score days and regression findings (see shared/adapters/scores.py)."""
+
+    async def ensure(self) -> None: ...
+    async def put_day(self, day: DayRecord) -> bool: ...
+    async def get_day(self, day: str) -> DayRecord | None: ...
+    async def stored_dates(self) -> list[str]: ...
+    async def list_days(self, since: str | None = None, until: str | None = None) -> list[DayRecord]: ...
+    async def put_finding(self, finding: Finding, notify_state: str = "pending") -> bool: ...
+    async def list_findings(self, since: str | None = None) -> list[Finding]: ...
+    async def claim_notification(self, finding: Finding) -> bool: ...
+    async def set_notify_state(self, finding: Finding, state: str, note: str = "") -> None: ...
+
+
+# -- Microsoft 365 ------------------------------------------------------------------------------
+
+
+class GraphPort(Protocol):
+    """Microsoft Graph, as the steps, the poller and Secure Score use it (adapters/graph.py)."""
+
+    async def request(self, method: str, path: str, *, permission: str, body: Any = None,
+                      query: dict[str, str] | None = None, beta: bool = False,
+                      headers: dict[str, str] | None = None, idempotent: bool = False) -> Any: ...
+    async def list_all(self, path: str, *, permission: str, query: dict[str, str] | None = None,
+                       max_items: int = 1000, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every item of a collection, following @odata.nextLink, at most ``max_items``;
+        ``headers`` go with every page (e.g. ``ConsistencyLevel: eventual`` for an advanced query)."""
+
+    async def follow(self, link: str, permission: str, headers: dict[str, str] | None = None) -> Any:
+        """The page an @odata.nextLink points at (same host only)."""
+
+    async def get_user(self, user_key: str, select: str | None = None) -> dict[str, Any]:
+        """The user by object id or UPN (``select``: the properties; None = the adapter's default set)."""
+
+    async def reset_password(self, user_id: str, password: str, force_change: bool = True) -> None: ...
+    async def revoke_sessions(self, user_id: str) -> bool: ...
+    async def check_member_groups(self, user_id: str, group_ids: list[str]) -> list[str]: ...
+    async def list_directory_roles(self, user_id: str) -> list[dict[str, Any]]:
+        """The directory roles the user holds now, directly or through a role-assignable group."""
+
+    async def list_eligible_roles(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's PIM-eligible directory role assignments (``roleDefinitionId``, ``endDateTime``)."""
+
+    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
+        """Directory audit events about the user's security info (authentication methods), newest first."""
+
+    async def add_group_member(self, group_id: str, user_id: str) -> bool: ...
+    async def get_mfa_state(self, user_id: str) -> str | None: ...
+    async def enforce_per_user_mfa(self, user_id: str) -> None: ...
+    async def list_auth_methods(self, user_id: str) -> list[dict[str, Any]]: ...
+    async def delete_auth_method(self, user_id: str, collection: str, method_id: str) -> bool: ...
+    async def list_message_rules(self, user_id: str) -> list[dict[str, Any]]: ...
+    async def get_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any] | None: ...
+    async def disable_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any]: ...
+    async def confirm_compromised(self, user_ids: list[str]) -> None: ...
+    async def dismiss_risk(self, user_ids: list[str]) -> None: ...
+    async def get_risky_user(self, user_id: str) -> dict[str, Any] | None: ...
+    async def list_risk_detections(self, user_id: str, top: int = 50) -> list[dict[str, Any]]: ...
+    async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None: ...
+
+
+class ExchangePort(Protocol):
+    """Exchange Online's admin API (InvokeCommand), for what Graph cannot do."""
+
+    async def invoke(self, cmdlet: str, parameters: dict[str, Any] | None = None,
+                     anchor: str | None = None, warnings: list[str] | None = None) -> list[dict[str, Any]]:
+        """Run one cmdlet and return its rows. Every call is anchored (``X-AnchorMailbox``): to
+        ``anchor`` (a UPN) when given, else to the mailbox the parameters name, else to the
+        organisation's system mailbox. ``warnings``, when given, receives ``@adminapi.warnings``."""
+

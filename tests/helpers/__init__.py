@@ -1,0 +1,3 @@
+"""Helpers the test modules share (fakes, polling, storage readers, the infra evaluator).
+
+Test modules import from here, never from one another."""

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Callable, Mapping, Optional, Self, Sequence, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class ChildProcess:
         self.returncode = self.process.returncode
         return self.returncode
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

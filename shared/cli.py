@@ -130,7 +130,7 @@ def render_incident(view: dict[str, Any]) -> str:
     # What needs a person comes first (on-premises password reset, held containment).
     if view.get("action_required"):
         lines.append(f"  ACTION REQUIRED - {view['action_required']}")
-    if view.get("state") == "held" and view.get("held_containment"):
+    if view.get("state") == IncidentState.HELD and view.get("held_containment"):
         lines.append(f"  held; containment: {view['held_containment']}")
     lines.append(f"  {'step':<16}{'state':<11}{'tries':>5}{'ms':>8}  detail")
     for step in view.get("steps", []):

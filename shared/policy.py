@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
+from typing import Any, Sequence
 
 from .model import RISK_LEVELS, IncidentRequest
 from .settings import Settings
-from .states import IncidentState
+from .states import TERMINAL_INCIDENT_STATES, IncidentState
 from .timestamps import parse_timestamp
 
 _RANK = {"none": 0, "low": 1, "medium": 2, "high": 3}
@@ -52,7 +52,6 @@ def within_window(created_at: str, now: datetime, hours: int) -> bool:
     return now - created <= timedelta(hours=hours)
 
 
-CLOSED_STATES = ("succeeded", "failed", "dry-run")
 OWN_CONFIRMATION = "adminConfirmedUserCompromised"
 
 
@@ -69,14 +68,14 @@ def decide_intake(
     now: datetime,
     open_incident_created_at: str | None,
     recent_new_incidents: int,
-    existing: dict | None = None,
+    existing: dict[str, Any] | None = None,
 ) -> IntakeDecision:
     """``existing``: the user's latest incident (state, created_at, finished_at, risk_confirmed_at), if any."""
     if request.source != "manual" and request.source != "http" and not risk_passes(request.risk_level, settings.min_risk_level):
         return IntakeDecision("ignore", reason=f"risk {request.risk_level} below MIN_RISK_LEVEL {settings.min_risk_level}")
     if existing and existing.get("risk_confirmed_at") and request.risk_detail == OWN_CONFIRMATION:
         return IntakeDecision("ignore", reason="the responder's own confirmCompromised for this user, not a new signal")
-    if existing and existing.get("state") in CLOSED_STATES:
+    if existing and existing.get("state") in TERMINAL_INCIDENT_STATES:
         closed = existing.get("finished_at") or existing.get("updated_at") or existing.get("created_at") or ""
         if closed and not _after(request.detected_at, closed):
             return IntakeDecision("attach", reason=f"signal from before the close ({closed}) of the user's last incident")

@@ -246,3 +246,18 @@ async def test_the_group_lookup_runs_with_the_alert_s_key_beside_the_resolution(
     assert await runner.run(tasks[0]) == "held"
     lookups = [c for c in deps.graph.calls if c[0] in ("get_user", "check_member_groups")]
     assert sorted(lookups) == sorted([("get_user", GLASS["userPrincipalName"]), ("check_member_groups", GLASS["userPrincipalName"])])
+
+
+async def test_a_role_holder_is_held_with_sessions_revoked_and_the_prefetched_roles_reach_the_gate():
+    deps, runner = make()
+    admin = {"id": "77777777-2222-3333-4444-555555555555", "userPrincipalName": "admin@contoso.onmicrosoft.com",
+             "displayName": "Admin", "onPremisesSyncEnabled": None, "roles": ["Global Administrator"]}
+    deps.graph.users[admin["id"]] = dict(admin)
+    result, tasks = await start(deps, admin)  # named by UPN: eligibility is read once the object id is known
+    assert await runner.run(tasks[0]) == "held"
+    incident = deps.ledger.incidents[result.incident_id]
+    assert "Global Administrator" in incident["held_reason"] and incident["held_containment"] == "sessions revoked"
+    assert deps.graph.count("revoke_sessions") == 1 and deps.graph.count("reset_password") == 0
+    # the role lookups ran once, beside the resolution; the gate used what they found
+    assert deps.graph.count("list_directory_roles") == 1 and deps.graph.count("check_member_groups") == 1
+    assert [c for c in deps.graph.calls if c[0] == "list_eligible_roles"] == [("list_eligible_roles", admin["id"])]

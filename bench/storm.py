@@ -1,23 +1,31 @@
-"""Storm: N users flagged at once against Graph-like latency and throttling. Prints JSON.
+"""Storm: N users flagged at once against Microsoft's throttles. Prints JSON.
 
-    python -m bench.storm [--users N] [--rate R] [--latency-ms L] [--naive-sample K] [--instances I] [--json]
+    python -m bench.storm [--users N] [--limits published|none] [--write-share S] [--latency-ms L]
+                          [--limit NAME=VALUE ...] [--rate R] [--instances I] [--set NAME=VALUE ...] [--json]
+    python bench/storm.py ...            (the same)
 
-The tenant simulator adds L ms to every Graph / Exchange call and throttles each service
-with a token bucket of R requests/s (429 + Retry-After beyond it). N incident requests go
-on the alerts queue at once; the run ends when every incident is terminal.
+The tenant simulator throttles as Microsoft does (localdev/simulator/limits.py): ``--limits
+published`` is Graph's service-specific limits per service and scope (identity reads in resource
+units, identity writes per app + tenant and per tenant, Identity Protection 1 request/s per
+tenant, Outlook per mailbox, security, directory audits) and an assumed limit for the Exchange
+admin API; ``--write-share S`` gives this app the share S of the tenant's 18,000 writes per 300 s
+(the other apps of the tenant use the rest) and tells the responder the same through its
+setting ``PACING_DIRECTORY_WRITE_SHARE`` (``--no-tell-share``: it must find out from 429s);
+``--limit`` overrides one quota; ``--rate R`` adds the old single token bucket of R requests/s per
+service. Every Graph / Exchange call gets L ms of latency (±20%). N incident requests go on the
+alerts queue at once; the run ends when every incident is terminal.
 
-- contained_s: until the last user had both the password reset and the session revoke
-  applied (times from the simulator's mutation log);
-- terminal_s: until the last incident row became terminal (times from Table storage);
-- floor_s: the throttle floor, max over services of (calls that got through / R): no
-  responder can make those calls faster than the bucket lets them through;
-- naive_s: the obvious script (one user at a time, each call awaited, a 429 waited out)
-  on a sample of K more users with the same simulator settings, scaled linearly to N;
-- peak_rss_mb: the largest peak resident set of the Functions host's processes;
-- host_cpu_s / azurite_cpu_s / simulator_cpu_s: CPU seconds each part of the stack used
-  during the run, and stack_cpu_busy_pct: their sum over (wall time x cores);
-- instances: local hosts sharing the storage (as Flex Consumption scales out); host_cpu_s
-  is summed over them, peak_rss_mb is the largest of them.
+stdout is exactly: users; contained_s (until the last user had both the password reset and the
+session revoke applied: the simulator's mutation log); containment_floor_s (the least time the
+calls made for each user before that user was contained need under the profile's quotas: for
+each quota, their summed cost / its rate, the largest); contained_ratio; terminal_s (until the
+last incident row became terminal: Table storage); terminal_floor_s (the same over every call the
+simulator served, per quota and key, concurrency quotas by slot-seconds / slots); terminal_ratio;
+throttled_share (429s / Graph + Exchange requests); calls_per_user (served Graph + Exchange
+requests); idp_calls_per_user (Identity Protection requests, 429s included); host_cpu_ms_per_user;
+storage_ops_per_user (HTTP requests the hosts sent to storage during the run, queue polling
+included: a counting proxy in front of Azurite); peak_rss_mb. The details (per-quota floors and
+429s, CPU of Azurite and the simulator, the machine's load) go to stderr as one JSON line.
 """
 from __future__ import annotations
 
@@ -26,113 +34,116 @@ import asyncio
 import collections
 import json
 import os
+import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from bench.common import containment_times, cpu_seconds, incidents, inject, now, peak_rss_mb, tree_cpu_seconds
-from localdev.stack import LocalStack
-from shared.states import SETTLED_INCIDENT_STATES
+if __package__ in (None, ""):  # run as a script: python bench/storm.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-THROTTLED = ("graph", "exo")
+from bench.common import (  # noqa: E402
+    containment_times,
+    cpu_seconds,
+    incidents,
+    inject,
+    now,
+    parse_iso,
+    peak_rss_mb,
+    tree_cpu_seconds,
+)
+from localdev.simulator.limits import Limits, parse_overrides  # noqa: E402
+from localdev.stack import LocalStack  # noqa: E402
+from shared.states import SETTLED_INCIDENT_STATES  # noqa: E402
 
-
-def throttle(rate: float, latency_ms: float) -> dict[str, Any]:
-    spec = {"latency_ms": latency_ms, "latency_jitter_ms": latency_ms * 0.2, "rate_per_s": rate, "burst": rate}
-    return {svc: dict(spec) for svc in THROTTLED}
-
-
-async def naive_responder(env: dict[str, str], users: list[dict]) -> dict[str, Any]:
-    """The obvious script: for each user in turn, every playbook call awaited one after another.
-
-    It uses the same adapters (msgraph-sdk, Exchange InvokeCommand, managed identity), which
-    wait out a 429 for its Retry-After, and makes the calls the playbook makes on its main
-    path; it keeps no ledger and runs no checks, so it is if anything flattered.
-    """
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        from shared.adapters.credentials import build_credential
-        from shared.adapters.exchange import ExchangeAdapter
-        from shared.adapters.graph import GraphAdapter
-        from shared.passwords import generate_password
-
-        credential = build_credential()
-        graph = GraphAdapter(credential, env["GRAPH_BASE_URL"], 30.0)
-        exo = ExchangeAdapter(credential, env["EXO_BASE_URL"], env["TENANT_ID"], env["TENANT_DOMAIN"], 30.0)
-        per_user: list[float] = []
-        contained: list[float] = []
-        try:
-            for user in users:
-                uid, upn = user["id"], user["userPrincipalName"]
-                t0 = time.monotonic()
-                # evidence
-                await graph.get_user(uid)
-                await graph.list_auth_methods(uid)
-                rules = await graph.list_message_rules(uid)
-                await graph.get_risky_user(uid)
-                await graph.list_risk_detections(uid)
-                await exo.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True})
-                mailbox = (await exo.invoke("Get-Mailbox", {"Identity": upn}) or [{}])[0]
-                blocked = await exo.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn})
-                # contain
-                await graph.reset_password(uid, generate_password())
-                await graph.revoke_sessions(uid)
-                contained.append(time.monotonic() - t0)
-                # MFA, mailbox, sender, audit, close
-                await graph.add_group_member(env["MFA_GROUP_ID"], uid)
-                for rule in rules:
-                    actions = rule.get("actions") or {}
-                    if rule.get("isEnabled") and any(actions.get(k) for k in ("forwardTo", "redirectTo", "forwardAsAttachmentTo", "delete", "moveToFolder")):
-                        await graph.disable_message_rule(uid, rule["id"])
-                if mailbox.get("ForwardingSmtpAddress") or mailbox.get("ForwardingAddress"):
-                    await exo.invoke("Set-Mailbox", {"Identity": upn, "ForwardingSmtpAddress": None,
-                                                     "ForwardingAddress": None, "DeliverToMailboxAndForward": False})
-                if blocked:
-                    await exo.invoke("Remove-BlockedSenderAddress", {"SenderAddress": upn})
-                await exo.invoke("Set-Mailbox", {"Identity": upn, "AuditEnabled": True})
-                await graph.confirm_compromised([uid])
-                await graph.send_mail(env["NOTIFY_SENDER"], env["SOC_MAILBOX"], f"Compromised account {upn} contained",
-                                      f"{upn} was contained by the naive script.")
-                per_user.append(time.monotonic() - t0)
-        finally:
-            await graph.close()
-            await exo.close()
-            await credential.close()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return {"per_user_s": per_user, "contained_s": contained}
+SERVICES = ("graph", "exo")
+TENANT_WRITES = 18_000  # per 300 s, every app of the tenant together (throttling-limits.md)
+WRITE_SHARE_SETTING = "PACING_DIRECTORY_WRITE_SHARE"
+KEYS = ("users", "contained_s", "containment_floor_s", "contained_ratio", "terminal_s", "terminal_floor_s",
+        "terminal_ratio", "throttled_share", "calls_per_user", "idp_calls_per_user", "host_cpu_ms_per_user",
+        "storage_ops_per_user", "peak_rss_mb")
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
-def _calls(sim, since: int) -> dict[str, collections.Counter]:
-    counts: dict[str, collections.Counter] = {svc: collections.Counter() for svc in ("graph", "exo", "token")}
-    for entry in sim.requests(since=since):
-        counts.setdefault(entry["service"], collections.Counter())[entry["status"]] += 1
-    return counts
+def limits_config(profile: str, write_share: float, overrides: list[str]) -> dict[str, Any]:
+    config: dict[str, Any] = {"profile": profile}
+    changes = parse_overrides(overrides)
+    if profile == "published" and write_share != 1.0:
+        changes.setdefault("dir-write-tenant", {}).setdefault("limit", TENANT_WRITES * write_share)
+    if changes:
+        config["overrides"] = changes
+    return config
 
 
-def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s: float, progress,
-        overrides: dict[str, str] | None = None, instances: int = 1) -> dict[str, Any]:
+def latency_faults(latency_ms: float, rate: float) -> dict[str, Any]:
+    spec: dict[str, Any] = {"latency_ms": latency_ms, "latency_jitter_ms": latency_ms * 0.2}
+    if rate:
+        spec.update(rate_per_s=rate, burst=rate)
+    return {svc: dict(spec) for svc in SERVICES}
+
+
+def entry_user(entry: dict[str, Any]) -> str | None:
+    """The user a logged request was about: the simulator's resolved user, else a GUID in its $filter."""
+    if entry.get("user"):
+        return str(entry["user"]).lower()
+    found = _GUID.search(str((entry.get("query") or {}).get("$filter") or ""))
+    return found.group(0).lower() if found else None
+
+
+def containment_floor(entries: list[dict], contained: dict[str, float], limits: Limits) -> tuple[float, dict]:
+    """Per quota: the cost of the calls made for each user up to that user's containment, over the quota's rate."""
+    cost: dict[str, float] = collections.defaultdict(float)
+    for entry in entries:
+        user = entry_user(entry)
+        if entry["status"] == 429 or user not in contained or parse_iso(entry["time"]) > contained[user] + 0.001:
+            continue
+        if entry["service"] == "graph":
+            segments = entry["path"].split("/")[2:]
+            charges = limits.classify_graph(entry["method"], segments, entry.get("query") or {})
+        else:
+            charges = limits.classify_exo(entry.get("cmdlet"))
+        for charge in charges:
+            if not charge.quota.concurrent:
+                cost[charge.quota.name] += charge.cost
+    floors = {}
+    for name, spent in cost.items():
+        quota = limits.quota(name)
+        if quota is not None:
+            floors[name] = round(spent / quota.rate, 1)
+    return max(floors.values(), default=0.0), floors
+
+
+def run(users: int, profile: str, write_share: float, latency_ms: float, overrides: list[str], rate: float,
+        timeout_s: float, progress, settings_overrides: dict[str, str] | None = None, instances: int = 1,
+        tell_share: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     settings = {"STORM_THRESHOLD": str(users * 2 + 100)}  # measuring containment, not the storm breaker
-    settings.update(overrides or {})
-    with LocalStack(overrides=settings, instances=instances) as stack:
+    if tell_share:
+        settings[WRITE_SHARE_SETTING] = str(write_share)
+    settings.update(settings_overrides or {})
+    config = limits_config(profile, write_share, overrides)
+    with LocalStack(overrides=settings, instances=instances, limits=config, count_storage=True) as stack:
         sim, conn = stack.simulator.client, stack.azurite.connection_string
         storm_users = sim.add_users(users, prefix="storm", compromised=True)
-        naive_users = sim.add_users(naive_sample, prefix="naive", compromised=True) if naive_sample else []
         ids = {u["id"] for u in storm_users}
-        sim.set_faults(throttle(rate, latency_ms))
+        tenant_users = sim.health()["users"]
+        sim.set_faults(latency_faults(latency_ms, rate))
+        time.sleep(2.0)
+        idle0, idle_t0 = stack.storage_counter.total(), time.monotonic()
+        time.sleep(3.0)
+        idle_rate = (stack.storage_counter.total() - idle0) / (time.monotonic() - idle_t0)
+        sim.reset_limit_counters()
         since = max((e["seq"] for e in sim.requests(limit=1)), default=0)
         host_pids = stack.host_pids
         cpu0 = sum(cpu_seconds(pid) or 0 for pid in host_pids)
         others = {"azurite": stack.azurite.pid, "simulator": stack.simulator.pid}
         others0 = {name: tree_cpu_seconds(pid) for name, pid in others.items()}
+        ops0 = stack.storage_counter.total()
+        load0 = os.getloadavg()
         t0 = now()
         asyncio.run(inject(conn, storm_users, "storm"))
-        progress(f"{users} alerts queued in {now() - t0:.1f}s; {rate:g} req/s per service, {latency_ms:g} ms latency")
+        progress(f"{users} alerts queued in {now() - t0:.1f}s; limits {profile}, write share {write_share:g}, "
+                 f"{latency_ms:g} ms latency")
         deadline = time.monotonic() + timeout_s
         rows: list[dict] = []
         while time.monotonic() < deadline:
@@ -143,72 +154,91 @@ def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s
                 break
             time.sleep(2)
         wall = now() - t0
+        ops = stack.storage_counter.total() - ops0
+        load1 = os.getloadavg()
         cpu = sum(cpu_seconds(pid) or 0 for pid in host_pids)
         others_cpu = {name: round(tree_cpu_seconds(pid) - others0[name], 1) for name, pid in others.items()}
         rss = max((peak_rss_mb(pid) or 0 for pid in host_pids), default=None)
-        calls = _calls(sim, since)
+        entries = sim.requests(since=since)
+        limits_now = sim.limits()
         contained = containment_times(sim.mutations(), ids)
         terminal_rows = [r for r in rows if r.get("state") in SETTLED_INCIDENT_STATES]
-        naive = None
-        if naive_users:
-            progress(f"naive script on {len(naive_users)} users ...")
-            naive = asyncio.run(naive_responder(stack.env, naive_users))
-    served = {svc: sum(c for status, c in calls[svc].items() if status != 429) for svc in THROTTLED}
-    floor = max(served[svc] / rate for svc in THROTTLED)
+
+    statuses = {svc: collections.Counter(e["status"] for e in entries if e["service"] == svc) for svc in SERVICES}
+    requests_total = sum(sum(c.values()) for c in statuses.values())
+    throttled = sum(c[429] for c in statuses.values())
+    served = requests_total - throttled
+    idp_calls = sum(1 for e in entries if e["service"] == "graph" and "/identityprotection/" in e["path"].lower())
+    model = Limits(config, user_count=lambda: tenant_users)
+    contain_floor, contain_floors = containment_floor(entries, contained, model)
+    quota_floors = {name: q["floor_s"] for name, q in limits_now["quotas"].items()}
+    if rate:  # the old single bucket per service
+        for svc in SERVICES:
+            contain_floors.setdefault(f"{svc}-rate", 0.0)
+            quota_floors[f"{svc}-rate"] = round((sum(statuses[svc].values()) - statuses[svc][429]) / rate, 1)
+    terminal_floor = max(quota_floors.values(), default=0.0)
     terminal_s = max((r["_updated"] for r in terminal_rows), default=t0) - t0 if len(terminal_rows) >= users else None
     contained_s = max(contained.values()) - t0 if len(contained) >= users else None
-    naive_s = sum(naive["per_user_s"]) / len(naive["per_user_s"]) * users if naive else None
-    states = collections.Counter(r.get("state") for r in rows)
-    return {
+    result = {
         "users": users,
-        "instances": instances,
-        "rate_per_s": rate,
-        "latency_ms": latency_ms,
         "contained_s": round(contained_s, 1) if contained_s is not None else None,
-        "contained_users": len(contained),
+        "containment_floor_s": round(contain_floor, 1),
+        "contained_ratio": round(contained_s / contain_floor, 2) if contained_s is not None and contain_floor else None,
         "terminal_s": round(terminal_s, 1) if terminal_s is not None else None,
-        "states": dict(states),
-        "floor_s": round(floor, 1),
-        "ratio_to_floor": round(terminal_s / floor, 2) if terminal_s is not None and floor else None,
-        "contained_ratio_to_floor": round(contained_s / floor, 2) if contained_s is not None and floor else None,
-        "naive_s": round(naive_s, 1) if naive_s is not None else None,
-        "naive_sampled_users": len(naive_users),
-        "naive_per_user_s": round(naive_s / users, 2) if naive_s is not None else None,
-        "speedup_vs_naive": round(naive_s / terminal_s, 1) if naive_s and terminal_s else None,
-        "graph_calls": served["graph"] + calls["graph"][429],
-        "exo_calls": served["exo"] + calls["exo"][429],
-        "calls_per_user": round((served["graph"] + served["exo"]) / users, 1),
-        "throttled_429s": sum(calls[svc][429] for svc in THROTTLED),
-        "host_cpu_s": round(cpu - cpu0, 1),
+        "terminal_floor_s": round(terminal_floor, 1),
+        "terminal_ratio": round(terminal_s / terminal_floor, 2) if terminal_s is not None and terminal_floor else None,
+        "throttled_share": round(throttled / requests_total, 4) if requests_total else 0.0,
+        "calls_per_user": round(served / users, 1),
+        "idp_calls_per_user": round(idp_calls / users, 3),
         "host_cpu_ms_per_user": round((cpu - cpu0) * 1000 / users),
-        "azurite_cpu_s": others_cpu["azurite"],
-        "simulator_cpu_s": others_cpu["simulator"],
-        # Share of the machine's cores busy with the stack during the run (the benchmark's
-        # own polling not counted): near 100% means CPU, not the throttle, sets the pace.
-        "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
+        "storage_ops_per_user": round(ops / users, 1),
         "peak_rss_mb": rss,
-        "wall_s": round(wall, 1),
     }
+    detail = {
+        "limits": profile, "write_share": write_share, "latency_ms": latency_ms, "rate_per_s": rate,
+        "instances": instances, "tell_share": tell_share, "overrides": config.get("overrides", {}),
+        "tenant_users": tenant_users, "wall_s": round(wall, 1), "states": dict(collections.Counter(r.get("state") for r in rows)),
+        "containment_floors_s": contain_floors, "terminal_floors_s": quota_floors,
+        "throttled_by_quota": {n: c["throttled"] for n, c in limits_now["counters"].items() if c["throttled"]},
+        "requests": {svc: sum(c.values()) for svc, c in statuses.items()}, "throttled": throttled,
+        "idp_calls": idp_calls, "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
+        "simulator_cpu_s": others_cpu["simulator"],
+        "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
+        "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),
+        "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1],
+    }
+    return result, detail
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=100.0, help="requests/s per service before 429s")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--limits", choices=("published", "none"), default="published")
+    parser.add_argument("--write-share", type=float, default=1.0,
+                        help="this app's share of the tenant's directory write quota (the other apps use the rest)")
+    parser.add_argument("--no-tell-share", action="store_true",
+                        help=f"do not set {WRITE_SHARE_SETTING}: the responder finds the share from 429s")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one quota of the profile (NAME.window_s=... for its window); repeatable")
+    parser.add_argument("--rate", type=float, default=0.0, help="also the old single bucket: R requests/s per service")
     parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--naive-sample", type=int, default=10, help="users the sequential script runs on")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--instances", type=int, default=1, help="local hosts sharing the storage (scale-out)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="app setting override for the run (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.set)
+    if not 0 < args.write_share <= 1:
+        parser.error("--write-share must be in (0, 1]")
+    settings = dict(item.split("=", 1) for item in args.set)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    result = run(args.users, args.rate, args.latency_ms, args.naive_sample, args.timeout, progress, overrides, args.instances)
+    result, detail = run(args.users, args.limits, args.write_share, args.latency_ms, args.limit, args.rate,
+                         args.timeout, progress, settings, args.instances, not args.no_tell_share)
+    assert tuple(result) == KEYS
+    print("detail: " + json.dumps(detail), file=sys.stderr, flush=True)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0 if result["terminal_s"] is not None else 1
 

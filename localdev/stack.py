@@ -49,6 +49,8 @@ class LocalStack:
     overrides: dict[str, str] = field(default_factory=dict)
     seed: dict[str, Any] | None = None
     faults: dict[str, Any] | None = None
+    limits: dict[str, Any] | None = None  # the simulator's throttling profile (localdev/simulator/limits.py)
+    count_storage: bool = False  # put a request-counting proxy between the hosts and Azurite (benchmarks)
     host_port: int = 0
     with_host: bool = True  # False: storage + simulator only (a benchmark drives the app itself)
     instances: int = 1  # >1: extra hosts on the same storage, as the platform scales out (timers on the first only)
@@ -57,6 +59,7 @@ class LocalStack:
     simulator: Any = None
     host: Any = None
     extra_hosts: list[Any] = field(default_factory=list)
+    storage_counter: Any = None
     env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> "LocalStack":
@@ -65,10 +68,17 @@ class LocalStack:
         try:
             self.azurite = start_azurite()
             identity_header = secrets.token_urlsafe(24)
-            self.simulator = start_simulator(seed=self.seed, faults=self.faults, identity_header=identity_header)
+            self.simulator = start_simulator(seed=self.seed, faults=self.faults, identity_header=identity_header,
+                                             limits=self.limits)
             seed = self.seed or json.loads(SEED_FILE.read_text())
+            storage = self.azurite.connection_string
+            if self.count_storage:
+                from localdev.storagecount import StorageCounter
+
+                self.storage_counter = StorageCounter(self.azurite.ports).start()
+                storage = self.storage_counter.connection_string
             env = {
-                "AzureWebJobsStorage": self.azurite.connection_string,
+                "AzureWebJobsStorage": storage,
                 "GRAPH_BASE_URL": self.simulator.url,
                 "EXO_BASE_URL": self.simulator.url,
                 "IDENTITY_ENDPOINT": self.simulator.identity_endpoint,
@@ -125,6 +135,15 @@ class LocalStack:
             except Exception:
                 logger.exception("stopping an extra host failed")
         self.extra_hosts = []
+        if self.host is not None:
+            try:
+                self.host.stop()
+            except Exception:
+                logger.exception("stopping host failed")
+            self.host = None
+        if self.storage_counter is not None:
+            self.storage_counter.stop()
+            self.storage_counter = None
         for name in ("host", "simulator", "azurite"):
             proc = getattr(self, name)
             if proc is not None:

@@ -1,5 +1,10 @@
 """CLI: python -m localdev.simulator [--host 127.0.0.1] [--port 0] [--seed FILE] [--faults JSON|FILE]
-[--ready-file FILE] [--identity-header SECRET] [--log-level INFO].
+[--limits published|none|JSON] [--limit NAME=VALUE ...] [--ready-file FILE] [--identity-header SECRET]
+[--log-level INFO].
+
+``--limits`` picks the throttling profile (limits.py: ``published`` = Microsoft's service limits,
+``none`` = no throttle, the default) or takes a whole limits configuration as JSON; ``--limit
+dir-write-tenant=1800`` (or ``NAME.window_s=...``) overrides one quota, repeatable.
 
 Binds (port 0 = a free port), writes {"url", "port", "pid", "identity_endpoint", "identity_header",
 "tenant_id"} to the ready file (mode 0600) once listening, logs one line, and runs until SIGTERM/SIGINT.
@@ -20,6 +25,7 @@ from typing import Any
 
 from .app import LoopbackError, Simulator, check_loopback
 from .faults import FaultConfigError
+from .limits import LimitsConfigError, parse_overrides
 from .state import SeedError, load_seed
 
 logger = logging.getLogger(__name__)
@@ -48,9 +54,23 @@ def _write_ready(path: str, info: dict[str, Any]) -> None:
     os.replace(tmp, target)
 
 
-async def _serve(args: argparse.Namespace, seed: dict | None, faults: dict | None, identity_header: str | None) -> None:
+def _limits_config(profile: str, overrides: list[str]) -> dict:
+    text = profile.strip()
+    config = json.loads(text) if text.startswith("{") else {"profile": text}
+    if not isinstance(config, dict):
+        raise LimitsConfigError("--limits must be a profile name or a JSON object")
+    if overrides:
+        merged = dict(config.get("overrides") or {})
+        for name, change in parse_overrides(overrides).items():
+            merged[name] = {**merged.get(name, {}), **change}
+        config["overrides"] = merged
+    return config
+
+
+async def _serve(args: argparse.Namespace, seed: dict | None, faults: dict | None, identity_header: str | None,
+                 limits: dict | None = None) -> None:
     sim = Simulator(host=args.host, port=args.port, seed=seed, seed_path=args.seed, faults=faults,
-                    identity_header=identity_header)
+                    identity_header=identity_header, limits=limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 = pick a free port")
     parser.add_argument("--seed", default=None, help="seed JSON file (default: the packaged seed.json)")
     parser.add_argument("--faults", default=None, help="fault configuration: JSON text or a JSON file")
+    parser.add_argument("--limits", default="none",
+                        help="throttling profile: published (Microsoft's limits), none (default), or a JSON config")
+    parser.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one quota's limit (NAME.window_s=... for its window); repeatable")
     parser.add_argument("--ready-file", default=None, help="write url/port/pid JSON here once listening")
     parser.add_argument("--identity-header", default=None,
                         help=f"secret for X-IDENTITY-HEADER (prefer env {IDENTITY_HEADER_ENV})")
@@ -96,13 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seed = load_seed(args.seed) if args.seed else None
         faults = _parse_faults(args.faults)
-    except (OSError, ValueError, SeedError, FaultConfigError) as exc:
+        limits = _limits_config(args.limits, args.limit)
+    except (OSError, ValueError, SeedError, FaultConfigError, LimitsConfigError) as exc:
         logger.error("Invalid configuration: %s", exc)
         return 2
     identity_header = args.identity_header or os.environ.get(IDENTITY_HEADER_ENV) or None
     try:
-        asyncio.run(_serve(args, seed, faults, identity_header))
-    except (SeedError, FaultConfigError) as exc:
+        asyncio.run(_serve(args, seed, faults, identity_header, limits))
+    except (SeedError, FaultConfigError, LimitsConfigError) as exc:
         logger.error("Invalid configuration: %s", exc)
         return 2
     except OSError as exc:

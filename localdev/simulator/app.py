@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import uuid
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from . import control, exo
 from .core import CORE_KEY, REDACTED, SECRET_KEYS, WWW_AUTHENTICATE, RequestLog, SimulatorCore, TokenStore, redact
 from .faults import Decision
 from .graph import ROUTER, GraphRequest, GraphResponse
+from .limits import Charge, Throttled
 from .odata import GRAPH_JSON, GraphError, throttle_body
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def graph_fault(decision: Decision, rq: GraphRequest) -> GraphResponse:
     - 503: Graph's error body, Retry-After when the fault carries one (concepts/errors.md: "may be specified");
     - 504: the front door's HTML page, not a Graph JSON body (assumed: the gateway answers, not the service).
     """
-    headers = {}
+    headers = dict(decision.headers)
     if decision.retry_after:
         headers["Retry-After"] = decision.retry_after
     if decision.status == 0:
@@ -105,7 +106,9 @@ def graph_fault(decision: Decision, rq: GraphRequest) -> GraphResponse:
 
 def exo_fault(decision: Decision, request_id: str) -> tuple[int, Any, dict]:
     """The EXO answer for an injected fault."""
-    headers = {"Retry-After": decision.retry_after} if decision.retry_after else {}
+    headers = dict(decision.headers)
+    if decision.retry_after:
+        headers["Retry-After"] = decision.retry_after
     if decision.status == 429:
         body = {"error": {"code": "TooManyRequests", "message": decision.message or
                           "The request was throttled. Please retry after the time in the Retry-After header."}}
@@ -137,17 +140,24 @@ class Outcome:
 
 async def apply_faults(core: SimulatorCore, service: str, method: str, target: str,
                        work: Callable[[], Awaitable[Any]], answer: Callable[[Decision], Any], *,
-                       cmdlet: str | None = None, random_faults: bool = True) -> Outcome:
+                       cmdlet: str | None = None, random_faults: bool = True,
+                       charges: Sequence[Charge] = ()) -> Outcome:
     """The one place a fault is applied to a request of ``service`` (graph | exo | token).
 
-    A queued one-shot matching (method, target, cmdlet) wins, else the service's throttle /
-    random error / hang decision (unless ``random_faults`` is off: a $batch envelope, whose items
-    are decided one by one). A fault answers before the work runs (no side effect), after
-    sleeping ``hang_s``; with ``after_effect`` the work runs first and the fault is answered
-    anyway (an error the work raises is answered instead). ``answer(decision)`` builds the
-    service's fault answer; status 0 sets ``drop``.
+    A queued one-shot matching (method, target, cmdlet) wins, else the throttling profile's
+    quotas the request is charged on (``charges``, limits.py: 429 when one is spent), else the
+    service's throttle / random error / hang decision (unless ``random_faults`` is off: a $batch
+    envelope, whose items are decided one by one). A fault answers before the work runs (no side
+    effect), after sleeping ``hang_s``; with ``after_effect`` the work runs first and the fault is
+    answered anyway (an error the work raises is answered instead). ``answer(decision)`` builds
+    the service's fault answer; status 0 sets ``drop``.
     """
     decision = core.faults.take_once(service, method, target, cmdlet)
+    if decision is None and random_faults and charges:
+        throttled = core.limits.take(charges)
+        if throttled is not None:
+            decision = Decision("limit", 429, throttled.retry_after, headers=throttled.headers,
+                                quota=throttled.quota.name)
     if decision is None and random_faults:
         decision = core.faults.decide(service)
     if decision is None:
@@ -162,8 +172,10 @@ async def apply_faults(core: SimulatorCore, service: str, method: str, target: s
 # ---------------------------------------------------------------------- Graph
 
 async def dispatch_graph(core: SimulatorCore, rq: GraphRequest, *, batch_id: str | None = None,
-                         item_id: str | None = None, latency_ms: float = 0.0) -> GraphResponse:
-    """Route, inject faults, check permissions, run the handler and log one logical Graph request."""
+                         item_id: str | None = None, latency_ms: float = 0.0,
+                         charges: Sequence[Charge] | None = None) -> GraphResponse:
+    """Route, inject faults, check permissions, run the handler and log one logical Graph request
+    (``charges``: its quotas, when the caller classified it already)."""
     fault = None
     try:
         route, params = ROUTER.match(rq.method, rq.version, rq.segments)
@@ -172,7 +184,10 @@ async def dispatch_graph(core: SimulatorCore, rq: GraphRequest, *, batch_id: str
         async def work() -> GraphResponse:
             return route.handler(core.state, rq)
 
-        outcome = await apply_faults(core, "graph", rq.method, rq.path, work, lambda d: graph_fault(d, rq))
+        if charges is None:
+            charges = core.limits.classify_graph(rq.method, rq.segments, rq.query, core.mailbox_key)
+        outcome = await apply_faults(core, "graph", rq.method, rq.path, work, lambda d: graph_fault(d, rq),
+                                     charges=charges)
         resp, fault = outcome.value, outcome.fault
     except GraphError as err:
         if err.permission:
@@ -284,16 +299,24 @@ def _drop(request: web.Request) -> web.Response:
 
 
 async def graph_entry(request: web.Request) -> web.StreamResponse:
-    """/v1.0/* and /beta/*."""
+    """/v1.0/* and /beta/*: a request holds its concurrency quotas (limits.py) for its whole life."""
     core = request.app[CORE_KEY]
+    segs = [unquote(s) for s in request.rel_url.raw_path.split("/") if s]
+    query = {k: v for k, v in request.query.items()}
+    batch = len(segs) == 2 and segs[1].lower() == "$batch"
+    charges = [] if batch else core.limits.classify_graph(request.method, segs[1:], query, core.mailbox_key)
+    with core.limits.concurrency(charges) as denied:
+        return await _graph_entry(request, core, segs[0], segs[1:], query, charges, denied)
+
+
+async def _graph_entry(request: web.Request, core: SimulatorCore, version: str, segs: list[str],
+                       query: dict[str, str], charges: Sequence[Charge], denied: Throttled | None
+                       ) -> web.StreamResponse:
     latency = core.faults.latency("graph")
     if latency:
         await asyncio.sleep(latency)
-    segs = [unquote(s) for s in request.rel_url.raw_path.split("/") if s]
-    version, segs = segs[0], segs[1:]
     request_id = str(uuid.uuid4())
     crid = request.headers.get("client-request-id") or request_id
-    query = {k: v for k, v in request.query.items()}
     rq = GraphRequest(method=request.method, version=version, segments=segs, query=query, body=None,
                       base_url=f"http://{request.host}", request_id=request_id, client_request_id=crid,
                       granted=core.granted(),
@@ -311,6 +334,12 @@ async def graph_entry(request: web.Request) -> web.StreamResponse:
         core.log.record("graph", rq.method, rq.path, query, 400, request_id=request_id, latency_ms=latency * 1000)
         return _json_response(400, err.body(request_id, crid), base_headers)
     rq.body = body
+    if denied is not None:
+        decision = Decision("limit", 429, denied.retry_after, headers=denied.headers, quota=denied.quota.name)
+        resp = graph_fault(decision, rq)
+        core.log.record("graph", rq.method, rq.path, query, 429, request_id=request_id, latency_ms=latency * 1000,
+                        fault=decision.describe(), headers=rq.headers or None)
+        return _json_response(429, resp.body, {**base_headers, **resp.headers})
     if len(segs) == 1 and segs[0].lower() == "$batch":
         if request.method != "POST":
             err = GraphError(405, "Request_BadRequest", "Specified HTTP method is not allowed for the request target.")
@@ -330,7 +359,7 @@ async def graph_entry(request: web.Request) -> web.StreamResponse:
                         latency_ms=latency * 1000, fault=fault, batch_id=request_id,
                         body={"requests": n_items})
     else:
-        resp = await dispatch_graph(core, rq, latency_ms=latency * 1000)
+        resp = await dispatch_graph(core, rq, latency_ms=latency * 1000, charges=charges)
     if resp.status == 0:
         return _drop(request)
     return _json_response(resp.status, resp.body, {**base_headers, **resp.headers},
@@ -348,8 +377,15 @@ async def graph_unknown(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- Exchange
 
 async def exo_entry(request: web.Request) -> web.StreamResponse:
-    """POST /adminapi/beta/{tenant}/InvokeCommand."""
+    """POST /adminapi/beta/{tenant}/InvokeCommand: holds the Exchange concurrency quota for its whole life."""
     core = request.app[CORE_KEY]
+    charges = core.limits.classify_exo(None)
+    with core.limits.concurrency(charges) as denied:
+        return await _exo_entry(request, core, charges, denied)
+
+
+async def _exo_entry(request: web.Request, core: SimulatorCore, charges: Sequence[Charge],
+                     denied: Throttled | None) -> web.StreamResponse:
     latency = core.faults.latency("exo")
     if latency:
         await asyncio.sleep(latency)
@@ -382,6 +418,12 @@ async def exo_entry(request: web.Request) -> web.StreamResponse:
                                "The request body is not valid JSON.")
         cmdlet, params = exo.parse_input(body)
         exo.check_anchor(st, tenant, request.headers.get("X-AnchorMailbox"), cmdlet)
+        if denied is not None:
+            decision = Decision("limit", 429, denied.retry_after, headers=denied.headers, quota=denied.quota.name)
+            status, payload, out_headers = exo_fault(decision, request_id)
+            core.log.record("exo", "POST", path, {}, status, request_id=request_id, latency_ms=latency * 1000,
+                            fault=decision.describe(), body=body, cmdlet=cmdlet, headers=logged_headers)
+            return _json_response(status, payload, {**base_headers, **out_headers}, EXO_JSON)
 
         async def work() -> tuple[int, Any, dict]:
             nonlocal permission
@@ -393,7 +435,7 @@ async def exo_entry(request: web.Request) -> web.StreamResponse:
             return 200, exo.invoke(st, tenant, cmdlet, params, ctx), {}
 
         outcome = await apply_faults(core, "exo", "POST", f"{path}#{cmdlet}", work,
-                                     lambda d: exo_fault(d, request_id), cmdlet=cmdlet)
+                                     lambda d: exo_fault(d, request_id), cmdlet=cmdlet, charges=charges)
         fault = outcome.fault
         if outcome.drop:
             core.log.record("exo", "POST", path, {}, 0, request_id=request_id, latency_ms=latency * 1000,
@@ -491,10 +533,10 @@ class Simulator:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, seed: Mapping[str, Any] | None = None,
                  seed_path: str | None = None, faults: Mapping[str, Any] | None = None,
-                 identity_header: str | None = None) -> None:
+                 identity_header: str | None = None, limits: Mapping[str, Any] | None = None) -> None:
         self.bind_host = check_loopback(host)
         self.port = port
-        self.core = SimulatorCore(seed, seed_path, faults, identity_header)
+        self.core = SimulatorCore(seed, seed_path, faults, identity_header, limits)
         self.app = create_app(self.core)
         self._runner: web.AppRunner | None = None
 

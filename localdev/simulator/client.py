@@ -143,6 +143,18 @@ class SimulatorClient:
         """DELETE /_sim/faults."""
         return self._control("DELETE", "/_sim/faults")
 
+    def limits(self) -> dict:
+        """GET /_sim/limits: the throttling profile as it applies now, with per-quota counters."""
+        return self._control("GET", "/_sim/limits")
+
+    def set_limits(self, config: Mapping[str, Any]) -> dict:
+        """PUT /_sim/limits ({"profile": "published"|"none", "overrides": {...}}; counters restart)."""
+        return self._control("PUT", "/_sim/limits", body=dict(config))
+
+    def reset_limit_counters(self) -> dict:
+        """DELETE /_sim/limits/counters."""
+        return self._control("DELETE", "/_sim/limits/counters")
+
     def fault_once(self, **spec: Any) -> dict:
         """POST /_sim/faults/once (service, method, path_contains, cmdlet, status, count, retry_after,
         after_effect, hang_s, message)."""
@@ -243,7 +255,7 @@ def start_simulator(seed: Mapping[str, Any] | str | os.PathLike | None = None,
                     faults: Mapping[str, Any] | None = None, identity_header: str | None = None,
                     env: Mapping[str, str] | None = None, host: str = "127.0.0.1", port: int = 0,
                     startup_timeout: float = 20.0, log_level: str = "INFO",
-                    python: str | None = None) -> SimulatorProcess:
+                    python: str | None = None, limits: Mapping[str, Any] | None = None) -> SimulatorProcess:
     """Start `python -m localdev.simulator` and wait until it listens.
 
     `seed` may be a dict (written to a temp file) or a path. The identity header secret is passed
@@ -263,6 +275,8 @@ def start_simulator(seed: Mapping[str, Any] | str | os.PathLike | None = None,
             cmd += ["--seed", str(seed)]
     if faults:
         cmd += ["--faults", json.dumps(faults)]
+    if limits:
+        cmd += ["--limits", json.dumps(dict(limits))]
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env[IDENTITY_HEADER_ENV] = identity_header

@@ -1,7 +1,8 @@
 """The simulator's control API (``/_sim/...``): no auth, loopback only, for tests and benches.
 
 ``GET /_sim/health``; ``GET|DELETE /_sim/requests``; ``GET /_sim/state``; ``GET /_sim/mutations``;
-``POST /_sim/reset``; ``GET|PUT|DELETE /_sim/faults``; ``POST /_sim/faults/once``;
+``POST /_sim/reset``; ``GET|PUT|DELETE /_sim/faults``; ``POST /_sim/faults/once``; ``GET|PUT /_sim/limits`` (the throttling
+profile, limits.py; ``DELETE /_sim/limits/counters`` zeroes its counters);
 ``GET|PUT /_sim/permissions``; ``POST /_sim/users``; ``POST /_sim/alerts``; ``POST /_sim/risk``;
 ``GET|DELETE /_sim/tokens``. ``add_routes`` registers them; ``loopback_only`` is the middleware
 that refuses anything not from loopback.
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from .core import CORE_KEY, SimulatorCore
 from .faults import FaultConfigError
+from .limits import LimitsConfigError
 from .state import SeedError
 
 logger = logging.getLogger(__name__)
@@ -144,6 +146,26 @@ async def sim_fault_once(request: web.Request) -> web.Response:
     return _control_json({"queued": [s.to_dict() for s in shots]})
 
 
+async def sim_get_limits(request: web.Request) -> web.Response:
+    return _control_json(request.app[CORE_KEY].limits.to_dict())
+
+
+async def sim_put_limits(request: web.Request) -> web.Response:
+    core = request.app[CORE_KEY]
+    body = await _control_body(request)
+    try:
+        core.limits.configure(body or {})
+    except LimitsConfigError as exc:
+        return _control_error(str(exc))
+    return _control_json(core.limits.to_dict())
+
+
+async def sim_reset_limit_counters(request: web.Request) -> web.Response:
+    core = request.app[CORE_KEY]
+    core.limits.reset_counters()
+    return _control_json(core.limits.to_dict())
+
+
 def _permissions_view(core: SimulatorCore) -> dict:
     st = core.state
     return {"granted": sorted(st.granted), "denied": sorted(st.denied), "effective": sorted(st.granted - st.denied),
@@ -248,6 +270,9 @@ def add_routes(router: web.UrlDispatcher) -> None:
     r.add_put("/_sim/faults", sim_put_faults)
     r.add_delete("/_sim/faults", sim_delete_faults)
     r.add_post("/_sim/faults/once", sim_fault_once)
+    r.add_get("/_sim/limits", sim_get_limits)
+    r.add_put("/_sim/limits", sim_put_limits)
+    r.add_delete("/_sim/limits/counters", sim_reset_limit_counters)
     r.add_get("/_sim/permissions", sim_get_permissions)
     r.add_put("/_sim/permissions", sim_put_permissions)
     r.add_post("/_sim/users", sim_add_users)

@@ -1,4 +1,4 @@
-"""The simulator's runtime core: tenant state, faults, the request log and issued tokens.
+"""The simulator's runtime core: tenant state, faults, throttling limits, the request log and issued tokens.
 
 ``SimulatorCore`` is what every handler (Graph, Exchange, token, control API) works on; it is
 kept in the aiohttp application under ``CORE_KEY``. The request log stores each logical request
@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from aiohttp import web
 
 from .faults import FaultInjector
+from .limits import Limits
 from .odata import GraphError, iso, utcnow
 from .state import TenantState, load_seed
 
@@ -158,11 +159,14 @@ class SimulatorCore:
     """State + faults + request log + tokens of one simulator instance."""
 
     def __init__(self, seed: Mapping[str, Any] | None = None, seed_path: str | None = None,
-                 faults: Mapping[str, Any] | None = None, identity_header: str | None = None) -> None:
+                 faults: Mapping[str, Any] | None = None, identity_header: str | None = None,
+                 limits: Mapping[str, Any] | None = None) -> None:
         self.seed_path = seed_path
         self.seed = dict(seed) if seed is not None else load_seed(seed_path)
         self.state = TenantState(self.seed)
         self.faults = FaultInjector(faults)
+        self.limits = Limits(limits, user_count=lambda: len(self.state.users), app_id=self.state.mi_client_id,
+                             tenant_id=self.state.tenant_id)
         self.log = RequestLog()
         self.tokens = TokenStore()
         self.identity_header = identity_header or secrets.token_urlsafe(24)
@@ -173,7 +177,13 @@ class SimulatorCore:
         if seed is None:
             seed = load_seed(self.seed_path) if self.seed_path else self.seed
         self.state = TenantState(seed)
+        self.limits.app_id, self.limits.tenant_id = self.state.mi_client_id, self.state.tenant_id
         logger.info("Tenant state reset (%d users)", len(self.state.users))
+
+    def mailbox_key(self, key: str) -> str:
+        """The mailbox a user key (object id or UPN) names, for per-mailbox quotas."""
+        user = self.state.find_user(key)
+        return user.id if user is not None else key.lower()
 
     def granted(self) -> frozenset:
         return frozenset(self.state.granted - self.state.denied)

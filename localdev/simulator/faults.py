@@ -49,10 +49,14 @@ class Decision:
     hang_s: float = 0.0
     after_effect: bool = False
     message: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers (x-ms-throttle-*)
+    quota: str | None = None  # the limits.py quota that throttled the request
 
     def describe(self) -> str:
         """Short text for the request log."""
         text = f"{self.kind}:{self.status}"
+        if self.quota:
+            text += f":{self.quota}"
         if self.after_effect:
             text += ":after_effect"
         return text

@@ -2,7 +2,8 @@
 
 - `simulator` (session): one simulator subprocess on a free loopback port, stopped at the end.
 - `sim` (function): the same process with state reset to the seed, request log cleared, faults
-  and one-shot faults cleared, permissions back to the seed's; returns the SimulatorProcess.
+  and one-shot faults cleared, no throttling profile, permissions back to the seed's; returns the
+  SimulatorProcess.
 - `sim_identity_env` (function): sets IDENTITY_ENDPOINT / IDENTITY_HEADER (and clears competing
   managed-identity variables) so azure-identity's ManagedIdentityCredential talks to the simulator.
 """
@@ -40,6 +41,7 @@ def sim(simulator: SimulatorProcess) -> SimulatorProcess:
     """The session simulator, reset to a clean seed state for this test."""
     client = simulator.client
     client.clear_faults()
+    client.set_limits({"profile": "none"})
     client.reset()
     client.clear_requests()
     return simulator

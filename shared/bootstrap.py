@@ -23,6 +23,7 @@ from .adapters.credentials import EXO_SCOPE, GRAPH_SCOPE, build_credential
 from .adapters.exchange import ExchangeAdapter
 from .adapters.graph import GraphAdapter
 from .adapters.ledger import Ledger
+from .adapters.pacing import Pacer, PacingLimits
 from .adapters.queues import QueueSender
 from .adapters.scores import ScoreStore
 from .adapters.storage import StorageClients, build_storage
@@ -97,8 +98,11 @@ async def build_deps(settings: Settings | None = None, env: Mapping[str, str] | 
     # Tables, queues and the two tokens are independent round trips: one wait, not twenty-odd.
     await asyncio.gather(storage.ledger.ensure(), storage.scores.ensure(), storage.queues.ensure(app_queues(settings)),
                          _warm_tokens(credential))
-    graph = GraphAdapter(credential, settings.graph_base_url, settings.graph_timeout_s)
-    exchange = ExchangeAdapter(credential, settings.exo_base_url, settings.tenant_id, settings.tenant_domain, settings.graph_timeout_s)
+    # One pacer per worker: every Graph and Exchange call of every incident it runs shares it.
+    pacer = Pacer(PacingLimits.from_settings(settings.pacing))
+    graph = GraphAdapter(credential, settings.graph_base_url, settings.graph_timeout_s, pacer=pacer)
+    exchange = ExchangeAdapter(credential, settings.exo_base_url, settings.tenant_id, settings.tenant_domain,
+                               settings.graph_timeout_s, pacer=pacer)
     logger.info(
         "worker wired: mode=%s playbook=%s graph=%s",
         settings.mode,

@@ -19,6 +19,9 @@ STEP_NAMES: tuple[str, ...] = (
     "close",
 )
 QUEUE_PREFIX = "step-"
+# The step that contains the account (password reset + sessions revoked): it and every step before
+# it are the containment path, whose calls go first at a throttled service (shared/priority.py).
+CONTAINMENT_STEP = "reset-password"
 
 # Ordering constraints a configured playbook must respect: (earlier, later).
 _MUST_PRECEDE = (
@@ -75,3 +78,8 @@ def next_step(order: tuple[str, ...], current: str) -> str | None:
 
 def predecessors(order: tuple[str, ...], step: str) -> tuple[str, ...]:
     return order[: order.index(step)]
+
+
+def on_containment_path(order: tuple[str, ...], step: str) -> bool:
+    """Is ``step`` the containment step or one before it (validate_order guarantees it is present)?"""
+    return CONTAINMENT_STEP in order and order.index(step) <= order.index(CONTAINMENT_STEP)

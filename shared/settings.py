@@ -59,7 +59,42 @@ DEFAULTS: dict[str, str] = {
     "SECURE_SCORE_NOTIFY": "false",
     "REDRIVE_SCHEDULE": "0 */2 * * * *",
     "REDRIVE_MAX": "3",
+    # Identity Protection calls of incidents that close together go in one call, one per this many
+    # seconds while busy (shared/tenant_calls.py); detections are read this far back in bulk.
+    "IDP_BATCH_SECONDS": "10",
+    "RISK_DETECTION_LOOKBACK_DAYS": "30",
+    # Pacing per Microsoft service (shared/adapters/pacing.py): the published quotas, and how
+    # many worker instances share them. Lower a number when other apps use the same quota.
+    "PACING_INSTANCES": "1",
+    "PACING_DIRECTORY_RU_PER_10S": "3500",
+    "PACING_DIRECTORY_WRITES_PER_150S": "3000",
+    "PACING_TENANT_WRITES_PER_300S": "18000",
+    "PACING_DIRECTORY_WRITE_SHARE": "1",
+    "PACING_IDP_PER_S": "1",
+    "PACING_REPORTS_PER_10S": "5",
+    "PACING_SECURITY_PER_MIN": "150",
+    "PACING_OUTLOOK_PER_10MIN": "10000",
+    "PACING_OUTLOOK_CONCURRENCY": "4",
+    "PACING_EXO_PER_10S": "300",
+    "PACING_EXO_CONCURRENCY": "10",
 }
+
+# PACING_* setting -> (PacingLimits field, minimum)
+PACING_FIELDS: dict[str, tuple[str, float]] = {
+    "PACING_INSTANCES": ("instances", 1),
+    "PACING_DIRECTORY_RU_PER_10S": ("directory_ru_per_10s", 1),
+    "PACING_DIRECTORY_WRITES_PER_150S": ("directory_writes_per_150s", 1),
+    "PACING_TENANT_WRITES_PER_300S": ("tenant_writes_per_300s", 1),
+    "PACING_DIRECTORY_WRITE_SHARE": ("directory_write_share", 0.001),
+    "PACING_IDP_PER_S": ("idp_per_s", 0.01),
+    "PACING_REPORTS_PER_10S": ("reports_per_10s", 0.1),
+    "PACING_SECURITY_PER_MIN": ("security_per_min", 1),
+    "PACING_OUTLOOK_PER_10MIN": ("outlook_per_10min", 1),
+    "PACING_OUTLOOK_CONCURRENCY": ("outlook_concurrency", 1),
+    "PACING_EXO_PER_10S": ("exo_per_10s", 1),
+    "PACING_EXO_CONCURRENCY": ("exo_concurrency", 1),
+}
+_INT_PACING = {"PACING_INSTANCES", "PACING_OUTLOOK_CONCURRENCY", "PACING_EXO_CONCURRENCY"}
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -104,6 +139,25 @@ def _int(key: str, value: str, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {number}")
     return number
+
+
+def _number(key: str, value: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if not number >= minimum or number == float("inf"):
+        raise ConfigError(f"{key} must be at least {minimum:g}, got {value!r}")
+    return number
+
+
+def _pacing(values: Mapping[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, (name, minimum) in PACING_FIELDS.items():
+        out[name] = _int(key, values[key], int(minimum)) if key in _INT_PACING else _number(key, values[key], minimum)
+    if out["directory_write_share"] > 1:
+        raise ConfigError(f"PACING_DIRECTORY_WRITE_SHARE must be at most 1, got {values['PACING_DIRECTORY_WRITE_SHARE']!r}")
+    return out
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> str:
@@ -155,6 +209,9 @@ class Settings:
     min_risk_level: str
     step_lease_s: int
     redrive_max: int
+    idp_batch_s: float = 10.0
+    risk_detection_lookback_days: int = 30
+    pacing: Mapping[str, float] = field(default_factory=dict)  # PacingLimits fields (PACING_FIELDS)
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -197,5 +254,8 @@ class Settings:
             min_risk_level=_choice("MIN_RISK_LEVEL", values["MIN_RISK_LEVEL"], RISK_LEVELS),
             step_lease_s=_int("STEP_LEASE_SECONDS", values["STEP_LEASE_SECONDS"], 5),
             redrive_max=_int("REDRIVE_MAX", values["REDRIVE_MAX"], 0),
+            idp_batch_s=float(_int("IDP_BATCH_SECONDS", values["IDP_BATCH_SECONDS"], 0)),
+            risk_detection_lookback_days=_int("RISK_DETECTION_LOOKBACK_DAYS", values["RISK_DETECTION_LOOKBACK_DAYS"], 1),
+            pacing=_pacing(values),
             raw=dict(values),
         )

@@ -20,7 +20,7 @@ DEV_ONLY = ("localdev", "bench", "tests", "tools")
 # leaf modules those speak in. Never a use case (intake, steps, ...), never bootstrap.
 ADAPTER_MAY_IMPORT = {
     "shared", "shared.adapters", "shared.errors", "shared.ports", "shared.ledger_protocol", "shared.states",
-    "shared.timestamps", "shared.retry", "shared.validation", "shared.logs", "shared.securescore",
+    "shared.timestamps", "shared.retry", "shared.validation", "shared.logs", "shared.priority", "shared.securescore",
     "shared.securescore.model",
 }
 

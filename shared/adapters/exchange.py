@@ -5,9 +5,11 @@
 identity (scope ``https://outlook.office365.com/.default``, app role Exchange.ManageAsApp
 plus an Exchange/Security Administrator directory role). Responses are
 ``{"value": [...]}`` paged by ``@odata.nextLink``; errors carry the real reason under
-``error.innererror.internalexception.message``. Requests in flight are paced by an
-AdaptiveLimiter (throttle.py), and failed ones retried under shared/retry.py's policy
-(429 always; 5xx, timeouts and transport errors for ``Get-*`` cmdlets only), like Graph's.
+``error.innererror.internalexception.message``. Every cmdlet waits for its turn at the Exchange
+admin API's quota (pacing.py; Microsoft publishes none: the numbers are assumed settings), an
+AdaptiveLimiter (throttle.py) bounds the connections, and failed calls are retried under
+shared/retry.py's policy (429 always; 5xx, timeouts and transport errors for ``Get-*`` cmdlets
+only), like Graph's.
 
 Every call is anchored (``X-AnchorMailbox``), as every public client of the API does: a
 cmdlet about one mailbox (``Identity``/``Mailbox``/``SenderAddress`` naming a user) to
@@ -30,6 +32,7 @@ from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from .credentials import EXO_SCOPE
 from .graph import MAX_IN_FLIGHT
+from .pacing import Pacer, PacingLimits
 from .throttle import AdaptiveLimiter
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,8 @@ ORG_CONFIG_TTL_S = 300.0
 
 
 class ExchangeAdapter:
-    def __init__(self, credential: Any, base_url: str, tenant_id: str, tenant_domain: str = "", timeout_s: float = 30.0) -> None:
+    def __init__(self, credential: Any, base_url: str, tenant_id: str, tenant_domain: str = "", timeout_s: float = 30.0,
+                 pacer: Pacer | None = None) -> None:
         self._credential = credential
         self._base = base_url.rstrip("/")
         self._tenant = tenant_id
@@ -53,6 +57,7 @@ class ExchangeAdapter:
             limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
         )
         self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
+        self.pacer = pacer or Pacer(PacingLimits.unlimited())  # the worker passes its own (bootstrap)
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
     async def close(self) -> None:
@@ -119,10 +124,12 @@ class ExchangeAdapter:
         retrier = Retrier(ADAPTER_POLICY)
         while True:
             try:
-                async with self.limiter.slot() as slot:
+                async with self.pacer.exo(cmdlet) as ticket, self.limiter.slot() as slot:
                     response = await self._http.post(url, headers=headers, content=json.dumps(body))
                     if response.status_code == 429:
-                        slot.mark_throttled(parse_retry_after(response.headers.get("Retry-After")))
+                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                        slot.mark_throttled(retry_after)
+                        ticket.throttled(retry_after)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 delay = retrier.next_delay(RetryKind.TRANSIENT, safe=read_only)  # a Get-* that hung is safe to repeat
                 if delay is None:

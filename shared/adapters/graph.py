@@ -5,10 +5,12 @@ redirects, telemetry) with kiota's AzureIdentityAuthenticationProvider. Response
 as raw JSON instead of SDK models: a call that only needs a few fields does not pay the
 model-parse cost (about a second and 35 MB the first time in a process).
 
-Requests in flight are paced by an AdaptiveLimiter (throttle.py): it grows until Graph
-answers 429, halves then, and pauses for Retry-After, so a storm fills the throttle
-without hammering it. Failed requests are retried in-process under shared/retry.py's
-policy (429 always; 5xx, timeouts and transport errors only for reads).
+Every request first waits for its turn at its service's quota (pacing.py: identity reads in
+resource units, identity writes, Identity Protection, directory audits, security, Outlook per
+mailbox), so a storm runs just under Microsoft's published limits instead of probing them; a 429
+still slows that bucket down. An AdaptiveLimiter (throttle.py) bounds the requests in flight
+(the connection pool). Failed requests are retried in-process under shared/retry.py's policy
+(429 always; 5xx, timeouts and transport errors only for reads).
 
 Every method names the app permission it needs, so a 403 becomes a PermanentError that
 tells the operator exactly what to grant. Paths are built from validated ids, each path
@@ -19,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
 from kiota_abstractions.api_client_builder import register_default_deserializer
@@ -38,8 +41,10 @@ from msgraph_core import GraphClientFactory
 
 from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
+from ..timestamps import iso_seconds
 from ..validation import odata_quote
 from .credentials import GRAPH_SCOPE
+from .pacing import Pacer, PacingLimits
 from .throttle import AdaptiveLimiter
 
 logger = logging.getLogger(__name__)
@@ -72,7 +77,7 @@ def _seg(value: str) -> str:
 class GraphAdapter:
     """Thin async Graph client: one per worker, shared by every step."""
 
-    def __init__(self, credential: Any, base_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, credential: Any, base_url: str, timeout_s: float = 30.0, pacer: Pacer | None = None) -> None:
         # GraphServiceClient would register this; we use the request adapter directly, so the
         # JSON parse node factory that reads Graph error bodies into ODataError is registered here.
         register_default_deserializer(JsonParseNodeFactory)
@@ -94,6 +99,7 @@ class GraphAdapter:
         )
         self._http = http
         self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
+        self.pacer = pacer or Pacer(PacingLimits.unlimited())  # the worker passes its own (bootstrap)
         self.adapter = GraphRequestAdapter(auth, http)
         self.adapter.base_url = f"{self._base}/v1.0"
 
@@ -129,7 +135,7 @@ class GraphAdapter:
             info.headers.try_add(key, value)
         if body is not None:
             info.set_stream_content(json.dumps(body).encode("utf-8"), "application/json")
-        raw = await self._send(info, method.upper(), path, permission, idempotent=idempotent)
+        raw = await self._send(info, method.upper(), path, permission, idempotent=idempotent, query=query)
         if not raw:
             return None
         try:
@@ -137,19 +143,23 @@ class GraphAdapter:
         except ValueError:
             raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
 
-    async def _send(self, info: RequestInformation, method: str, path: str, permission: str, idempotent: bool = False) -> Any:
-        """Send with bounded in-process retries (shared/retry.py): 429 always, honouring
-        Retry-After; 5xx, timeouts and transport errors for reads only."""
+    async def _send(self, info: RequestInformation, method: str, path: str, permission: str, idempotent: bool = False,
+                    query: dict[str, str] | None = None) -> Any:
+        """Send at the pace of the request's quota, with bounded in-process retries
+        (shared/retry.py): 429 always, honouring Retry-After; 5xx, timeouts and transport
+        errors for reads only."""
         safe = idempotent or method in _SAFE_METHODS
         retrier = Retrier(ADAPTER_POLICY)
         while True:
             try:
-                async with self.limiter.slot() as slot:
+                async with self.pacer.graph(method, path, query) as ticket, self.limiter.slot() as slot:
                     try:
                         return await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
                     except APIError as exc:
                         if exc.response_status_code == 429:
-                            slot.mark_throttled(parse_retry_after(_header(exc.response_headers, "Retry-After")))
+                            retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
+                            slot.mark_throttled(retry_after)
+                            ticket.throttled(retry_after, _header(exc.response_headers, "x-ms-throttle-information"))
                         raise
             except APIError as exc:  # ODataError, or a body that is not a Graph error
                 status = exc.response_status_code or 0
@@ -370,6 +380,50 @@ class GraphAdapter:
             max_items=top,
         )
 
+    OPEN_RISK = "(riskState eq 'atRisk' or riskState eq 'confirmedCompromised')"
+
+    async def list_at_risk_users(self, max_items: int = 10_000) -> list[dict[str, Any]]:
+        return await self.list_all(
+            "/identityProtection/riskyUsers",
+            query={"$filter": self.OPEN_RISK, "$top": "500"},
+            permission="IdentityRiskyUser.Read.All",
+            max_items=max_items,
+        )
+
+    async def list_risky_users_changed_since(self, since: datetime, max_items: int = 10_000) -> list[dict[str, Any]]:
+        return await self.list_all(
+            "/identityProtection/riskyUsers",
+            query={"$filter": f"riskLastUpdatedDateTime gt {iso_seconds(since)}", "$top": "500"},
+            permission="IdentityRiskyUser.Read.All",
+            max_items=max_items,
+        )
+
+    async def list_risky_user_history(self, user_id: str) -> list[dict[str, Any]]:
+        try:
+            return await self.list_all(
+                f"/identityProtection/riskyUsers/{_seg(user_id)}/history", permission="IdentityRiskyUser.Read.All"
+            )
+        except PermanentError as exc:
+            if exc.status == 404:
+                return []
+            raise
+
+    async def list_risk_detections_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        return await self.list_all(
+            "/identityProtection/riskDetections",
+            query={"$filter": f"detectedDateTime ge {iso_seconds(since)}", "$top": "500"},
+            permission="IdentityRiskEvent.Read.All",
+            max_items=max_items,
+        )
+
+    async def list_security_info_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        return await self.list_all(
+            "/auditLogs/directoryAudits",
+            query={"$filter": f"loggedByService eq 'Authentication Methods' and activityDateTime ge {iso_seconds(since)}"},
+            permission="AuditLog.Read.All",
+            max_items=max_items,
+        )
+
     async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None:
         await self.request(
             "POST",
@@ -411,5 +465,9 @@ class GraphAdapter:
         info.headers.try_add("Accept", "application/json")
         for key, value in (headers or {}).items():
             info.headers.try_add(key, value)
-        raw = await self._send(info, "GET", parts.path, permission)
+        path = parts.path
+        for prefix in ("/v1.0", "/beta"):
+            if path.startswith(prefix + "/"):
+                path = path[len(prefix):]
+        raw = await self._send(info, "GET", path, permission, query=dict(parse_qsl(parts.query)))
         return json.loads(raw) if raw else None

@@ -22,11 +22,12 @@ from typing import Any, Awaitable, Callable, ClassVar
 
 from ..deps import Deps
 from ..errors import PermanentError, TransientError
-from ..ledger_protocol import Claim, ClaimStatus
+from ..ledger_protocol import Claim, ClaimStatus, load_json
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
-from ..playbook import incident_order, next_step, predecessors, queue_name
+from ..playbook import incident_order, next_step, on_containment_path, predecessors, queue_name
 from ..ports import ExchangePort, GraphPort, LedgerPort
+from ..priority import Priority, priority
 from ..retry import EFFECT_POLICY, Retrier, RetryKind, kind_of_status
 from ..states import COMPLETED_STEP_STATES, TERMINAL_INCIDENT_STATES, IncidentState, RunOutcome, StepState
 from ..timestamps import iso
@@ -51,6 +52,8 @@ class StepResult:
     state: StepState = StepState.SUCCEEDED  # succeeded | skipped
     summary: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    # Incident fields the step sets; written with the runner's own update of the incident (one round trip).
+    incident_updates: dict[str, Any] = field(default_factory=dict)
 
 
 class StepContext:
@@ -212,7 +215,9 @@ class StepRunner:
             return RunOutcome.BUSY
         if claim.status is ClaimStatus.DONE:
             return await self._redelivered(task, incident, order, claim, log)
-        return await self._execute(step, task, incident, order, claim, log)
+        # Containment's calls wait ahead of every later step's at a throttled service.
+        with priority(Priority.CONTAINMENT if on_containment_path(order, task.step) else Priority.NORMAL):
+            return await self._execute(step, task, incident, order, claim, log)
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -259,7 +264,8 @@ class StepRunner:
         if await successor_started(self.deps.ledger, task.incident_id, order, task.step):
             log.info("the next step already has a ledger row; nothing to enqueue")
             return RunOutcome.DONE
-        await self._advance(task, incident, order, log)
+        updates = (load_json(claim.row.get("detail"), {}) or {}).get("incident") or {}
+        await self._advance(task, incident, order, log, updates if isinstance(updates, dict) else {})
         return RunOutcome.DONE
 
     async def _execute(self, step: Step, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], claim: Claim,
@@ -295,7 +301,8 @@ class StepRunner:
             await ledger.release(task.incident_id, task.step, claim, f"unexpected {exc.__class__.__name__}")
             raise
         await self._record(step, ctx, result, started)
-        await self._advance(task, incident, order, log)
+        incident.update(result.incident_updates)
+        await self._advance(task, incident, order, log, result.incident_updates)
         return RunOutcome.RAN
 
     async def _prepare(self, ctx: StepContext, order: tuple[str, ...]) -> str | None:
@@ -323,6 +330,8 @@ class StepRunner:
         elapsed = _elapsed_ms(started)
         final_state = StepState.PLANNED if ctx.dry_run and step.mutates and result.state == StepState.SUCCEEDED else result.state
         detail = dict(result.detail)
+        if result.incident_updates:
+            detail["incident"] = result.incident_updates  # re-applied if the worker dies before _advance
         if ctx.would:
             detail["would"] = ctx.would
         if result.summary:
@@ -353,15 +362,17 @@ class StepRunner:
                               ctx.task.incident_id, incident.get("created_at") or iso(self.deps.clock()))
         ctx.log.info("user resolved to %s (synced=%s)", fields["user_id"], fields["on_prem_synced"])
 
-    async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog) -> None:
+    async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog,
+                       updates: dict[str, Any] | None = None) -> None:
         nxt = next_step(order, task.step)
         if nxt is None:
             final = IncidentState.DRY_RUN if incident.get("mode") == IncidentState.DRY_RUN else IncidentState.SUCCEEDED
-            await self.deps.ledger.update_incident(task.incident_id, {"state": final, "current_step": "",
+            await self.deps.ledger.update_incident(task.incident_id, {**(updates or {}), "state": final, "current_step": "",
                                                                       "finished_at": iso(self.deps.clock())})
             log.info("playbook complete; incident %s", final)
             return
-        await self.deps.ledger.update_incident(task.incident_id, {"state": IncidentState.RUNNING, "current_step": nxt})
+        await self.deps.ledger.update_incident(task.incident_id, {**(updates or {}), "state": IncidentState.RUNNING,
+                                                                  "current_step": nxt})
         await enqueue_step(self.deps, task.incident_id, nxt, task.user_key, task.correlation_id)
         log.info("enqueued next step %s", nxt)
 

@@ -1,0 +1,221 @@
+"""Pacing per Microsoft service (shared/adapters/pacing.py): requests classified into their service's
+bucket by path, quotas from settings divided among instances, containment first, first come first
+served, AIMD on 429s, Outlook slots per mailbox; against the simulator's published throttles, a
+paced adapter stays under the quota where an unpaced one is answered 429."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.adapters.credentials import build_credential
+from shared.adapters.graph import GraphAdapter
+from shared.adapters.pacing import (
+    MARGIN,
+    RECOVERY_S,
+    Bucket,
+    KeyedSlots,
+    Pacer,
+    PacingLimits,
+    classify_graph,
+    identity_cost,
+)
+from shared.priority import Priority, priority
+from shared.settings import Settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------------- classification (pure)
+
+@pytest.mark.parametrize("method, path, buckets", [
+    ("GET", "/identityProtection/riskyUsers/x", ["idp"]),
+    ("POST", "/identityProtection/riskyUsers/confirmCompromised", ["idp"]),
+    ("GET", "/identity/conditionalAccess/policies", ["idp"]),
+    ("GET", "/auditLogs/directoryAudits", ["reports"]),
+    ("GET", "/security/alerts_v2", ["security"]),
+    ("POST", "/users/soc@contoso.com/sendMail", ["outlook"]),
+    ("PATCH", "/users/x/mailFolders/inbox/messageRules/r", ["outlook"]),
+    ("PATCH", "/users/x", ["directory-write", "directory-ru"]),
+    ("POST", "/users/x/revokeSignInSessions", ["directory-write", "directory-ru"]),
+    ("DELETE", "/oauth2PermissionGrants/g", ["directory-write", "directory-ru"]),  # a call stream D adds: no wiring
+    ("GET", "/users/x/appRoleAssignments", ["directory-ru"]),
+    ("POST", "/users/x/checkMemberGroups", ["directory-ru"]),
+    ("GET", "/v1.0/users/x/authentication/methods", ["directory-ru"]),
+])
+def test_a_request_is_paced_by_its_services_bucket_from_its_method_and_path(method, path, buckets):
+    charges, _ = classify_graph(method, path, {})
+    assert [c.bucket for c in charges] == buckets
+
+
+def test_identity_reads_cost_the_resource_units_of_the_docs_table():
+    assert identity_cost("GET", ["users", "x"], {"$select": "id"}) == (1, 0)
+    assert identity_cost("GET", ["users"], {}) == (2, 0)
+    assert identity_cost("POST", ["users", "x", "checkMemberGroups"], {}) == (4, 0)
+    assert identity_cost("GET", ["users", "x", "transitiveMemberOf", "microsoft.graph.directoryRole"],
+                         {"$select": "id"}) == (1, 0)
+    assert identity_cost("PATCH", ["users", "x"], {}) == (1, 1)
+    charges, mailbox = classify_graph("POST", "/users/SOC@x.com/sendMail", {})
+    assert mailbox == "soc@x.com" and charges[0].key == "soc@x.com"
+
+
+def test_rates_come_from_the_quotas_the_write_share_and_the_instance_count():
+    rates = PacingLimits().rates()
+    assert rates["directory-write"] == pytest.approx(3000 / 150 * (1 - MARGIN))  # app + tenant binds at share 1
+    assert rates["idp"] == pytest.approx(1 - MARGIN)
+    assert rates["reports"] == pytest.approx(0.5 * (1 - MARGIN))
+    shared = PacingLimits(directory_write_share=0.1, instances=2).rates()
+    assert shared["directory-write"] == pytest.approx(18000 / 300 * 0.1 / 2 * (1 - MARGIN))  # the tenant share binds
+    assert shared["directory-ru"] == pytest.approx(350 / 2 * (1 - MARGIN))
+    assert PacingLimits(instances=8).concurrency() == {"outlook": 1, "exo": 1}
+
+
+def test_settings_give_the_published_numbers_by_default_and_refuse_nonsense():
+    settings = Settings.from_env({})
+    assert PacingLimits.from_settings(settings.pacing) == PacingLimits()
+    assert Settings.from_env({"PACING_DIRECTORY_WRITE_SHARE": "0.1"}).pacing["directory_write_share"] == 0.1
+    from shared.errors import ConfigError
+    for bad in ({"PACING_DIRECTORY_WRITE_SHARE": "2"}, {"PACING_IDP_PER_S": "0"}, {"PACING_INSTANCES": "x"},
+                {"PACING_EXO_PER_10S": "nan"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)
+
+
+# ---------------------------------------------------------------------- the bucket
+
+async def test_containment_is_served_before_waiting_clean_up_and_each_class_first_come_first_served():
+    bucket = Bucket("directory-write", rate=50.0)
+    bucket.tokens = 0.0
+    order: list[str] = []
+
+    async def one(name: str, level: Priority) -> None:
+        await bucket.take(1, level)
+        order.append(name)
+
+    tasks = [asyncio.create_task(one(f"clean-{i}", Priority.NORMAL)) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(one(f"contain-{i}", Priority.CONTAINMENT)) for i in range(2)]
+    await asyncio.gather(*tasks)
+    assert order == ["contain-0", "contain-1", "clean-0", "clean-1", "clean-2"]
+    assert bucket.waited == 5
+
+
+async def test_a_429_halves_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():
+    clock = Clock()
+    bucket = Bucket("directory-write", rate=6.0, clock=clock)
+    bucket.penalize(2.5)
+    bucket.penalize(2.5)  # the same overshoot answered twice: one cut
+    assert bucket.rate == pytest.approx(3.0) and bucket.paused_until == pytest.approx(clock.now + 2.5)
+    assert bucket.throttled == 2
+    clock.now += 2.0
+    bucket.penalize(0.1)  # a second overshoot 2 s later: cut again, never below a quarter of the ceiling
+    assert bucket.rate == pytest.approx(1.5) and bucket.paused_until == pytest.approx(1002.5)
+    clock.now += 2.0
+    bucket.penalize(None)
+    assert bucket.rate == pytest.approx(1.5)
+    clock.now += 2.5 + RECOVERY_S
+    bucket._refill(clock.now)
+    assert bucket.rate == pytest.approx(6.0)  # grown back, never above the configured ceiling
+    clock.now += 100
+    bucket._refill(clock.now)
+    assert bucket.rate == pytest.approx(6.0)
+
+
+def test_a_429_without_retry_after_waits_one_to_one_and_a_half_seconds():
+    clock = Clock()
+    bucket = Bucket("idp", rate=1.0, clock=clock)
+    bucket.penalize(None)  # Identity Protection sends no Retry-After
+    assert clock.now + 1.0 <= bucket.paused_until <= clock.now + 1.5
+
+
+async def test_a_cancelled_waiter_gives_its_place_to_the_next():
+    bucket = Bucket("idp", rate=100.0)
+    bucket.tokens = 0.0
+    first = asyncio.create_task(bucket.take(1))
+    second = asyncio.create_task(bucket.take(1))
+    await asyncio.sleep(0)
+    first.cancel()
+    await second
+    assert first.cancelled()
+
+
+async def test_outlook_allows_the_configured_slots_per_mailbox_and_hands_a_freed_one_over():
+    slots = KeyedSlots(2)
+    inside = asyncio.Event()
+    release = asyncio.Event()
+    entered: list[str] = []
+
+    async def hold(key: str, name: str) -> None:
+        async with slots.slot(key):
+            entered.append(name)
+            if len(entered) == 3:
+                inside.set()
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold("a", f"a{i}")) for i in range(3)] + [asyncio.create_task(hold("b", "b0"))]
+    await inside.wait()
+    assert sorted(entered) == ["a0", "a1", "b0"]  # the third request to mailbox a waits; mailbox b does not
+    release.set()
+    await asyncio.gather(*tasks)
+    assert sorted(entered) == ["a0", "a1", "a2", "b0"]
+    assert slots._busy == {} and slots._waiters == {}
+
+
+async def test_the_priority_travels_with_the_task_into_the_pacer():
+    pacer = Pacer(PacingLimits(directory_writes_per_150s=150 * 50, tenant_writes_per_300s=300 * 50))
+    bucket = pacer.buckets["directory-write"]
+    bucket.tokens = 0.0
+    order = []
+
+    async def write(name: str, level: Priority) -> None:
+        with priority(level):
+            async with pacer.graph("PATCH", "/users/x"):
+                order.append(name)
+
+    normal = asyncio.create_task(write("mfa", Priority.NORMAL))
+    await asyncio.sleep(0)
+    urgent = asyncio.create_task(write("reset", Priority.CONTAINMENT))
+    await asyncio.gather(normal, urgent)
+    assert order == ["reset", "mfa"]
+
+
+# ---------------------------------------------------------------------- against the simulator's throttles
+
+async def _burst(sim, pacer: Pacer, n: int) -> None:
+    credential = build_credential()
+    graph = GraphAdapter(credential, sim.url, timeout_s=10, pacer=pacer)
+    try:
+        await asyncio.gather(*(graph.get_risky_user("0dc668f6-43fa-5f46-a937-25829277128d") for _ in range(n)))
+    finally:
+        await graph.close()
+        await credential.close()
+
+
+async def test_paced_requests_stay_under_the_quota_where_unpaced_ones_are_throttled(sim_identity_env):
+    sim = sim_identity_env
+    # Identity Protection at 20 requests/s (the real 1/s, scaled so the test is quick)
+    sim.client.set_limits({"profile": "published", "overrides": {"idp": {"limit": 20}}})
+    await _burst(sim, Pacer(PacingLimits(idp_per_s=20)), 30)
+    assert sim.client.requests(service="graph", status=429) == []
+    assert sim.client.limits()["counters"]["idp"]["requests"] == 30
+    sim.client.clear_requests()
+    unpaced = Pacer(PacingLimits.unlimited())
+    await _burst(sim, unpaced, 30)  # the adapter still gets there, through 429s and its retries
+    assert len(sim.client.requests(service="graph", status=429)) > 0
+
+
+async def test_a_quota_configured_too_high_is_corrected_by_the_429s(sim_identity_env):
+    sim = sim_identity_env
+    sim.client.set_limits({"profile": "published", "overrides": {"idp": {"limit": 10}}})
+    pacer = Pacer(PacingLimits(idp_per_s=40))  # the operator over-estimated (or another instance shares it)
+    await _burst(sim, pacer, 40)
+    bucket = pacer.buckets["idp"]
+    assert bucket.throttled >= 1 and bucket.rate < bucket.ceiling
+    throttled = len(sim.client.requests(service="graph", status=429))
+    assert 0 < throttled < 40

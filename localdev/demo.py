@@ -191,8 +191,10 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
         ("user unblocked", state["blocked"] is False, state["blocked"]),
         ("mailbox audit on, no bypass", state["mailbox"]["AuditEnabled"] is True and state["mailbox"]["AuditBypassEnabled"] is False,
          {k: state["mailbox"][k] for k in ("AuditEnabled", "AuditBypassEnabled")}),
-        ("risk confirmed, then remediated by the reset", state["risk"]["riskState"] == "remediated"
-         and any(m.get("action") == "risk_changed" and m.get("user") == demo_id for m in client.mutations()),
+        ("risk remediated by the reset, confirmed, then dismissed", state["risk"]["riskState"] == "dismissed"
+         and [m["details"]["riskState"] for m in client.mutations() if m.get("action") == "risk_changed"
+              and m.get("user") == demo_id] == ["confirmedCompromised", "dismissed"]
+         and any(m.get("action") == "risk_remediated" and m.get("user") == demo_id for m in client.mutations()),
          state["risk"]["riskState"]),
         ("SOC summary mailed", len(adele_mails) == 1, len(adele_mails)),
     ]

@@ -1,5 +1,6 @@
 """The ports a handler needs, bundled. bootstrap.py builds the real ones once per worker;
-tests pass hand-written fakes that satisfy the same protocols (shared/ports.py)."""
+tests pass hand-written fakes that satisfy the same protocols (shared/ports.py). The calls
+shared across incidents (tenant_calls.py) are made once per Deps, on first use."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from typing import Callable
 from .errors import ConfigError
 from .ports import ExchangePort, GraphPort, LedgerPort, QueuePort, ScoreStorePort
 from .settings import Settings
+from .tenant_calls import TenantCalls
 from .timestamps import utcnow
 
 
@@ -23,6 +25,15 @@ class Deps:
     # None where Secure Score is not stored (unit tests with fakes): nothing is recorded.
     scores: ScoreStorePort | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
+    shared_calls: TenantCalls | None = None
+
+    def tenant_calls(self) -> TenantCalls:
+        """Identity Protection and directory-audit calls shared by this worker's incidents."""
+        if self.shared_calls is None:
+            self.shared_calls = TenantCalls(self.require_graph(), batch_s=self.settings.idp_batch_s,
+                                            detection_lookback_days=self.settings.risk_detection_lookback_days,
+                                            clock=self.clock)
+        return self.shared_calls
 
     def require_graph(self) -> GraphPort:
         if self.graph is None:

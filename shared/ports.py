@@ -189,6 +189,21 @@ class GraphPort(Protocol):
     async def dismiss_risk(self, user_ids: list[str]) -> None: ...
     async def get_risky_user(self, user_id: str) -> dict[str, Any] | None: ...
     async def list_risk_detections(self, user_id: str, top: int = 50) -> list[dict[str, Any]]: ...
+    async def list_at_risk_users(self, max_items: int = 10_000) -> list[dict[str, Any]]:
+        """Every riskyUser at risk or confirmed compromised now (paged, 500 a page)."""
+
+    async def list_risky_users_changed_since(self, since: datetime, max_items: int = 10_000) -> list[dict[str, Any]]:
+        """Every riskyUser whose risk changed after ``since``."""
+
+    async def list_risky_user_history(self, user_id: str) -> list[dict[str, Any]]:
+        """Identity Protection's record of each change of the user's risk ([] for a user never at risk)."""
+
+    async def list_risk_detections_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        """Every risk detection of the tenant detected at or after ``since``."""
+
+    async def list_security_info_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        """Every directory audit event about users' authentication methods at or after ``since``."""
+
     async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None: ...
 
 

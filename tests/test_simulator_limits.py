@@ -144,6 +144,18 @@ def test_resource_units_are_spent_by_cost_not_by_request(sim, gtoken):
     assert sim.client.limits()["counters"]["dir-ru"]["cost"] == 4
 
 
+def test_directory_audits_and_security_have_their_own_per_app_quotas(sim, gtoken):
+    sim.client.set_limits({"profile": "published"})
+    audits = [sim.client.raw("GET", "/v1.0/auditLogs/directoryAudits", token=gtoken)[0] for _ in range(2)]
+    assert audits == [200, 429]  # 5 per 10 s: one banked, the next one 2 s later
+    # the directory and security quotas are untouched by the audit log's
+    assert sim.client.raw("GET", f"/v1.0/users/{ADELE}", token=gtoken, query={"$select": "id"})[0] == 200
+    security = [sim.client.raw("GET", "/v1.0/security/alerts_v2", token=gtoken)[0] for _ in range(4)]
+    assert security[:2] == [200, 200] and 429 in security  # 150 per minute: 2.5 banked
+    counters = sim.client.limits()["counters"]
+    assert counters["reports"]["throttled"] == 1 and counters["security"]["throttled"] >= 1
+
+
 def _concurrently(sim, token, paths, n):
     def one(path):
         return sim.client.raw("GET", path, token=token)[0]

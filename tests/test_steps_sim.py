@@ -107,9 +107,12 @@ async def test_whole_playbook_succeeds_against_the_simulator(world):
     assert deps.ledger.incidents[incident_id]["state"] == "succeeded"
     state = sim.client.user_state(ADELE)
     assert state["password_changes"] == 1 and state["revocations"] == 1
-    # confirmed compromised before the reset, which then remediated the risk (the documented order)
-    assert (state["risk"]["riskState"], state["risk"]["riskDetail"]) == ("remediated", "adminGeneratedTemporaryPassword")
+    # the reset remediated the risk; close confirmed the compromise, then dismissed it (dismiss after
+    # remediation): the user is not left blocked by the responder's own confirmation
+    assert (state["risk"]["riskState"], state["risk"]["riskDetail"]) == ("dismissed", "adminDismissedAllRiskForUser")
     evidence = await deps.ledger.list_evidence(incident_id)
+    assert evidence["risky_user"]["riskState"] == "atRisk"  # the risk as it was before the reset
+    assert evidence["risk_detections"]
     before_rules = [r["Name"] for r in evidence["exo_inbox_rules"]]
     assert "Sync" in before_rules and " " in before_rules  # the hidden rule is in the "before" picture
     assert evidence["mailbox"][0]["ForwardingSmtpAddress"]  # forwarding as it was, before clean-mailbox
@@ -164,12 +167,25 @@ async def test_denied_permission_fails_the_step_and_names_what_to_grant(world, s
 
 async def test_snapshot_records_a_denied_section_as_unavailable_and_carries_on(world):
     deps, runner, sim = world
-    sim.client.set_permissions(denied=["IdentityRiskEvent.Read.All"])
+    sim.client.set_permissions(denied=["MailboxSettings.Read", "MailboxSettings.ReadWrite"])
     incident_id = await open_incident(deps)
     ran = await drive(deps, runner, stop_before="reset-password")
     assert ran == [("snapshot", "ran")]
     detail = deps.ledger.step_detail(incident_id, "snapshot")
-    assert "risk_detections" in detail["unavailable"] and "IdentityRiskEvent.Read.All" in detail["unavailable"]["risk_detections"]
+    assert "inbox_rules" in detail["unavailable"] and "MailboxSettings" in detail["unavailable"]["inbox_rules"]
+
+
+async def test_a_denied_identity_protection_section_is_recorded_after_containment_and_the_playbook_goes_on(world):
+    deps, runner, sim = world
+    sim.client.set_permissions(denied=["IdentityRiskEvent.Read.All"])
+    incident_id = await open_incident(deps)
+    await drive(deps, runner)
+    assert deps.ledger.incidents[incident_id]["state"] == "succeeded"
+    detail = deps.ledger.step_detail(incident_id, "reset-password")
+    assert detail["password_reset"] == "done" and detail["sessions_revoked"] == "done"
+    unavailable = detail["risk_evidence"]["unavailable"]
+    assert "IdentityRiskEvent.Read.All" in unavailable["risk_detections"]
+    assert "risky_user" in (await deps.ledger.list_evidence(incident_id))
 
 
 async def test_crash_after_the_password_patch_landed_does_not_reset_twice(world):

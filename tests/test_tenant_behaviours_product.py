@@ -7,6 +7,7 @@ The ledger and queues are the hand-written fakes; the tenant side is real wire t
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, AsyncIterator, Callable
 
@@ -296,18 +297,64 @@ async def test_the_method_cut_off_is_configurable(make_world):
 
 # ---------------------------------------------------------------------- item 5: risk state at the end
 
-async def test_risk_is_confirmed_before_the_reset_that_remediates_it_and_the_final_state_is_recorded(make_world):
+async def test_identity_protection_is_changed_only_after_containment_and_the_confirmed_risk_is_dismissed(
+        make_world):
     world = await make_world()
     incident_id = await world.open(ADELE)
     await world.drive()
     requests = world.sim.client.requests(service="graph")
-    confirm = next(r["seq"] for r in requests if r["path"].endswith("/confirmCompromised"))
-    reset = next(r["seq"] for r in requests if r["method"] == "PATCH" and r["path"].endswith(
-        world.ledger.incidents[incident_id]["user_id"]))
-    assert confirm < reset
+    user_id = world.ledger.incidents[incident_id]["user_id"]
+    reset = next(r["seq"] for r in requests if r["method"] == "PATCH" and r["path"].endswith(user_id))
+    revoke = next(r["seq"] for r in requests if r["path"].endswith("/revokeSignInSessions"))
+    identity_protection = [r for r in requests if "/identityprotection/" in r["path"].lower()]
+    confirm = next(r["seq"] for r in identity_protection if r["path"].endswith("/confirmCompromised"))
+    dismiss = next(r["seq"] for r in identity_protection if r["path"].endswith("/dismiss"))
+    assert max(reset, revoke) < confirm < dismiss  # contained; confirmed; — the reset having remediated it — dismissed
     risk = world.sim.client.user_state(ADELE)["risk"]
-    assert (risk["riskState"], risk["riskDetail"]) == ("remediated", "adminGeneratedTemporaryPassword")
-    assert world.detail(incident_id, "close")["final_risk_state"] == "remediated"
+    assert (risk["riskState"], risk["riskDetail"]) == ("dismissed", "adminDismissedAllRiskForUser")
+    close = world.detail(incident_id, "close")
+    assert close["risk_confirmed"] == "done" and close["dismissed_after_remediation"] is True
+    assert close["final_risk_state"] == "dismissed"
+    assert world.ledger.incidents[incident_id]["risk_confirmed_at"]
+    # the evidence still holds the risk as it was before the reset: from Identity Protection's history
+    evidence = await world.ledger.list_evidence(incident_id)
+    assert (evidence["risky_user"]["riskState"], evidence["risky_user"]["riskLevel"]) == ("atRisk", "high")
+    how = world.detail(incident_id, "reset-password")["risk_evidence"]["sections"]["risky_user"]
+    assert "before the responder's first change" in how  # read before it, or from the history
+
+
+async def test_incidents_contained_together_share_their_identity_protection_and_audit_reads(make_world):
+    world = await make_world()
+    users = world.sim.client.add_users(4, prefix="together", compromised=True)
+    for u in users:
+        await world.open(u["userPrincipalName"])
+    while True:  # every incident's next step at once, as a worker runs them
+        pending = [b for q, b, _ in world.deps.queues.sent if q.startswith("step-")]
+        world.deps.queues.sent = [m for m in world.deps.queues.sent if not m[0].startswith("step-")]
+        if not pending:
+            break
+        tasks = [StepTask(**{k: v for k, v in json.loads(b).items() if k not in ("schema", "version")}) for b in pending]
+        await asyncio.gather(*(world.runner.run(t) for t in tasks))
+    assert all(i["state"] == "succeeded" for i in world.ledger.incidents.values())
+    graph = world.sim.client.requests(service="graph")
+    idp = [r for r in graph if "/identityprotection/" in r["path"].lower()]
+    filters = [r["query"].get("$filter", "") for r in idp]
+    assert any("riskState eq 'atRisk'" in f for f in filters)  # one read of the users at risk
+    assert any(f.startswith("detectedDateTime ge ") for f in filters)  # one read of the tenant's detections
+    assert any(f.startswith("riskLastUpdatedDateTime gt ") for f in filters)  # one read of the final states
+    confirms = [r for r in idp if r["path"].endswith("/confirmCompromised")]
+    assert len(confirms) == 1 and sorted(confirms[0]["body"]["userIds"]) == sorted(u["id"] for u in users)
+    shared = [f for f in filters if f]
+    assert len(shared) == 3, shared  # each read once for the four incidents, not once each
+    # the users were all reset before that read of the users at risk: their "before" comes from each history
+    histories = [r for r in idp if r["path"].endswith("/history")]
+    assert len(histories) <= len(users)
+    assert len(idp) <= 3 + 2 + len(histories)  # was 5 per incident (20)
+    audits = [r for r in graph if r["path"].endswith("/auditLogs/directoryAudits")]
+    assert len(audits) == 1 and "activityDateTime ge " in audits[0]["query"]["$filter"]
+    for incident in world.ledger.incidents.values():
+        evidence = await world.ledger.list_evidence(incident["incident_id"])
+        assert evidence["risky_user"]["riskState"] == "atRisk" and evidence["risk_detections"]
 
 
 async def test_a_risk_still_open_after_the_responders_reset_is_dismissed(make_world):

@@ -666,6 +666,21 @@ def get_risky_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
     return GraphResponse(200, body)
 
 
+def list_risky_user_history(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_RISKY_READ)
+    key = rq.params["id"].lower()
+    if key not in st.risky:
+        raise not_found_user(rq.params["id"])
+    rq.user_id = key
+    items = st.render_risk_history(key)
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 100, 500)
+    body: dict[str, Any] = {"@odata.context": rq.context(f"identityProtection/riskyUsers('{key}')/history")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = page
+    return GraphResponse(200, body)
+
+
 _DETECTION_FILTER = ("id", "userId", "userPrincipalName", "riskState", "riskLevel", "riskEventType", "riskType",
                      "detectedDateTime", "activityDateTime", "lastUpdatedDateTime", "riskDetail", "source",
                      "detectionTimingType", "ipAddress", "requestId", "correlationId")
@@ -884,6 +899,7 @@ ROUTES: list[Route] = [
     Route("POST", ("identityProtection", "riskyUsers", "dismiss"), dismiss_risky),
     Route("GET", ("identityProtection", "riskyUsers"), list_risky_users),
     Route("GET", ("identityProtection", "riskyUsers", "{id}"), get_risky_user),
+    Route("GET", ("identityProtection", "riskyUsers", "{id}", "history"), list_risky_user_history),
     Route("GET", ("identityProtection", "riskDetections"), list_detections),
     Route("GET", ("identityProtection", "riskDetections", "{id}"), get_detection),
     Route("GET", ("security", "alerts_v2"), list_alerts),

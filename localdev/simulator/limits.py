@@ -217,7 +217,7 @@ class Limits:
             if bad:
                 raise LimitsConfigError(f"{name}: only {list(_OVERRIDABLE)} can be overridden, not {sorted(bad)}")
             try:
-                values = {k: (bool(v) if k == "retry_after" else float(v)) for k, v in change.items()}
+                values: dict[str, Any] = {k: (bool(v) if k == "retry_after" else float(v)) for k, v in change.items()}
             except (TypeError, ValueError) as exc:
                 raise LimitsConfigError(f"{name}: {exc}") from exc
             if values.get("limit", 1) <= 0 or values.get("window_s", 1) < 0:

@@ -218,6 +218,8 @@ class TenantState:
         self.mail_index: dict[str, str] = {}
         self.groups: dict[str, Group] = {}
         self.risky: dict[str, dict] = {}
+        # riskyUserHistoryItem per user, oldest first: one entry per change of the user's risk
+        self.risk_history: dict[str, list[dict]] = {}
         self.detections: list[dict] = []
         self.alerts: list[dict] = []
         self.alert_index: dict[str, dict] = {}
@@ -666,6 +668,7 @@ class TenantState:
             self.risky[user.id] = rec
         rec.update({"riskLevel": level, "riskState": state, "riskDetail": detail, "riskLastUpdatedDateTime": when,
                     "userDisplayName": user.display_name, "userPrincipalName": user.upn})
+        self.risk_history.setdefault(user.id, []).append(dict(rec))
         return rec
 
     def set_risk(self, user: User, level: str, state: str, detail: str) -> dict:
@@ -802,6 +805,18 @@ class TenantState:
         out = {"@odata.type": METHOD_TYPES[typ][0], "id": method["id"]}
         for prop in METHOD_PROPS[typ]:
             out[prop] = method.get(prop)
+        return out
+
+    def render_risk_history(self, user_id: str) -> list[dict]:
+        """riskyUserHistoryItem objects (riskyuserhistoryitem.md): the riskyUser's properties as they were
+        after each change, with ``userId``, ``initiatedBy`` (the app, for an admin action) and ``activity``."""
+        out = []
+        for entry in self.risk_history.get(user_id, []):
+            item = self.render_risky_user(entry, False)
+            admin = str(entry.get("riskDetail", "")).startswith("admin")
+            item.update({"userId": user_id, "initiatedBy": self.mi_client_id if admin else None,
+                         "activity": {"detail": entry.get("riskDetail"), "riskEventTypes": []}})
+            out.append(item)
         return out
 
     def render_risky_user(self, rec: Mapping[str, Any], beta: bool) -> dict:

@@ -1,12 +1,16 @@
-"""close: record the user's final risk state, then mail the SOC a summary, done.
+"""close: settle the user's risk in Identity Protection, record it, then mail the SOC a summary, done.
 
-The risk was confirmed compromised by reset-password before the password reset, which (an admin
-reset) remediates it: Microsoft's documented order. Here the final riskyUser state is read and
-recorded; when the responder did reset the password and the user is still at risk (Identity
-Protection lags, or does not remediate), the risk is dismissed: "dismiss after remediation".
-A user whose password could not be reset (synced, federated) stays confirmed compromised until
-the on-premises reset, and the mail says so. Identity Protection failing (licence, permission,
-throttling) is recorded, never a reason not to mail the SOC.
+Containment (reset-password) calls no Identity Protection API: that service allows 1 request per
+second per tenant for every app together. Here, after every other step, the user is confirmed
+compromised (feedback to Identity Protection, and the record that the responder acted) and — when
+the responder reset the password, which remediated the risk — the risk is dismissed again, so the
+responder's own confirmation never leaves a remediated user blocked by a user-risk policy: "dismiss
+after remediation". The state that results is read and recorded. A user whose password could not be
+reset (synced, federated) stays confirmed compromised until the on-premises reset, and the mail
+says so. The incidents that close together share these calls (shared/tenant_calls.py): one
+confirmCompromised and one dismiss for up to 60 users, one read of the users whose risk just
+changed. Identity Protection failing (licence, permission, throttling) is recorded, never a reason
+not to mail the SOC.
 
 The summary is built from the ledger, which never holds a password, so the mail cannot carry
 one; what needs a person (ACTION REQUIRED, methods kept for review) comes first. With no
@@ -23,6 +27,7 @@ from ..ledger_protocol import load_json
 from ..playbook import incident_order
 from ..securescore.service import latest_score
 from ..states import StepState
+from ..timestamps import iso
 from .base import Call, Step, StepContext, StepResult
 
 AT_RISK = ("atRisk", "confirmedCompromised")
@@ -79,22 +84,23 @@ def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> s
 class Close(Step):
     name = "close"
     calls = (
-        Call("graph", "GET /identityProtection/riskyUsers/{id} (final state)", "IdentityRiskyUser.Read.All"),
+        Call("graph", "POST /identityProtection/riskyUsers/confirmCompromised", "IdentityRiskyUser.ReadWrite.All"),
         Call("graph", "POST /identityProtection/riskyUsers/dismiss", "IdentityRiskyUser.ReadWrite.All"),
+        Call("graph", "GET /identityProtection/riskyUsers/{id} (final state)", "IdentityRiskyUser.Read.All"),
+        Call("graph", "GET /identityProtection/riskyUsers?$filter=riskLastUpdatedDateTime gt {t} (final state, shared)",
+             "IdentityRiskyUser.Read.All"),
         Call("graph", "POST /users/{sender}/sendMail", "Mail.Send"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
         settings, uid = ctx.settings, ctx.user_id
         rows = await ctx.deps.ledger.list_steps(ctx.task.incident_id)
-        detail: dict[str, Any] = await self._final_risk(ctx, rows)
+        detail: dict[str, Any] = await self._settle_risk(ctx, rows)
         if detail.get("risk_error"):
             ctx.incident["risk_error"] = "; ".join(filter(None, (ctx.incident.get("risk_error"), detail["risk_error"])))
-        updates = {k: ctx.incident[k] for k in ("risk_error",) if ctx.incident.get(k)}
+        updates = {k: ctx.incident[k] for k in ("risk_error", "risk_confirmed_at") if ctx.incident.get(k)}
         if detail.get("final_risk_state"):
             updates["final_risk_state"] = ctx.incident["final_risk_state"] = detail["final_risk_state"]
-        if updates:
-            await ctx.deps.ledger.update_incident(ctx.task.incident_id, updates)
         if settings.soc_mailbox and settings.notify_sender:
             text = summary_text(ctx.incident, rows)
             who = ctx.incident.get("user_principal_name") or uid
@@ -114,33 +120,45 @@ class Close(Step):
         detail["secure_score"] = await latest_score(ctx.deps.scores)
         summary = f"final risk {detail.get('final_risk_state') or 'unknown'}" + (
             f"; summary mailed to {settings.soc_mailbox}" if detail["notified"] else "")
-        return StepResult(StepState.SUCCEEDED, summary, detail)
+        return StepResult(StepState.SUCCEEDED, summary, detail, updates)
 
     @staticmethod
-    async def _final_risk(ctx: StepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Read (and, after our own remediation, dismiss) the user's risk; errors are recorded, not raised."""
+    async def _settle_risk(ctx: StepContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Confirm compromised, dismiss after the responder's own remediation, read what results;
+        errors are recorded, not raised (the SOC mail goes out regardless)."""
         uid = ctx.user_id
+        calls = ctx.deps.tenant_calls()
         reset = load_json({r["RowKey"]: r for r in rows}.get("reset-password", {}).get("detail"), {}) or {}
         we_reset = reset.get("password_reset") in ("done", "already done")
         detail: dict[str, Any] = {}
-        try:
-            risky = await ctx.graph.get_risky_user(uid)
-            state = (risky or {}).get("riskState")
-            if state in AT_RISK and we_reset:
-                async def dismissed(_record: dict) -> bool:
-                    now = await ctx.graph.get_risky_user(uid)
-                    return (now or {}).get("riskState") not in AT_RISK
 
-                await ctx.effect("risk-dismissed", lambda: ctx.graph.dismiss_risk([uid]),
+        # A half-finished confirm / dismiss is verified through the shared read of the risk as it is now.
+        async def confirmed(_record: dict) -> bool:
+            now = await calls.risk_now(uid, ctx.deps.clock())
+            return (now or {}).get("riskState") == "confirmedCompromised"
+
+        async def dismissed(_record: dict) -> bool:
+            now = await calls.risk_now(uid, ctx.deps.clock())
+            return (now or {}).get("riskState") not in AT_RISK
+
+        try:
+            ran = await ctx.effect("risk-confirmed", lambda: calls.confirm.submit(uid),
+                                   description="confirm the user compromised in Identity Protection", verify=confirmed)
+            detail["risk_confirmed"] = "done" if ran else ("planned" if ctx.dry_run else "already done")
+            if not ctx.dry_run and not ctx.incident.get("risk_confirmed_at"):
+                ctx.incident["risk_confirmed_at"] = iso(ctx.deps.clock())  # intake ignores this confirmation's echo
+            if we_reset:
+                await ctx.effect("risk-dismissed", lambda: calls.dismiss.submit(uid),
                                  description="dismiss the user's risk after the remediation", verify=dismissed)
                 detail["dismissed_after_remediation"] = not ctx.dry_run
-                risky = await ctx.graph.get_risky_user(uid) if not ctx.dry_run else risky
+            risky = await calls.risk_now(uid, ctx.deps.clock())
             if risky:
                 detail.update(final_risk_state=risky.get("riskState"), final_risk_level=risky.get("riskLevel"),
                               final_risk_detail=risky.get("riskDetail"))
             else:
                 detail["final_risk_state"] = "none (not a risky user)"
         except (PermanentError, TransientError) as exc:
-            detail["risk_error"] = f"could not read or settle the user's risk: {exc}"[:500]
+            detail.setdefault("risk_confirmed", "failed: " + str(exc)[:200])
+            detail["risk_error"] = f"could not confirm, dismiss or read the user's risk: {exc}"[:500]
             ctx.log.warning("%s", detail["risk_error"])
         return detail

@@ -12,7 +12,8 @@ alert's time minus AUTH_METHOD_LOOKBACK_HOURS). Methods with a ``createdDateTime
 (authenticator, FIDO2, Windows Hello, TAP) are dated by it. Phone, email and software OATH
 methods carry none in v1.0: they are dated by their registration in the directory audit log
 (``auditLogs/directoryAudits``, "User/Admin registered|updated security info", service
-Authentication Methods). What still cannot be dated, and a phone Graph refuses to delete
+Authentication Methods), read with the other incidents contained by then (5 requests per 10 s per
+app: one read of the last 30 days serves them all; a lone incident reads its own events). What still cannot be dated, and a phone Graph refuses to delete
 because it is the user's default sign-in method (400), is kept and listed with its id for
 review (``kept_for_review``: the incident and the SOC mail). Each removed method is recorded
 (type, id, name, registration time). The password method is never touched.
@@ -139,6 +140,16 @@ def cutoff(settings: Any, incident: dict[str, Any], now: datetime) -> dict[str, 
     return {"rule": rule, "at": detected, "basis": "alert time (no risk detection found)"}
 
 
+def _contained_at(ctx: StepContext) -> datetime:
+    """When the step before this one finished (this task was enqueued then); never in the future.
+    Sessions were revoked by then: a method registered later cannot be the attacker's."""
+    now = ctx.deps.clock()
+    try:
+        return min(parse_timestamp(ctx.task.enqueued_at), now)
+    except ValueError:
+        return now
+
+
 class EnforceMfa(Step):
     name = "enforce-mfa"
     calls = (
@@ -149,6 +160,8 @@ class EnforceMfa(Step):
         Call("graph", "DELETE /users/{id}/authentication/{type}Methods/{id}", "UserAuthenticationMethod.ReadWrite.All"),
         Call("graph", "GET /auditLogs/directoryAudits?$filter=targetResources/any(t: t/id eq '{id}') (undated methods)",
              "AuditLog.Read.All"),
+        Call("graph", "GET /auditLogs/directoryAudits?$filter=loggedByService eq 'Authentication Methods' and "
+             "activityDateTime ge {t} (undated methods, shared)", "AuditLog.Read.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -191,7 +204,9 @@ class EnforceMfa(Step):
         audit_error = ""
         if any(COLLECTIONS.get(method_type(m)) and not created_at(m) for m in methods):
             try:
-                audits = await ctx.graph.list_security_info_audits(uid)
+                # The directory audit log allows 5 requests per 10 s per app: incidents contained together
+                # share one read of it (shared/tenant_calls.py), fresh as of this incident's containment.
+                audits = await ctx.deps.tenant_calls().security_info_audits(uid, _contained_at(ctx))
             except PermanentError as exc:  # e.g. AuditLog.Read.All not granted: list them for review
                 audit_error = str(exc)[:200]
                 ctx.log.warning("directory audit log not readable; undated methods are listed for review: %s", exc)

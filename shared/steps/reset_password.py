@@ -1,7 +1,12 @@
-"""reset-password: confirm the user compromised, reset the password (force change at next
-sign-in), and revoke every sign-in session and refresh token — three effects, in the order
-Microsoft documents for Identity Protection: risk confirmed, then the admin password reset that
-remediates it (riskDetail ``adminGeneratedTemporaryPassword``), then the sessions revoked.
+"""reset-password: reset the password (force change at next sign-in) and revoke every sign-in
+session and refresh token — containment — and nothing before them that could make them wait.
+
+Identity Protection (1 request per second per tenant, for every app together) is not called
+before the two effects: containment never waits on it. Right after them, the step records the
+Identity Protection part of the evidence (snapshot.record_risk_evidence: the risk as it was
+before the change, the detections, the cut-off for enforce-mfa), read in bulk with the other
+incidents of the moment. The user is confirmed compromised (and, once remediated, the risk
+dismissed) by the close step, in batches: "dismiss after remediation".
 
 - Revoking sessions is its own effect and is never skipped because the reset failed: when the
   reset fails for good, the sessions are revoked first and then the failure is reported.
@@ -10,8 +15,8 @@ remediates it (riskDetail ``adminGeneratedTemporaryPassword``), then the session
   the step records "on-premises password reset required", sets ``action_required`` on the
   incident (the SOC mail and ``responder status`` show it first) and, when ONPREM_RESET_QUEUE
   is set, hands the reset to a hybrid worker through that queue. The playbook goes on.
-- Identity Protection failing to confirm (no P2 licence, a missing permission, throttling past
-  the adapter's retries) is recorded and never delays containment; the close step reports it.
+- Identity Protection failing (no P2 licence, a missing permission) is recorded as an unavailable
+  evidence section, never a reason to delay or undo containment.
 
 The password is generated inside the effect, sent once in the PATCH body and dropped: it
 is in no log, ledger row, queue body, mail or exception. Idempotency: every effect is
@@ -23,12 +28,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PermanentError, TransientError
+from ..errors import PermanentError
 from ..model import OnPremResetRequest
 from ..passwords import generate_password
 from ..states import StepState
-from ..timestamps import iso, parse_timestamp
+from ..timestamps import parse_timestamp
 from .base import Call, Step, StepContext, StepResult
+from .snapshot import record_risk_evidence
 
 SYNCED_WARNING = (
     "user is synced from on-premises AD: the cloud password reset is not written back "
@@ -66,17 +72,21 @@ def action_text(incident: dict[str, Any]) -> str:
 class ResetPassword(Step):
     name = "reset-password"
     calls = (
-        Call("graph", "POST /identityProtection/riskyUsers/confirmCompromised", "IdentityRiskyUser.ReadWrite.All"),
         Call("graph", "PATCH /users/{id} passwordProfile", "User-PasswordProfile.ReadWrite.All"),
         Call("graph", "POST /users/{id}/revokeSignInSessions", "User.RevokeSessions.All"),
         Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime", "User.Read.All"),
+        # after containment: the Identity Protection evidence (snapshot.record_risk_evidence)
+        Call("graph", "GET /identityProtection/riskyUsers?$filter=riskState eq 'atRisk' or riskState eq 'confirmedCompromised' (shared)",
+             "IdentityRiskyUser.Read.All"),
+        Call("graph", "GET /identityProtection/riskyUsers/{id}/history", "IdentityRiskyUser.Read.All"),
+        Call("graph", "GET /identityProtection/riskDetections?$filter=userId eq '{id}'", "IdentityRiskEvent.Read.All"),
+        Call("graph", "GET /identityProtection/riskDetections?$filter=detectedDateTime ge {t} (shared)",
+             "IdentityRiskEvent.Read.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
         user_id = ctx.user_id
         detail: dict[str, Any] = {"force_change_next_sign_in": True}
-
-        detail["risk_confirmed"] = await self._confirm(ctx)
 
         async def reset() -> None:
             await ctx.graph.reset_password(user_id, generate_password(), force_change=True)
@@ -115,51 +125,25 @@ class ResetPassword(Step):
         )
         detail["sessions_revoked"] = "done" if revoked_now else ("planned" if ctx.dry_run else "already done")
 
+        if failure is not None and not directory_refused(failure, ctx.incident):
+            raise failure
+        # Contained: now the Identity Protection evidence (shared reads, off the containment path).
+        detail["risk_evidence"], marks = await record_risk_evidence(ctx)
         if failure is not None:
-            if not directory_refused(failure, ctx.incident):
-                raise failure
             detail["password_reset"] = ONPREM_REQUIRED
             detail["refusal"] = str(failure)[:300]
             action = action_text(ctx.incident)
             detail["action_required"] = action
-            await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"action_required": action})
-            ctx.incident["action_required"] = action
+            marks["action_required"] = ctx.incident["action_required"] = action
             ctx.log.warning("%s", action)
             if ctx.settings.onprem_reset_queue:
                 await self._hand_off(ctx, failure)
                 detail["onprem_handoff"] = ctx.settings.onprem_reset_queue
-            return StepResult(StepState.SUCCEEDED, f"{ONPREM_REQUIRED}; sessions revoked", detail)
+            return StepResult(StepState.SUCCEEDED, f"{ONPREM_REQUIRED}; sessions revoked", detail, marks)
         if ctx.incident.get("on_prem_synced"):
             detail["warning"] = SYNCED_WARNING
             ctx.log.warning("%s", SYNCED_WARNING)
-        return StepResult(StepState.SUCCEEDED, "risk confirmed, password reset and sessions revoked"
-                          if detail["risk_confirmed"] == "done" else "password reset and sessions revoked", detail)
-
-    @staticmethod
-    async def _confirm(ctx: StepContext) -> str:
-        """confirmCompromised before the reset (so the reset remediates it); a failure is recorded, not fatal."""
-        uid = ctx.user_id
-
-        async def confirmed(_record: dict) -> bool:
-            risky = await ctx.graph.get_risky_user(uid)
-            return risky is not None and risky.get("riskState") == "confirmedCompromised"
-
-        try:
-            ran = await ctx.effect("risk-confirmed", lambda: ctx.graph.confirm_compromised([uid]),
-                                   description="confirm the user compromised in Identity Protection", verify=confirmed)
-        except (PermanentError, TransientError) as exc:
-            # Never a reason to delay containment (Identity Protection allows ~1 request/s per tenant):
-            # the reset still remediates an at-risk user, and close settles what is left.
-            error = f"Identity Protection did not confirm the user compromised: {exc}"[:500]
-            ctx.log.warning("%s", error)
-            await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"risk_error": error})
-            ctx.incident["risk_error"] = error
-            return "failed: " + str(exc)[:200]
-        if ran:
-            stamp = iso(ctx.deps.clock())
-            await ctx.deps.ledger.update_incident(ctx.task.incident_id, {"risk_confirmed_at": stamp})
-            ctx.incident["risk_confirmed_at"] = stamp
-        return "done" if ran else ("planned" if ctx.dry_run else "already done")
+        return StepResult(StepState.SUCCEEDED, "password reset and sessions revoked", detail, marks)
 
     @staticmethod
     async def _hand_off(ctx: StepContext, failure: PermanentError) -> None:

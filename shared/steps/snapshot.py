@@ -2,14 +2,33 @@
 
 Attackers create and delete inbox rules before anyone looks, so this runs first. The
 sections are read concurrently and stored as rows of the ``evidence`` table (size-bounded
-JSON, one table transaction). A section the
-identity may not read (403) is recorded as unavailable with the permission to grant; a
-throttled or failed read raises so the platform retries. The earliest risk signal found
-here (and the earliest risky sign-in) is saved on the incident: enforce-mfa's cut-off.
+JSON, one table transaction). A section the identity may not read (403) is recorded as
+unavailable with the permission to grant; a throttled or failed read raises so the platform
+retries.
+
+What is taken before the change, here: the user, authentication methods, inbox rules (Graph
+and Exchange, hidden ones included), the mailbox, blocked-sender state, the organisation's
+audit setting and the audit bypass. No Identity Protection call is awaited here: that service
+allows 1 request per second per tenant for every app together, and this step is on the path
+from the alert to the password reset. The step only *starts* the two reads (shared with the other
+incidents of the moment: shared/tenant_calls.py) and goes on; their sections are recorded by
+``record_risk_evidence`` right after containment (reset-password), and each says how it was read:
+
+- ``risky_user``: the risk as it was before the responder's first change: taken before the change
+  (the read started here, or a shared read of the users at risk) when the record shows no change
+  since the reset was issued, else from the user's riskyUser history (one entry per change, which
+  later changes do not alter: read after, the data cannot change);
+- ``risk_detections``: read after containment, as the data cannot change: a detection is the
+  record of a past event (its type, times, address and level stay); only its riskState moves
+  (the reset remediates it), and that field shows the state at the time of reading.
+
+The earliest risk signal among the detections (and the earliest risky sign-in) is saved on the
+incident: enforce-mfa's cut-off.
 """
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from ..errors import PermanentError
@@ -48,8 +67,6 @@ class Snapshot(Step):
         Call("graph", "POST /users/{id}/revokeSignInSessions (held privileged user)", "User.RevokeSessions.All"),
         Call("graph", "GET /users/{id}/authentication/methods", "UserAuthenticationMethod.Read.All"),
         Call("graph", "GET /users/{id}/mailFolders/inbox/messageRules", "MailboxSettings.Read"),
-        Call("graph", "GET /identityProtection/riskyUsers/{id}", "IdentityRiskyUser.Read.All"),
-        Call("graph", "GET /identityProtection/riskDetections?$filter=userId eq '{id}'", "IdentityRiskEvent.Read.All"),
         Call("exo", "Get-InboxRule -IncludeHidden", "Exchange.ManageAsApp"),
         Call("exo", "Get-Mailbox", "Exchange.ManageAsApp"),
         Call("exo", "Get-BlockedSenderAddress", "Exchange.ManageAsApp"),
@@ -61,6 +78,9 @@ class Snapshot(Step):
         uid, upn = ctx.user_id, ctx.upn
         graph, exo = ctx.graph, ctx.exchange
         resolved = ctx.resolved_user
+        # Identity Protection's reads start now, shared with the other incidents of the moment, and
+        # nothing here waits for them: reset-password collects them after containment.
+        ctx.deps.tenant_calls().prefetch_risk(uid, _alert_time(ctx))
 
         async def user() -> Any:
             # The runner just read this user (same $select) when it resolved the incident.
@@ -70,8 +90,6 @@ class Snapshot(Step):
             "user": user,
             "auth_methods": lambda: graph.list_auth_methods(uid),
             "inbox_rules": lambda: graph.list_message_rules(uid),
-            "risky_user": lambda: graph.get_risky_user(uid),
-            "risk_detections": lambda: graph.list_risk_detections(uid),
             "exo_inbox_rules": lambda: exo.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True}),
             "mailbox": lambda: exo.invoke("Get-Mailbox", {"Identity": upn}),
             "blocked_sender": lambda: exo.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn}),
@@ -81,8 +99,8 @@ class Snapshot(Step):
         stored: dict[str, int] = dict(ctx.checkpoint.get("stored", {}))
         unavailable: dict[str, str] = dict(ctx.checkpoint.get("unavailable", {}))
         # Sections stored by an earlier attempt are not re-read: the "before" must not be
-        # re-read after changes. risk_detections is always read (first_risk_at needs it).
-        todo = [section for section in readers if section not in stored or section == "risk_detections"]
+        # re-read after changes.
+        todo = [section for section in readers if section not in stored]
         # The reads are independent: run them together (the adapters' limiters pace them).
         results = await asyncio.gather(*(readers[section]() for section in todo), return_exceptions=True)
         fetched: dict[str, Any] = {}
@@ -100,12 +118,56 @@ class Snapshot(Step):
         await ctx.save(stored=stored, unavailable=unavailable)
         if retry is not None:
             raise retry  # what was read is kept; the retry reads only what is missing
-        detections = fetched.get("risk_detections") or []
-        first_risk = first_risk_time(detections, ctx.incident.get("detected_at") or "")
-        signins = [d for d in detections if str(d.get("activity") or "").lower() == "signin"]
-        first_signin = first_risk_time(signins, first_risk)
-        marks = {"first_risk_at": first_risk, "first_risky_signin_at": first_signin}
-        await ctx.deps.ledger.update_incident(ctx.task.incident_id, marks)
-        ctx.incident.update(marks)
         summary = f"{len(stored)} sections stored" + (f", {len(unavailable)} unavailable" if unavailable else "")
-        return StepResult(StepState.SUCCEEDED, summary, {"sections": stored, "unavailable": unavailable, "first_risk_at": first_risk})
+        return StepResult(StepState.SUCCEEDED, summary, {"sections": stored, "unavailable": unavailable})
+
+
+def _earliest_change(ctx: StepContext) -> datetime | None:
+    """When the responder first changed the user (the reset or the revoke was issued), if it did."""
+    effects = ctx.checkpoint.get("effects", {})
+    issued = [effects.get(name, {}).get("issued_at") for name in ("password-reset", "sessions-revoked")]
+    times = [parse_timestamp(t) for t in issued if t]
+    return min(times) if times else None
+
+
+def _alert_time(ctx: StepContext) -> datetime:
+    """When the incident was opened (a read at or after it knows the risk that opened it); never in the future."""
+    now = ctx.deps.clock()
+    try:
+        return min(parse_timestamp(ctx.incident.get("created_at") or ""), now)
+    except ValueError:
+        return now
+
+
+async def record_risk_evidence(ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Identity Protection sections of the evidence, recorded after containment (the module docstring
+    says how each is read). Returns (what to put in the step's detail, the incident's cut-off marks).
+    A section the identity may not read is recorded as unavailable; a throttled read raises (retried)."""
+    calls = ctx.deps.tenant_calls()
+    uid = ctx.user_id
+    fresh = _alert_time(ctx)
+    before, detections = await asyncio.gather(calls.risk_before(uid, fresh, _earliest_change(ctx)),
+                                              calls.detections(uid, fresh), return_exceptions=True)
+    sections: dict[str, Any] = {}
+    how: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+    for section, result in (("risky_user", before), ("risk_detections", detections)):
+        if isinstance(result, PermanentError):
+            unavailable[section] = str(result)[:300]
+            ctx.log.warning("evidence section %s unavailable: %s", section, result)
+        elif isinstance(result, BaseException):
+            raise result
+        elif section == "risky_user":
+            assert isinstance(result, tuple)
+            sections[section], how[section] = result
+        else:
+            sections[section] = result
+            how[section] = ("read after containment: detections are records of past events (their riskState "
+                            "shows the state when read)")
+    if sections:
+        await ctx.deps.ledger.put_evidence_many(ctx.task.incident_id, sections)
+    found = sections.get("risk_detections") or []
+    first_risk = first_risk_time(found, ctx.incident.get("detected_at") or "")
+    signins = [d for d in found if str(d.get("activity") or "").lower() == "signin"]
+    marks = {"first_risk_at": first_risk, "first_risky_signin_at": first_risk_time(signins, first_risk)}
+    return {"sections": how, "unavailable": unavailable, "first_risk_at": first_risk}, marks

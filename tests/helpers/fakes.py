@@ -30,7 +30,7 @@ from shared.ledger_protocol import (
     release_fields,
 )
 from shared.ports import QueuedMessage
-from shared.timestamps import iso, utcnow
+from shared.timestamps import iso, parse_timestamp, utcnow
 
 if TYPE_CHECKING:
     from shared.ports import ExchangePort, GraphPort, LedgerPort, QueuePort
@@ -309,6 +309,7 @@ class FakeGraph:
         self.auth_methods: dict[str, list[dict[str, Any]]] = {}
         self.rules: dict[str, list[dict[str, Any]]] = {}
         self.risky: dict[str, dict[str, Any]] = {}
+        self.risk_history: dict[str, list[dict[str, Any]]] = {}  # user id -> riskyUserHistoryItems, oldest first
         self.detections: dict[str, list[dict[str, Any]]] = {}
         self.outbox: list[dict[str, str]] = []
         self.audits: dict[str, list[dict[str, Any]]] = {}  # user id -> directoryAudit events, newest first
@@ -455,16 +456,24 @@ class FakeGraph:
         return dict(rule)
 
     # -- identity protection / mail ----------------------------------------------------------
+    def set_risk(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a user's risk as Identity Protection does: the record moves, the history keeps each state."""
+        record = self.risky.setdefault(user_id, {"id": user_id})
+        record.update(fields, riskLastUpdatedDateTime=fields.get("riskLastUpdatedDateTime") or iso(self.clock()))
+        self.risk_history.setdefault(user_id, []).append({**record, "userId": user_id})
+        return record
+
     async def confirm_compromised(self, user_ids: list[str]) -> None:
         self._call("confirm_compromised", tuple(user_ids))
         for user_id in user_ids:
-            self.risky.setdefault(user_id, {"id": user_id})["riskState"] = "confirmedCompromised"
+            self.set_risk(user_id, riskState="confirmedCompromised", riskLevel="high",
+                          riskDetail="adminConfirmedUserCompromised")
 
     async def dismiss_risk(self, user_ids: list[str]) -> None:
         self._call("dismiss_risk", tuple(user_ids))
         for user_id in user_ids:
             if user_id in self.risky:
-                self.risky[user_id].update(riskState="dismissed", riskDetail="adminDismissedAllRiskForUser")
+                self.set_risk(user_id, riskState="dismissed", riskLevel="none", riskDetail="adminDismissedAllRiskForUser")
 
     async def get_risky_user(self, user_id: str) -> dict[str, Any] | None:
         self._call("get_risky_user", user_id)
@@ -474,6 +483,33 @@ class FakeGraph:
     async def list_risk_detections(self, user_id: str, top: int = 50) -> list[dict[str, Any]]:
         self._call("list_risk_detections", user_id)
         return [dict(d) for d in self.detections.get(user_id, [])][:top]
+
+    async def list_at_risk_users(self, max_items: int = 10_000) -> list[dict[str, Any]]:
+        self._call("list_at_risk_users")
+        return [dict(r) for r in self.risky.values() if r.get("riskState") in ("atRisk", "confirmedCompromised")]
+
+    async def list_risky_users_changed_since(self, since: datetime, max_items: int = 10_000) -> list[dict[str, Any]]:
+        self._call("list_risky_users_changed_since", since)
+        return [dict(r) for r in self.risky.values()
+                if r.get("riskLastUpdatedDateTime") and parse_timestamp(r["riskLastUpdatedDateTime"]) > since]
+
+    async def list_risky_user_history(self, user_id: str) -> list[dict[str, Any]]:
+        self._call("list_risky_user_history", user_id)
+        return [dict(h) for h in self.risk_history.get(user_id, [])]
+
+    async def list_risk_detections_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        self._call("list_risk_detections_since", since)
+        return [{"userId": user_id, **d} for user_id, items in self.detections.items() for d in items
+                if parse_timestamp(d.get("detectedDateTime") or d.get("activityDateTime") or iso(self.clock())) >= since]
+
+    async def list_security_info_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        self._call("list_security_info_audits_since", since)
+        out = []
+        for user_id, events in self.audits.items():
+            for event in events:
+                if parse_timestamp(event.get("activityDateTime") or iso(self.clock())) >= since:
+                    out.append({"targetResources": [{"id": user_id}], **event})
+        return out
 
     async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None:
         self._call("send_mail", sender, to)

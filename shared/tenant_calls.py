@@ -1,0 +1,174 @@
+"""Identity Protection and directory-audit calls, shared by every incident a worker runs.
+
+Identity Protection allows 1 request per second per tenant for all apps together, answered 429
+without Retry-After beyond it; directory audits 5 requests per 10 s per app
+(learn.microsoft.com/graph/throttling-limits). Neither is on the containment path (the steps
+call them after the password reset and the session revoke), and neither is called once per
+incident in a storm (coalesce.py):
+
+- ``confirm`` / ``dismiss``: confirmCompromised and dismiss take ``userIds``: the incidents that
+  close together are confirmed (and dismissed) in one call, at most 60 ids (dismiss's documented
+  maximum; confirmCompromised documents none) and one call per IDP_BATCH_SECONDS while busy;
+- ``risk_before``: the user's risk as it was before the responder's first change, from one read
+  of every user at risk (shared by the incidents of that moment) when the record shows no change
+  since, else from the user's riskyUser history (Identity Protection's record of each change, which
+  later changes do not alter);
+- ``risk_now``: the state after the responder's own confirm / dismiss, from one read of the users
+  whose risk changed in the last minutes;
+- ``detections``: the user's risk detections, from one read of the tenant's detections of the last
+  RISK_DETECTION_LOOKBACK_DAYS (records of past events: their times, types and addresses do not
+  change afterwards; their riskState shows the remediation);
+- ``security_info_audits``: the directory audit events about users' authentication methods, from
+  one read of the last 30 days (the log's retention), fresh as of the incident's containment.
+
+A lone incident gets the per-user read it always had: a bulk read is made only when several
+incidents wait at once. The snapshot *starts* the two reads ``risk_before`` and ``detections`` need
+(``prefetch_risk``) and does not wait for them: containment never waits on Identity Protection, and
+the read, taken meanwhile, usually sees the risk before the change (else the history answers).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
+
+from .coalesce import SharedRead, WriteBatcher
+from .ports import GraphPort
+from .timestamps import parse_timestamp, utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_IDS = 60  # riskyUsers/dismiss: "The maximum count of users to dismiss in one call is 60."
+AUDIT_RETENTION = timedelta(days=30)
+RECENT_RISK_CHANGES = timedelta(minutes=15)  # risk_now reads the users whose risk changed this recently
+READ_INTERVAL_S = 1.0  # at most one shared read of a kind per second (Identity Protection's pace)
+
+LISTING, HISTORY = "listing", "history"
+
+
+def _when(record: Mapping[str, Any]) -> datetime | None:
+    value = record.get("riskLastUpdatedDateTime")
+    try:
+        return parse_timestamp(value) if value else None
+    except ValueError:
+        return None
+
+
+def state_before(states: list[dict[str, Any]], changed_at: datetime | None) -> dict[str, Any] | None:
+    """The latest risk state recorded before ``changed_at`` (the latest of all when nothing changed yet)."""
+    best: dict[str, Any] | None = None
+    best_at: datetime | None = None
+    for state in states:
+        at = _when(state)
+        if changed_at is not None and at is not None and at >= changed_at:
+            continue
+        if best is None or (at is not None and (best_at is None or at > best_at)):
+            best, best_at = state, at
+    return best
+
+
+def _by_user(items: list[dict[str, Any]], key: Callable[[dict[str, Any]], list[str]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        for user_id in key(item):
+            out.setdefault(user_id.lower(), []).append(item)
+    return out
+
+
+def _audit_targets(event: dict[str, Any]) -> list[str]:
+    return [str(t.get("id")) for t in event.get("targetResources") or [] if isinstance(t, dict) and t.get("id")]
+
+
+def _consume(task: "asyncio.Task[Any]") -> None:
+    """A prefetch's outcome is only wanted by the reads that join it: note a failure, never raise it."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("Identity Protection prefetch failed: %s", task.exception())
+
+
+class TenantCalls:
+    """The shared calls of one worker (bootstrap builds one; Deps.tenant_calls() makes one on demand)."""
+
+    def __init__(self, graph: GraphPort, *, batch_s: float = 10.0, detection_lookback_days: int = 30,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.graph = graph
+        self.clock = clock
+        self.detection_lookback = timedelta(days=detection_lookback_days)
+        self.confirm = WriteBatcher(graph.confirm_compromised, max_ids=MAX_IDS, interval_s=batch_s)
+        self.dismiss = WriteBatcher(graph.dismiss_risk, max_ids=MAX_IDS, interval_s=batch_s)
+        self._before: SharedRead[str, tuple[str, list[dict[str, Any]]]] = SharedRead(
+            self._history_states, self._at_risk, missing=self._history_states, interval_s=READ_INTERVAL_S, wall=clock)
+        self._now: SharedRead[str, dict[str, Any] | None] = SharedRead(
+            self._current, self._recently_changed, missing=self._current, interval_s=READ_INTERVAL_S, wall=clock)
+        self._detections: SharedRead[str, list[dict[str, Any]]] = SharedRead(
+            self._user_detections, self._recent_detections, absent=list, interval_s=READ_INTERVAL_S, wall=clock)
+        self._audits: SharedRead[str, list[dict[str, Any]]] = SharedRead(
+            self._user_audits, self._recent_audits, absent=list, interval_s=READ_INTERVAL_S, wall=clock)
+
+    # -- reads behind the shared windows ---------------------------------------------------------
+
+    async def _history_states(self, user_id: str) -> tuple[str, list[dict[str, Any]]]:
+        return HISTORY, await self.graph.list_risky_user_history(user_id)
+
+    async def _at_risk(self) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+        return {r["id"].lower(): (LISTING, [r]) for r in await self.graph.list_at_risk_users() if r.get("id")}
+
+    async def _current(self, user_id: str) -> dict[str, Any] | None:
+        return await self.graph.get_risky_user(user_id)
+
+    async def _recently_changed(self) -> dict[str, dict[str, Any] | None]:
+        since = self.clock() - RECENT_RISK_CHANGES
+        return {r["id"].lower(): r for r in await self.graph.list_risky_users_changed_since(since) if r.get("id")}
+
+    async def _user_detections(self, user_id: str) -> list[dict[str, Any]]:
+        return await self.graph.list_risk_detections(user_id)
+
+    async def _recent_detections(self) -> dict[str, list[dict[str, Any]]]:
+        items = await self.graph.list_risk_detections_since(self.clock() - self.detection_lookback)
+        return _by_user(items, lambda d: [str(d["userId"])] if d.get("userId") else [])
+
+    async def _user_audits(self, user_id: str) -> list[dict[str, Any]]:
+        return await self.graph.list_security_info_audits(user_id)
+
+    async def _recent_audits(self) -> dict[str, list[dict[str, Any]]]:
+        return _by_user(await self.graph.list_security_info_audits_since(self.clock() - AUDIT_RETENTION), _audit_targets)
+
+    # -- what the steps ask ---------------------------------------------------------------------
+
+    def prefetch_risk(self, user_id: str, fresh_after: datetime) -> None:
+        """Start (never wait for) the shared reads ``risk_before`` and ``detections`` will want, so that
+        they are taken before the responder's change: the snapshot calls this and goes on at once."""
+        for read in (self._before, self._detections):
+            task: asyncio.Task[Any] = asyncio.create_task(read.get(user_id.lower(), fresh_after))
+            task.add_done_callback(_consume)
+
+    async def risk_before(self, user_id: str, fresh_after: datetime, changed_at: datetime | None
+                          ) -> tuple[dict[str, Any] | None, str]:
+        """(the user's risk record before ``changed_at``, where it came from). None: not a risky user then."""
+        source, states = await self._before.get(user_id.lower(), fresh_after)
+        found = state_before(states, changed_at)
+        if found is None and source == LISTING:
+            source, states = await self._history_states(user_id)
+            found = state_before(states, changed_at)
+        if found is None:
+            return None, "not a risky user before the responder's change" if source == HISTORY else source
+        if source == LISTING:
+            return found, "read after containment; unchanged since before the responder's first change"
+        return found, "riskyUser history: the last state recorded before the responder's first change"
+
+    async def risk_now(self, user_id: str, fresh_after: datetime) -> dict[str, Any] | None:
+        """The user's risk as read after ``fresh_after`` (after the responder's own confirm / dismiss)."""
+        return await self._now.get(user_id.lower(), fresh_after)
+
+    async def detections(self, user_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
+        return await self._detections.get(user_id.lower(), fresh_after)
+
+    async def security_info_audits(self, user_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
+        """Directory audit events about the user's security info, newest first."""
+        events = await self._audits.get(user_id.lower(), fresh_after)
+        return sorted(events, key=lambda e: str(e.get("activityDateTime") or ""), reverse=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"confirm_calls": self.confirm.calls, "dismiss_calls": self.dismiss.calls,
+                "risk_before": dict(self._before.calls), "risk_now": dict(self._now.calls),
+                "detections": dict(self._detections.calls), "audits": dict(self._audits.calls)}

@@ -1,7 +1,8 @@
 """Storm: N users flagged at once against Microsoft's throttles. Prints JSON.
 
     python -m bench.storm [--users N] [--limits published|none] [--write-share S] [--latency-ms L]
-                          [--limit NAME=VALUE ...] [--rate R] [--instances I] [--set NAME=VALUE ...] [--json]
+                          [--limit NAME=VALUE ...] [--rate R] [--instances I] [--set NAME=VALUE ...]
+                          [--profile FILE] [--json]
     python bench/storm.py ...            (the same)
 
 The tenant simulator throttles as Microsoft does (localdev/simulator/limits.py): ``--limits
@@ -26,6 +27,8 @@ requests); idp_calls_per_user (Identity Protection requests, 429s included); hos
 storage_ops_per_user (HTTP requests the hosts sent to storage during the run, queue polling
 included: a counting proxy in front of Azurite); peak_rss_mb. The details (per-quota floors and
 429s, CPU of Azurite and the simulator, the machine's load) go to stderr as one JSON line.
+``--profile FILE`` samples the (first) host with py-spy (requirements-dev.txt) for the whole run
+and writes its collapsed stacks to FILE; py-spy's own CPU is not the host's.
 """
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ import collections
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -114,9 +120,27 @@ def containment_floor(entries: list[dict], contained: dict[str, float], limits: 
     return max(floors.values(), default=0.0), floors
 
 
+def start_profiler(pid: int, out: str) -> subprocess.Popen | None:
+    """py-spy sampling ``pid`` until stopped (collapsed stacks to ``out``), or None when it is not installed."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
+                             "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(proc: subprocess.Popen | None) -> None:
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run(users: int, profile: str, write_share: float, latency_ms: float, overrides: list[str], rate: float,
         timeout_s: float, progress, settings_overrides: dict[str, str] | None = None, instances: int = 1,
-        tell_share: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+        tell_share: bool = True, profile_out: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     settings = {"STORM_THRESHOLD": str(users * 2 + 100)}  # measuring containment, not the storm breaker
     if tell_share:
         settings[WRITE_SHARE_SETTING] = str(write_share)
@@ -140,6 +164,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         others0 = {name: tree_cpu_seconds(pid) for name, pid in others.items()}
         ops0 = stack.storage_counter.total()
         load0 = os.getloadavg()
+        profiler = start_profiler(host_pids[0], profile_out) if profile_out else None
         t0 = now()
         asyncio.run(inject(conn, storm_users, "storm"))
         progress(f"{users} alerts queued in {now() - t0:.1f}s; limits {profile}, write share {write_share:g}, "
@@ -154,6 +179,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
                 break
             time.sleep(2)
         wall = now() - t0
+        stop_profiler(profiler)
         ops = stack.storage_counter.total() - ops0
         load1 = os.getloadavg()
         cpu = sum(cpu_seconds(pid) or 0 for pid in host_pids)
@@ -226,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1, help="local hosts sharing the storage (scale-out)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="app setting override for the run (repeatable)")
+    parser.add_argument("--profile", default=None, metavar="FILE", help="py-spy the host; collapsed stacks to FILE")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not 0 < args.write_share <= 1:
@@ -236,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     result, detail = run(args.users, args.limits, args.write_share, args.latency_ms, args.limit, args.rate,
-                         args.timeout, progress, settings, args.instances, not args.no_tell_share)
+                         args.timeout, progress, settings, args.instances, not args.no_tell_share, args.profile)
     assert tuple(result) == KEYS
     print("detail: " + json.dumps(detail), file=sys.stderr, flush=True)
     print(json.dumps(result, indent=None if args.json else 2))

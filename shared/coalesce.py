@@ -134,14 +134,14 @@ class SharedRead(Generic[K, V]):
 
     async def get(self, key: K, fresh_after: datetime) -> V:
         """``key``'s value from a read that started at or after ``fresh_after``."""
-        window = self.window
-        if window is not None and window.started >= fresh_after:
-            self.calls["hits"] += 1
-            return await self._from_window(window, key)
         single = self._singles.get(key)
         if single is not None and single[0] >= fresh_after:
             self.calls["hits"] += 1
             return single[1]
+        window = self.window
+        if window is not None and window.started >= fresh_after:
+            self.calls["hits"] += 1
+            return await self._from_window(window, key)
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._pending.append((key, fresh_after, future))
         if self._task is None or self._task.done():
@@ -153,9 +153,15 @@ class SharedRead(Generic[K, V]):
             return window.data[key]
         if self._missing is not None:
             self.calls["missing"] += 1
-            return await self._missing(key)
+            return self._keep(key, self._wall(), await self._missing(key))
         assert self._absent is not None
         return self._absent()
+
+    def _keep(self, key: K, started: datetime, value: V) -> V:
+        if len(self._singles) >= MAX_SINGLES:
+            self._singles.clear()
+        self._singles[key] = (started, value)
+        return value
 
     async def _run(self) -> None:
         while self._pending:
@@ -171,10 +177,7 @@ class SharedRead(Generic[K, V]):
                 except Exception as exc:
                     _deliver(future, error=exc)
                     continue
-                if len(self._singles) >= MAX_SINGLES:
-                    self._singles.clear()
-                self._singles[key] = (started, value)
-                _deliver(future, value)
+                _deliver(future, self._keep(key, started, value))
                 continue
             self.calls["bulk"] += 1
             try:
@@ -195,7 +198,8 @@ class SharedRead(Generic[K, V]):
     async def _resolve_missing(self, key: K, future: asyncio.Future[V]) -> None:
         assert self._missing is not None
         self.calls["missing"] += 1
+        started = self._wall()
         try:
-            _deliver(future, await self._missing(key))
+            _deliver(future, self._keep(key, started, await self._missing(key)))
         except Exception as exc:
             _deliver(future, error=exc)

@@ -9,13 +9,16 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
+# The default order. After containment, the mailbox first: a forwarding rule keeps sending the
+# user's mail out after the password reset, MFA clean-up matters at the next sign-in. It also lets
+# a storm's Exchange work run while the directory's write quota is busy with containment.
 STEP_NAMES: tuple[str, ...] = (
     "snapshot",
     "reset-password",
-    "enforce-mfa",
     "clean-mailbox",
-    "unblock-sender",
     "mailbox-audit",
+    "enforce-mfa",
+    "unblock-sender",
     "close",
 )
 QUEUE_PREFIX = "step-"

@@ -27,7 +27,7 @@ METHOD_CUTOFFS = ("first-risk-detection", "first-risky-sign-in", "lookback")
 # local.settings.sample.json by a test.
 DEFAULTS: dict[str, str] = {
     "RESPONDER_MODE": "approval",
-    "PLAYBOOK_STEPS": "snapshot,reset-password,enforce-mfa,clean-mailbox,unblock-sender,mailbox-audit,close",
+    "PLAYBOOK_STEPS": "snapshot,reset-password,clean-mailbox,mailbox-audit,enforce-mfa,unblock-sender,close",
     "ALERTS_QUEUE": "alerts",
     "TENANT_ID": "",
     "TENANT_DOMAIN": "",

@@ -11,6 +11,8 @@ import pytest
 from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphAdapter
 from shared.adapters.pacing import (
+    CUT,
+    FLOOR,
     MARGIN,
     RECOVERY_S,
     Bucket,
@@ -106,20 +108,22 @@ async def test_containment_is_served_before_waiting_clean_up_and_each_class_firs
     assert bucket.waited == 5
 
 
-async def test_a_429_halves_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():
+async def test_a_429_slows_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():
     clock = Clock()
     bucket = Bucket("directory-write", rate=6.0, clock=clock)
     bucket.penalize(2.5)
     bucket.penalize(2.5)  # the same overshoot answered twice: one cut
-    assert bucket.rate == pytest.approx(3.0) and bucket.paused_until == pytest.approx(clock.now + 2.5)
+    assert bucket.rate == pytest.approx(6.0 * CUT) and bucket.paused_until == pytest.approx(clock.now + 2.5)
     assert bucket.throttled == 2
     clock.now += 2.0
-    bucket.penalize(0.1)  # a second overshoot 2 s later: cut again, never below a quarter of the ceiling
-    assert bucket.rate == pytest.approx(1.5) and bucket.paused_until == pytest.approx(1002.5)
+    bucket.penalize(0.1)  # a second overshoot 2 s later: cut again; the longer pause stands
+    assert bucket.rate == pytest.approx(6.0 * CUT * CUT) and bucket.paused_until == pytest.approx(1002.5)
     clock.now += 2.0
-    bucket.penalize(None)
-    assert bucket.rate == pytest.approx(1.5)
-    clock.now += 2.5 + RECOVERY_S
+    for _ in range(8):  # overshoot after overshoot, each pausing it (no recovery meanwhile)
+        clock.now += 2.0
+        bucket.penalize(5.0)
+    assert bucket.rate == pytest.approx(6.0 * FLOOR)  # never below a quarter of the ceiling
+    clock.now = bucket.paused_until + RECOVERY_S
     bucket._refill(clock.now)
     assert bucket.rate == pytest.approx(6.0)  # grown back, never above the configured ceiling
     clock.now += 100

@@ -30,7 +30,7 @@ import httpx
 
 from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
-from .credentials import EXO_SCOPE
+from .credentials import EXO_SCOPE, BearerToken
 from .graph import MAX_IN_FLIGHT
 from .pacing import Pacer, PacingLimits
 from .throttle import AdaptiveLimiter
@@ -49,6 +49,7 @@ class ExchangeAdapter:
     def __init__(self, credential: Any, base_url: str, tenant_id: str, tenant_domain: str = "", timeout_s: float = 30.0,
                  pacer: Pacer | None = None) -> None:
         self._credential = credential
+        self._token = BearerToken(credential, EXO_SCOPE)
         self._base = base_url.rstrip("/")
         self._tenant = tenant_id
         self._domain = tenant_domain
@@ -93,9 +94,8 @@ class ExchangeAdapter:
 
     async def _invoke(self, cmdlet: str, parameters: dict[str, Any] | None, anchor: str | None,
                       warnings: list[str] | None = None) -> list[dict[str, Any]]:
-        token = await self._credential.get_token(EXO_SCOPE)
         headers = {
-            "Authorization": f"Bearer {token.token}",
+            "Authorization": await self._token.header(),
             "Content-Type": "application/json",
             "X-ResponseFormat": "json",
             "Prefer": "odata.maxpagesize=1000",
@@ -140,6 +140,8 @@ class ExchangeAdapter:
             status = response.status_code
             if status < 300:
                 return response.json() if response.content else {}
+            if status == 401:
+                self._token.forget()  # the next call asks the credential for a new token
             kind = kind_of_status(status)
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             delay = retrier.next_delay(kind, retry_after, safe=read_only) if kind is not None else None

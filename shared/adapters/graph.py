@@ -1,66 +1,49 @@
-"""Microsoft Graph adapter, built on msgraph-sdk's request adapter.
+"""Microsoft Graph adapter: plain JSON over one pooled httpx client.
 
-Requests go through the SDK's GraphRequestAdapter (its middleware: retry with Retry-After,
-redirects, telemetry) with kiota's AzureIdentityAuthenticationProvider. Responses are read
-as raw JSON instead of SDK models: a call that only needs a few fields does not pay the
-model-parse cost (about a second and 35 MB the first time in a process).
+Each call is one HTTP request built from validated ids (each path segment percent-encoded;
+OData string literals through odata_quote()), sent with the worker's bearer token
+(credentials.BearerToken: asked of azure-identity only when it is about to expire), and read
+as raw JSON: no SDK models, no middleware chain. The msgraph-sdk request pipeline this adapter
+used to go through (seven middlewares, each with its tracing span, per request) cost about half a
+millisecond of CPU a request and half its import time; nothing here needs it (docs/benchmarks.md).
 
 Every request first waits for its turn at its service's quota (pacing.py: identity reads in
 resource units, identity writes, Identity Protection, directory audits, security, Outlook per
 mailbox), so a storm runs just under Microsoft's published limits instead of probing them; a 429
 still slows that bucket down. An AdaptiveLimiter (throttle.py) bounds the requests in flight
 (the connection pool). Failed requests are retried in-process under shared/retry.py's policy
-(429 always; 5xx, timeouts and transport errors only for reads).
+(429 always; 5xx, timeouts and transport errors only for reads); Graph's fractional Retry-After
+is honoured. A write that fails with a 5xx goes back to the step, whose checkpoint and verify
+decide whether to repeat it.
 
-Every method names the app permission it needs, so a 403 becomes a PermanentError that
-tells the operator exactly what to grant. Paths are built from validated ids, each path
-segment percent-encoded; OData string literals go through odata_quote().
+Every method names the app permission it needs, so a 403 becomes a PermanentError that tells
+the operator exactly what to grant. Each request carries a fresh ``client-request-id`` (what
+Microsoft support asks for).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import httpx
-from kiota_abstractions.api_client_builder import register_default_deserializer
-from kiota_abstractions.api_error import APIError
-from kiota_abstractions.method import Method
-from kiota_abstractions.request_information import RequestInformation
-from kiota_authentication_azure.azure_identity_authentication_provider import (
-    AzureIdentityAuthenticationProvider,
-)
-from kiota_http.middleware.options import RetryHandlerOption
-from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
-from msgraph import GraphRequestAdapter
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-from msgraph_core import GraphClientFactory
 
 from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from ..timestamps import iso_seconds
 from ..validation import odata_quote
-from .credentials import GRAPH_SCOPE
+from .credentials import GRAPH_SCOPE, BearerToken
 from .pacing import Pacer, PacingLimits
 from .throttle import AdaptiveLimiter
 
 logger = logging.getLogger(__name__)
 
-_ERROR_MAP = {"XXX": ODataError}
 _SAFE_METHODS = {"GET", "HEAD"}
 MAX_IN_FLIGHT = 64  # per service per worker: the adaptive limiter's ceiling and the connection pool
-
-
-def _header(headers: Any, name: str) -> Any:
-    if not headers:
-        return None
-    for key, value in dict(headers).items():
-        if key.lower() == name.lower():
-            return value
-    return None
 
 # Roles an operator must also assign for some calls (app permission alone is not enough).
 ROLE_HINTS = {
@@ -74,34 +57,30 @@ def _seg(value: str) -> str:
     return quote(value, safe="@")
 
 
+def _graph_error(response: httpx.Response) -> tuple[str, str]:
+    """(code, message) of a Graph error body; empty strings for anything else (a gateway's HTML)."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", ""
+    return str(error.get("code") or ""), str(error.get("message") or "")
+
+
 class GraphAdapter:
     """Thin async Graph client: one per worker, shared by every step."""
 
     def __init__(self, credential: Any, base_url: str, timeout_s: float = 30.0, pacer: Pacer | None = None) -> None:
-        # GraphServiceClient would register this; we use the request adapter directly, so the
-        # JSON parse node factory that reads Graph error bodies into ODataError is registered here.
-        register_default_deserializer(JsonParseNodeFactory)
         self._base = base_url.rstrip("/")
-        host = urlsplit(self._base).hostname or ""
-        auth = AzureIdentityAuthenticationProvider(
-            credential, scopes=[GRAPH_SCOPE], allowed_hosts=[host]
-        )
-        http = httpx.AsyncClient(
+        self._token = BearerToken(credential, GRAPH_SCOPE)
+        self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
+            follow_redirects=False,
         )
-        # The SDK's retry handler is switched off: it reads Retry-After as an integer (Graph
-        # sends fractions) and retries writes after a 5xx, when the write may have landed.
-        # _send() retries under shared/retry.py's policy instead; a write that fails with a
-        # 5xx goes back to the step, whose checkpoint/verify decides whether to repeat it.
-        http = GraphClientFactory.create_with_default_middleware(
-            client=http, options={RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0, should_retry=False)}
-        )
-        self._http = http
         self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
         self.pacer = pacer or Pacer(PacingLimits.unlimited())  # the worker passes its own (bootstrap)
-        self.adapter = GraphRequestAdapter(auth, http)
-        self.adapter.base_url = f"{self._base}/v1.0"
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -124,18 +103,12 @@ class GraphAdapter:
 
         ``idempotent`` marks a POST that only reads (checkMemberGroups): like a GET, it is
         repeated in-process after a 5xx or a timeout."""
-        info = RequestInformation()
-        info.http_method = Method[method.upper()]
         url = f"{self._base}/{'beta' if beta else 'v1.0'}{path}"
         if query:
             url += "?" + urlencode(query, quote_via=quote, safe="$,'")
-        info.url = url
-        info.headers.try_add("Accept", "application/json")
-        for key, value in (headers or {}).items():
-            info.headers.try_add(key, value)
-        if body is not None:
-            info.set_stream_content(json.dumps(body).encode("utf-8"), "application/json")
-        raw = await self._send(info, method.upper(), path, permission, idempotent=idempotent, query=query)
+        content = json.dumps(body).encode("utf-8") if body is not None else None
+        raw = await self._send(method.upper(), url, path, permission, headers, content, idempotent=idempotent,
+                               query=query)
         if not raw:
             return None
         try:
@@ -143,33 +116,25 @@ class GraphAdapter:
         except ValueError:
             raise TransientError(f"Graph {method} {path} returned a body that is not JSON") from None
 
-    async def _send(self, info: RequestInformation, method: str, path: str, permission: str, idempotent: bool = False,
-                    query: dict[str, str] | None = None) -> Any:
+    async def _send(self, method: str, url: str, path: str, permission: str, headers: dict[str, str] | None,
+                    content: bytes | None, idempotent: bool = False, query: dict[str, str] | None = None) -> bytes:
         """Send at the pace of the request's quota, with bounded in-process retries
         (shared/retry.py): 429 always, honouring Retry-After; 5xx, timeouts and transport
         errors for reads only."""
         safe = idempotent or method in _SAFE_METHODS
         retrier = Retrier(ADAPTER_POLICY)
         while True:
+            send_headers = {"Accept": "application/json", "client-request-id": str(uuid.uuid4()),
+                            "Authorization": await self._token.header(), **(headers or {})}
+            if content is not None:
+                send_headers["Content-Type"] = "application/json"
             try:
                 async with self.pacer.graph(method, path, query) as ticket, self.limiter.slot() as slot:
-                    try:
-                        return await self.adapter.send_primitive_async(info, "bytes", _ERROR_MAP)
-                    except APIError as exc:
-                        if exc.response_status_code == 429:
-                            retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
-                            slot.mark_throttled(retry_after)
-                            ticket.throttled(retry_after, _header(exc.response_headers, "x-ms-throttle-information"))
-                        raise
-            except APIError as exc:  # ODataError, or a body that is not a Graph error
-                status = exc.response_status_code or 0
-                kind = kind_of_status(status)
-                retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
-                delay = retrier.next_delay(kind, retry_after, safe=safe) if kind is not None else None
-                if delay is None:
-                    raise self._map_error(exc, method, path, permission) from None
-                logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, status, delay)
-                await asyncio.sleep(delay)
+                    response = await self._http.request(method, url, headers=send_headers, content=content)
+                    if response.status_code == 429:
+                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                        slot.mark_throttled(retry_after)
+                        ticket.throttled(retry_after, response.headers.get("x-ms-throttle-information"))
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 # A read that hung or lost its connection is safe to repeat; a write is not.
                 delay = retrier.next_delay(RetryKind.TRANSIENT, safe=safe)
@@ -178,16 +143,28 @@ class GraphAdapter:
                     raise TransientError(f"Graph {method} {path} {what}") from None
                 logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, exc.__class__.__name__, delay)
                 await asyncio.sleep(delay)
+                continue
+            status = response.status_code
+            if status < 300:
+                return response.content
+            if status == 401:
+                self._token.forget()
+            kind = kind_of_status(status)
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            delay = retrier.next_delay(kind, retry_after, safe=safe) if kind is not None else None
+            if delay is None:
+                raise self._map_error(response, method, path, permission)
+            logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, status, delay)
+            await asyncio.sleep(delay)
 
     @staticmethod
-    def _map_error(exc: APIError, method: str, path: str, permission: str) -> Exception:
-        status = exc.response_status_code or 0
-        code = getattr(getattr(exc, "error", None), "code", None) or ""
-        message = getattr(getattr(exc, "error", None), "message", None) or ""
+    def _map_error(response: httpx.Response, method: str, path: str, permission: str) -> Exception:
+        status = response.status_code
+        code, message = _graph_error(response)
         message = message[:300]
         where = f"Graph {method} {path}"
         if status in TRANSIENT_STATUS:
-            retry_after = parse_retry_after(_header(exc.response_headers, "Retry-After"))
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
             return TransientError(f"{where}: {status} {code}".strip(), status=status, retry_after=retry_after)
         if status == 403:
             hint = ROLE_HINTS.get(permission, "")
@@ -459,15 +436,9 @@ class GraphAdapter:
         base = urlsplit(self._base)
         if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
             raise PermanentError(f"Graph nextLink points at another host ({parts.netloc}); refused")
-        info = RequestInformation()
-        info.http_method = Method.GET
-        info.url = link
-        info.headers.try_add("Accept", "application/json")
-        for key, value in (headers or {}).items():
-            info.headers.try_add(key, value)
         path = parts.path
         for prefix in ("/v1.0", "/beta"):
             if path.startswith(prefix + "/"):
                 path = path[len(prefix):]
-        raw = await self._send(info, "GET", path, permission, query=dict(parse_qsl(parts.query)))
+        raw = await self._send("GET", link, path, permission, headers, None, query=dict(parse_qsl(parts.query)))
         return json.loads(raw) if raw else None

@@ -20,8 +20,8 @@ banking at most a quarter of a second's worth (no bursts). Waiters are served fi
 served within a priority class, and containment (shared/priority.py) before everything else: one
 worker's incidents share each quota fairly, and no incident's password reset waits behind another
 incident's clean-up. A 429 still corrects the pace (AIMD): the bucket it names (identity's
-``x-ms-throttle-information``, else the request's own) halves its rate, at most once in 2 s and
-never below a quarter of the ceiling, and stops for Retry-After (or 1-1.5 s when the service sends
+``x-ms-throttle-information``, else the request's own) slows to 70% of its pace, at most once in
+2 s and never below a quarter of the ceiling, and stops for Retry-After (or 1-1.5 s when the service sends
 none, as Identity Protection does); the rate then grows back to the configured ceiling over 10 s
 of quiet. More instances than configured,
 or other apps spending the tenant's share, are found out that way.
@@ -42,6 +42,7 @@ MARGIN = 0.05  # pace this far below each quota: network jitter must not turn a 
 DEPTH_S = 0.25  # seconds of quota a bucket may bank (Microsoft's bucket depth is not published)
 RECOVERY_S = 10.0  # after a 429, seconds of quiet to grow back from nothing to the ceiling
 FLOOR = 0.25  # a bucket's pace never drops below this share of its ceiling
+CUT = 0.7  # a 429 multiplies the pace by this
 CUT_INTERVAL_S = 2.0  # one cut per overshoot: 429s within this many seconds of a cut are the same one
 DEFAULT_BACKOFF_S = 1.0  # a 429 without Retry-After: wait this long plus up to half of it again
 
@@ -247,7 +248,7 @@ class Bucket:
         self._refill(now)
         self.throttled += 1
         if now - self.last_cut >= CUT_INTERVAL_S:
-            self.rate = max(self.ceiling * FLOOR, self.rate / 2)
+            self.rate = max(self.ceiling * FLOOR, self.rate * CUT)
             self.last_cut = now
         pause = retry_after if retry_after is not None else DEFAULT_BACKOFF_S * (1 + self._rng.random() / 2)
         self.paused_until = max(self.paused_until, now + pause)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
@@ -235,17 +237,26 @@ async def summary(store: ScoreStorePort) -> dict[str, Any] | None:
     return {"current": day.current, "max": day.max, "percentage": day.percentage, "date": day.date, "days": len(dates)}
 
 
-async def latest_score(store: ScoreStorePort | None) -> dict[str, Any] | None:
+LATEST_TTL_S = 300.0  # the score is stored once a day: every close of a storm need not read it again
+_latest: "weakref.WeakKeyDictionary[Any, tuple[float, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+async def latest_score(store: ScoreStorePort | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any] | None:
     """Best effort, for recording beside an incident: the newest stored day's score, or None
     when no score store is wired, nothing is stored or storage cannot be read (never raises
-    a storage error)."""
+    a storage error). Kept per store for LATEST_TTL_S."""
     if store is None:
         return None
+    hit = _latest.get(store)
+    if hit is not None and hit[0] > clock():
+        return hit[1]
     try:
         found = await summary(store)
     except AzureError as exc:
         logger.warning("Secure Score not recorded: storage read failed (%s)", exc.__class__.__name__)
         return None
-    if found is None:
-        return None
-    return {"date": found["date"], "current": found["current"], "max": found["max"], "percentage": found["percentage"]}
+    value = None if found is None else {"date": found["date"], "current": found["current"], "max": found["max"],
+                                        "percentage": found["percentage"]}
+    if value is not None:
+        _latest[store] = (clock() + LATEST_TTL_S, value)
+    return value

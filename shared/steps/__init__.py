@@ -11,7 +11,7 @@ from .reset_password import ResetPassword
 from .snapshot import Snapshot
 from .unblock_sender import UnblockSender
 
-ALL_STEPS: tuple[type[Step], ...] = (Snapshot, ResetPassword, EnforceMfa, CleanMailbox, UnblockSender, MailboxAudit, Close)
+ALL_STEPS: tuple[type[Step], ...] = (Snapshot, ResetPassword, CleanMailbox, MailboxAudit, EnforceMfa, UnblockSender, Close)
 assert tuple(cls.name for cls in ALL_STEPS) == STEP_NAMES, "every playbook step has exactly one implementation"
 
 

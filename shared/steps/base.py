@@ -69,6 +69,9 @@ class StepContext:
         # The user object the runner read when it resolved the incident in this attempt
         # (None when an earlier step resolved it): steps may reuse it instead of reading again.
         self.resolved_user: dict[str, Any] | None = None
+        # Incident fields learnt during the step (the resolved user): written with the runner's own
+        # update of the incident at the end of the step, not in a round trip of their own.
+        self.incident_updates: dict[str, Any] = {}
 
     @property
     def graph(self) -> GraphPort:
@@ -100,12 +103,16 @@ class StepContext:
         *,
         description: str,
         verify: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
+        idempotent: bool = False,
     ) -> bool:
         """Run one side effect at most once per incident.
 
         Returns True if the effect ran now, False if it was already done (or dry-run).
         ``verify(record)`` is asked when a previous attempt started the effect but crashed
         before recording its end: if it proves the effect landed, it is not repeated.
+        ``idempotent``: the service itself makes a repeat a no-op and says so (a member already
+        added, a method already gone): no checkpoint is written; a redelivery repeats the call and
+        the action reports that nothing was left to do.
         """
         record = dict(self.checkpoint.get("effects", {}).get(name, {}))
         if record.get("done_at"):
@@ -115,6 +122,10 @@ class StepContext:
             self.would.append(description)
             self.log.info("dry-run: would %s", description)
             return False
+        if idempotent and not record:
+            await action()
+            self.log.info("effect %s done: %s", name, description)
+            return True
         if record.get("issued_at") and verify is not None and await verify(record):
             self.log.info("effect %s issued at %s is confirmed in the tenant; not repeating it", name, record["issued_at"])
             await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True})
@@ -139,14 +150,21 @@ class StepContext:
                     self.log.info("effect %s landed despite %s; not repeating it", name, exc)
                     break
                 self.log.info("effect %s did not land (%s); repeating it", name, exc)
-        await self._mark(name, {**self.checkpoint["effects"][name], "done_at": iso(self.deps.clock())})
+        # An effect that can be verified records its end with the step's next write (the next
+        # effect's start, or the step's end): if the worker dies first, the retry verifies it in the
+        # tenant instead of repeating it. One that cannot be verified records its end now.
+        await self._mark(name, {**self.checkpoint["effects"][name], "done_at": iso(self.deps.clock())},
+                         write=verify is None)
         self.log.info("effect %s done: %s", name, description)
         return True
 
-    async def _mark(self, name: str, record: dict[str, Any]) -> None:
+    async def _mark(self, name: str, record: dict[str, Any], write: bool = True) -> None:
         effects = dict(self.checkpoint.get("effects", {}))
         effects[name] = record
-        await self.save(effects=effects)
+        if write:
+            await self.save(effects=effects)
+        else:
+            self.claim.checkpoint["effects"] = effects
 
 
 class Step(ABC):
@@ -279,7 +297,8 @@ class StepRunner:
             if held_reason:
                 # "held" is not a terminal step state: approval claims the row again.
                 await ledger.finish(task.incident_id, task.step, claim, StepState.HELD, {"reason": held_reason}, held_reason)
-                await ledger.update_incident(task.incident_id, {"state": IncidentState.HELD, "held_reason": held_reason})
+                await ledger.update_incident(task.incident_id, {**ctx.incident_updates, "state": IncidentState.HELD,
+                                                                "held_reason": held_reason})
                 log.warning("incident held before any change: %s", held_reason)
                 return RunOutcome.HELD
             result = await step.act(ctx)
@@ -293,13 +312,15 @@ class StepRunner:
                                 _elapsed_ms(started))
             await ledger.update_incident(
                 task.incident_id,
-                {"state": IncidentState.FAILED, "stopped_at": task.step, "stop_reason": str(exc)[:1000]},
+                {**ctx.incident_updates, "state": IncidentState.FAILED, "stopped_at": task.step,
+                 "stop_reason": str(exc)[:1000]},
             )
             return RunOutcome.STOPPED
         except Exception as exc:  # a bug or an unexpected SDK error: retry, then poison
             log.exception("unexpected error; releasing the step for retry")
             await ledger.release(task.incident_id, task.step, claim, f"unexpected {exc.__class__.__name__}")
             raise
+        result.incident_updates = {**ctx.incident_updates, **result.incident_updates}
         await self._record(step, ctx, result, started)
         incident.update(result.incident_updates)
         await self._advance(task, incident, order, log, result.incident_updates)
@@ -340,8 +361,10 @@ class StepRunner:
         ctx.log.info("step %s in %d ms: %s", final_state, elapsed, result.summary)
 
     async def _resolve_user(self, ctx: StepContext) -> None:
-        """Look the user up once per incident: canonical object id, UPN and sync state."""
+        """Look the user up once per incident: canonical object id, UPN and sync state (recorded on the
+        incident with the step's end), and index the user under any key intake did not know."""
         incident = ctx.incident
+        known = {str(incident.get(k) or "").lower() for k in ("user_key", "user_id", "user_principal_name")}
         user = await ctx.graph.get_user(incident.get("user_id") or incident["user_principal_name"])
         fields = {
             "user_id": user["id"],
@@ -354,12 +377,15 @@ class StepRunner:
             "on_prem_domain_name": user.get("onPremisesDomainName") or "",
             "user_resolved": True,
         }
-        await self.deps.ledger.update_incident(ctx.task.incident_id, fields)
+        ctx.incident_updates.update(fields)
         incident.update(fields)
         ctx.resolved_user = user
-        # Index the user under the object id (and UPN) too: a later signal keyed either way finds this incident.
-        await index_user_keys(self.deps.ledger, [fields["user_id"], fields["user_principal_name"]],
-                              ctx.task.incident_id, incident.get("created_at") or iso(self.deps.clock()))
+        # Index the user under the object id (and UPN) too: a later signal keyed either way finds this
+        # incident. Intake indexed every key the alert carried already.
+        new_keys = [k for k in (fields["user_id"], fields["user_principal_name"]) if k and k.lower() not in known]
+        if new_keys:
+            await index_user_keys(self.deps.ledger, new_keys, ctx.task.incident_id,
+                                  incident.get("created_at") or iso(self.deps.clock()))
         ctx.log.info("user resolved to %s (synced=%s)", fields["user_id"], fields["on_prem_synced"])
 
     async def _advance(self, task: StepTask, incident: dict[str, Any], order: tuple[str, ...], log: IncidentLog,

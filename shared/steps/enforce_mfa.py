@@ -175,7 +175,9 @@ class EnforceMfa(Step):
             async def add() -> None:
                 outcome["added"] = await ctx.graph.add_group_member(settings.mfa_group_id, uid)
 
-            ran = await ctx.effect("mfa-group", add, description=f"add the user to MFA group {settings.mfa_group_id}")
+            # Graph answers "already exist" for a member: a repeat is a no-op, no checkpoint needed.
+            ran = await ctx.effect("mfa-group", add, description=f"add the user to MFA group {settings.mfa_group_id}",
+                                   idempotent=True)
             if ctx.dry_run:
                 detail["mfa"] = "planned"
             elif not ran:
@@ -219,9 +221,10 @@ class EnforceMfa(Step):
                 r["deleted"] = await ctx.graph.delete_auth_method(uid, m["collection"], m["id"])
 
             try:
-                ran = await ctx.effect(
+                ran = await ctx.effect(  # a method already gone answers 404: a repeat is a no-op
                     f"remove-method-{method['id']}", delete,
                     description=f"remove {method['type']} '{method['displayName']}' registered {method['createdDateTime']}",
+                    idempotent=True,
                 )
             except PermanentError as exc:
                 if exc.status == 400 and "default" in str(exc).lower():

@@ -115,8 +115,8 @@ class Snapshot(Step):
                 fetched[section] = result
         if fetched:
             stored.update(await ctx.deps.ledger.put_evidence_many(ctx.task.incident_id, fetched))
-        await ctx.save(stored=stored, unavailable=unavailable)
         if retry is not None:
+            await ctx.save(stored=stored, unavailable=unavailable)
             raise retry  # what was read is kept; the retry reads only what is missing
         summary = f"{len(stored)} sections stored" + (f", {len(unavailable)} unavailable" if unavailable else "")
         return StepResult(StepState.SUCCEEDED, summary, {"sections": stored, "unavailable": unavailable})
@@ -131,12 +131,15 @@ def _earliest_change(ctx: StepContext) -> datetime | None:
 
 
 def _alert_time(ctx: StepContext) -> datetime:
-    """When the incident was opened (a read at or after it knows the risk that opened it); never in the future."""
-    now = ctx.deps.clock()
-    try:
-        return min(parse_timestamp(ctx.incident.get("created_at") or ""), now)
-    except ValueError:
-        return now
+    """When the signal that opened the incident was raised (else when the incident was opened): a read
+    that started at or after it knows the risk that opened it. Never in the future."""
+    times = [ctx.deps.clock()]
+    for field in ("detected_at", "created_at"):
+        try:
+            times.append(parse_timestamp(ctx.incident.get(field) or ""))
+        except ValueError:
+            continue
+    return min(times)
 
 
 async def record_risk_evidence(ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .timestamps import iso_exact, iso_seconds, parse_timestamp, utcnow
-from .validation import ValidationError, excerpt, normalize_guid, normalize_upn
+from .validation import ValidationError, clean_text, excerpt, normalize_guid, normalize_upn
 
 __all__ = [
     "MessageError",
@@ -147,10 +147,14 @@ class IncidentRequest:
             not isinstance(a, str) or not a or len(a) > _MAX_ALERT_ID_LEN for a in ids
         ):
             raise MessageError("alert_ids must be a list of at most 100 non-empty strings")
-        object.__setattr__(self, "alert_ids", tuple(dict.fromkeys(ids)))
+        # Free text reaches ledger rows, logs and the SOC mail: control and format characters
+        # (newlines, NUL, escape sequences, bidi overrides) are stripped, lengths are capped.
+        cleaned = (clean_text(a, _MAX_ALERT_ID_LEN) for a in ids)
+        object.__setattr__(self, "alert_ids", tuple(dict.fromkeys(a for a in cleaned if a)))
         object.__setattr__(self, "detected_at", iso_exact(_timestamp(self.detected_at)))
         if not isinstance(self.reason, str) or len(self.reason) > _MAX_REASON_LEN:
             raise MessageError(f"reason must be a string of at most {_MAX_REASON_LEN} characters")
+        object.__setattr__(self, "reason", clean_text(self.reason, _MAX_REASON_LEN))
         if not isinstance(self.risk_detail, str) or len(self.risk_detail) > 64 or not all(
                 c.isalnum() for c in self.risk_detail):
             raise MessageError("risk_detail must be letters and digits only, at most 64 characters")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # types only: the domain's records, no adapter code
     from .ledger_protocol import Claim
     from .securescore.model import DayRecord, Finding
+    from .storm import Reservation, StormState
 
 __all__ = [
     "ExchangePort",
@@ -84,16 +85,22 @@ class LedgerPort(Protocol):
     async def update_incident(self, incident_id: str, fields: dict[str, Any], etag: str | None = None) -> None:
         """Merge ``fields``; with ``etag``, only if the row is unchanged (else ConflictError)."""
 
-    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]: ...
+    async def list_incidents(self, limit: int = 1000, state: str | None = None) -> list[dict[str, Any]]:
+        """Incidents oldest first; with ``state``, only those in it (a parameterised query)."""
 
     # one open incident per user
     async def get_open(self, user_key: str) -> tuple[dict[str, Any], str] | None: ...
     async def claim_open(self, user_key: str, incident_id: str, created_at: str, replace_etag: str | None) -> bool: ...
 
-    # storm breaker
-    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None: ...
-    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int: ...
-    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
+    # storm breaker (shared/storm.py decides; the write is ETag-conditional, so reservations are atomic)
+    async def reserve_incident(self, at: datetime, *, window_minutes: int, threshold: int, source: str,
+                               source_quota: int) -> Reservation:
+        """Take one slot of the storm window for a new running incident, or say why not (and trip
+        the breaker when the window is full)."""
+
+    async def storm_state(self) -> StormState: ...
+    async def reset_storm(self, by: dict[str, str], at: datetime) -> StormState:
+        """Untrip the breaker and empty its window, recording who did it."""
 
     # the step ledger
     async def get_step(self, incident_id: str, step: str) -> dict[str, Any] | None: ...

@@ -30,6 +30,7 @@ from shared.ledger_protocol import (
     release_fields,
 )
 from shared.ports import QueuedMessage
+from shared.storm import Reservation, StormState, decide_reservation, reset_state
 from shared.timestamps import iso, utcnow
 
 if TYPE_CHECKING:
@@ -57,9 +58,8 @@ class FakeLedger:
         self.incidents: dict[str, dict[str, Any]] = {}
         self.steps: dict[tuple[str, str], dict[str, Any]] = {}
         self.open: dict[str, dict[str, Any]] = {}
-        self.storm: list[tuple[datetime, str]] = []
+        self.storm = StormState()
         self.errors: list[dict[str, Any]] = []
-        self.markers: set[tuple[str, str]] = set()
         self.evidence: dict[tuple[str, str], Any] = {}
         self.pending: dict[str, dict[str, tuple[str, str]]] = {}
         self.watermarks: dict[str, str] = {}
@@ -88,8 +88,9 @@ class FakeLedger:
         row.update(fields, updated_at=iso(self.clock()))
         row["_etag"] = self._tag()
 
-    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return sorted((dict(r) for r in self.incidents.values()), key=lambda r: r.get("created_at", ""))[:limit]
+    async def list_incidents(self, limit: int = 1000, state: str | None = None) -> list[dict[str, Any]]:
+        rows = (dict(r) for r in self.incidents.values() if state is None or r.get("state") == state)
+        return sorted(rows, key=lambda r: r.get("created_at", ""))[:limit]
 
     # -- one open incident per user ----------------------------------------------------------
     async def get_open(self, user_key: str) -> tuple[dict[str, Any], str] | None:
@@ -105,19 +106,21 @@ class FakeLedger:
         self.open[user_key] = {"incident_id": incident_id, "created_at": created_at, "_etag": self._tag()}
         return True
 
-    # -- storm breaker -----------------------------------------------------------------------
-    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None:
-        self.storm.append((at, incident_id))
+    # -- storm breaker (the same rule as the table ledger, on one in-memory row) ------------
+    async def reserve_incident(self, at: datetime, *, window_minutes: int, threshold: int, source: str,
+                               source_quota: int) -> Reservation:
+        decision = decide_reservation(self.storm, at, window_minutes=window_minutes, threshold=threshold,
+                                      source=source, source_quota=source_quota)
+        if decision.state is not None:
+            self.storm = decision.state
+        return decision
 
-    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int:
-        start = at.replace(second=0, microsecond=0) - timedelta(minutes=window_minutes - 1)
-        return min(stop_after, sum(1 for t, _ in self.storm if t >= start))
+    async def storm_state(self) -> StormState:
+        return self.storm
 
-    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool:
-        if (partition, row) in self.markers:
-            return False
-        self.markers.add((partition, row))
-        return True
+    async def reset_storm(self, by: dict[str, str], at: datetime) -> StormState:
+        self.storm = reset_state(self.storm, by, at)
+        return self.storm
 
     # -- the step ledger -----------------------------------------------------------------------
     async def get_step(self, incident_id: str, step: str) -> dict[str, Any] | None:

@@ -29,16 +29,18 @@ from .playbook import first_step, incident_order
 from .policy import approvals_of
 from .principal import Principal
 from .states import IncidentState
-from .steps.base import enqueue_step
+from .steps.base import Call, enqueue_step
 from .timestamps import iso, parse_timestamp
 from .validation import clean_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Decision", "approve", "expire_held", "overdue", "reject", "MAX_REJECT_REASON"]
+__all__ = ["CALLS", "Decision", "approve", "expire_held", "overdue", "reject", "MAX_REJECT_REASON"]
 
 MAX_REJECT_REASON = 500
 _ROUNDS = 8
+# What the expiry sweep calls (tools/gen_infra.py grants it: the hold_expiry component).
+CALLS = (Call("graph", "POST /users/{sender}/sendMail (held incident expired)", "Mail.Send"),)
 
 
 @dataclass(frozen=True)

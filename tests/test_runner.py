@@ -3,17 +3,17 @@ import json
 
 import pytest
 
+from shared.approval import approve
 from shared.deps import Deps
 from shared.errors import PermanentError, TransientError
 from shared.gate import protection_gate
-from shared.approval import approve
 from shared.intake import submit
 from shared.model import IncidentRequest, StepTask
+from shared.principal import Principal
 from shared.settings import Settings
 from shared.steps import StepRunner
 from shared.steps.base import Step, StepResult
 from shared.steps.reset_password import ResetPassword
-from shared.principal import Principal
 from tests.helpers.fakes import FakeGraph, FakeLedger, FakeQueues
 
 ALICE = Principal("a1a1a1a1-0000-4000-8000-000000000001", "alice@contoso.onmicrosoft.com", frozenset({"Incident.Approve"}))

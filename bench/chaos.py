@@ -150,6 +150,7 @@ class Killer(threading.Thread):
 def run(incidents: int, fault_rate: float, kill_workers: bool, timeout_s: float, seed: int, progress) -> dict[str, Any]:
     overrides = {
         "STORM_THRESHOLD": str(incidents * 2 + 100),
+        "STORM_SOURCE_QUOTA": "0",  # one source submits every incident here: no quota
         "GRAPH_TIMEOUT_SECONDS": "5",
         "STEP_LEASE_SECONDS": "20",
         "LOCALDEV_QUEUE_LEASE_SECONDS": "15",

@@ -117,7 +117,7 @@ def _calls(sim, since: int) -> dict[str, collections.Counter]:
 
 def run(users: int, rate: float, latency_ms: float, naive_sample: int, timeout_s: float, progress,
         overrides: dict[str, str] | None = None, instances: int = 1) -> dict[str, Any]:
-    settings = {"STORM_THRESHOLD": str(users * 2 + 100)}  # measuring containment, not the storm breaker
+    settings = {"STORM_THRESHOLD": str(users * 2 + 100), "STORM_SOURCE_QUOTA": "0"}  # containment, not the storm breaker
     settings.update(overrides or {})
     with LocalStack(overrides=settings, instances=instances) as stack:
         sim, conn = stack.simulator.client, stack.azurite.connection_string

@@ -8,7 +8,10 @@ Hub batch to the stream function instead — follows the incidents from Table st
 are terminal (or held), prints the ledger, checks the simulator's request log and state (exactly
 one password PATCH and one revoke for the demo user; nothing changed for the break-glass
 account; the synced user contained with "on-premises password reset required"; the admin held
-with its sessions revoked), stops everything, and exits 0 only if all of that holds.
+with its sessions revoked), then acts as operators through the app's API the way App Service
+Authentication fronts it in Azure: no token is refused, a dev principal with Incident.Read sees
+the administrator's incident as "protected: yes" needing two approvers, and one approval by a dev
+principal leaves it held. It stops everything and exits 0 only if all of that holds.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +32,7 @@ from shared.ports import LedgerPort
 from shared.states import SETTLED_INCIDENT_STATES, TERMINAL_INCIDENT_STATES, IncidentState, StepState
 from shared.status import incident_view
 
+from .restamp import restamp
 from .securescore import stored_summary
 from .stack import SEED_FILE, LocalStack
 
@@ -98,6 +103,18 @@ async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_ter
         await storage.close()
 
 
+async def _refresh(stack: LocalStack, views: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The incidents as they are now (the operator checks added an approval)."""
+    storage = open_storage({"AzureWebJobsStorage": stack.azurite.connection_string})
+    try:
+        fresh = {}
+        for key, view in views.items():
+            fresh[key] = await incident_view(storage.ledger, view["incident_id"]) or view
+        return fresh
+    finally:
+        await storage.close()
+
+
 def _invoke(stack: LocalStack, function: str, payload: bytes) -> None:
     """Deliver one Event Hub event to a function, as the platform would (local admin API)."""
     body = json.dumps({"input": json.dumps([json.loads(payload)])}).encode()
@@ -145,6 +162,44 @@ def _hard_checks(stack: LocalStack, synced: dict, admin: dict, views: dict[str, 
         {"check": "admin: sessions revoked while held", "ok": admin_state["revocations"] == 1
          and admin_view.get("held_containment") == "sessions revoked", "value": admin_state["revocations"]},
         {"check": "admin: nothing else changed", "ok": admin_changes == ["sessions_revoked"], "value": admin_changes},
+    ]
+
+
+def _api(stack: LocalStack, method: str, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    """One call to the local host's API (the local Easy Auth validates the bearer token)."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"{stack.host.url}/api/{path}", data=b"" if method == "POST" else None,
+                                     method=method, headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body) if body[:1] == b"{" else {}
+
+
+def _operator_checks(stack: LocalStack, admin: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
+    """Operators act as dev principals (tokens from the simulator); the admin's incident stays held."""
+    incident_id = _view_for(views, admin).get("incident_id", "")
+    client = stack.simulator.client
+    reader = client.operator_token("soc.analyst@contoso.onmicrosoft.com", ["Incident.Read"])
+    lead = client.operator_token("soc.lead@contoso.onmicrosoft.com", ["Incident.Read", "Incident.Approve"])
+    anonymous, _ = _api(stack, "GET", f"incidents/{incident_id}")
+    read_status, view = _api(stack, "GET", f"incidents/{incident_id}", reader)
+    refused, _ = _api(stack, "POST", f"incidents/{incident_id}/approve", reader)
+    approved, decision = _api(stack, "POST", f"incidents/{incident_id}/approve", lead)
+    _, after = _api(stack, "GET", f"incidents/{incident_id}", lead)
+    return [
+        {"check": "operator API: no token is refused (401)", "ok": anonymous == 401, "value": anonymous},
+        {"check": "operator API: a reader sees the admin as protected, needing two approvers",
+         "ok": read_status == 200 and str(view.get("protection", "")).startswith("protected: yes")
+         and view.get("approvals_required") == 2, "value": view.get("protection")},
+        {"check": "operator API: a reader may not approve (403)", "ok": refused == 403, "value": refused},
+        {"check": "operator API: one approval (soc.lead) is recorded and the admin stays held",
+         "ok": approved == 202 and decision.get("outcome") == "approval-recorded" and after.get("state") == "held"
+         and [a.get("upn") for a in after.get("approvals", [])] == ["soc.lead@contoso.onmicrosoft.com"],
+         "value": decision.get("outcome")},
     ]
 
 
@@ -217,7 +272,8 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
     seed = json.loads(SEED_FILE.read_text())
     demo, glass = demo_users(seed)
     synced, admin = hard_users(seed)
-    payload = Path(eventhub_file).read_bytes() if eventhub_file else None
+    # A capture replayed as a live alert: its times moved to now (intake refuses signals older than LOOKBACK_DAYS).
+    payload = restamp(Path(eventhub_file).read_bytes()) if eventhub_file else None
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr if json_output else sys.stdout, flush=True)
@@ -248,6 +304,8 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
         checks = _checks(stack, demo, glass, views)
         if payload is None:
             checks += _hard_checks(stack, synced, admin, views)
+            checks += _operator_checks(stack, admin, views)
+            views = asyncio.run(_refresh(stack, views))
         score = stored_summary(stack.azurite.connection_string)
         checks.append({"check": "secure score snapshot stored", "ok": bool(score and score["days"] >= 1),
                        "value": score["days"] if score else 0})

@@ -363,3 +363,21 @@ async def test_cli_decisions_go_through_the_api_and_record_the_signed_in_princip
     assert storm.returncode == 0 and "last reset by dana@contoso.onmicrosoft.com" in storm.stdout
     status = await asyncio.to_thread(responder, "storm", "status", "--json", env=reader)
     assert status.returncode == 0 and json.loads(status.stdout)["last_reset_by"]["upn"] == "dana@contoso.onmicrosoft.com"
+
+
+async def test_operator_tokens_never_reach_a_log_a_table_or_a_queue(host, storage, sim):
+    tables, queues = storage
+    tokens = [token(sim, "sentinel", SUBMIT), token(sim, "alice@contoso.onmicrosoft.com", APPROVE, READ),
+              token(sim, "eve@contoso.onmicrosoft.com", READ, lifetime_s=-3600)]
+    status, body = await acall(host, "POST", "incidents", token=tokens[0], body=_request(user_principal_name=ADELE))
+    assert status == 202
+    assert (await acall(host, "POST", f"incidents/{body['incident_id']}/approve", token=tokens[1]))[0] == 202
+    assert (await acall(host, "GET", "incidents", token=tokens[2]))[0] == 401
+    assert (await acall(host, "GET", "incidents", token=_tampered(tokens[1])))[0] == 401
+    texts = [host.log_text()]
+    for table in ("incidents", "steps", "errors", "userincidents", "stormwindow"):
+        texts += [json.dumps(r, default=str) for r in await rows(tables, table)]
+    for queue in ("alerts", "step-snapshot", "step-reset-password"):
+        texts += [base64.b64decode(m.content).decode(errors="replace") for m in await peek(queues, queue)]
+    secrets = [t for t in tokens] + [t.rsplit(".", 1)[1] for t in tokens]  # whole tokens and their signatures
+    assert not [i for i, text in enumerate(texts) for s in secrets if s in text]

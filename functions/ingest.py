@@ -86,9 +86,9 @@ async def incidents_post(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("key_intake")
 @bp.route(route="key-intake", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def key_intake(req: func.HttpRequest) -> func.HttpResponse:
-    """Intake with a function key alone: off unless KEY_ONLY_INTAKE=true (then excluded from Easy
-    Auth by infra). The incident records no principal, so anyone may approve it but one person
-    can never both submit and approve as themselves here either: approval still needs a principal."""
+    """Intake with a function key alone: off unless KEY_ONLY_INTAKE=true (infra then excludes this
+    one path from Easy Auth). The incident records no submitter (submitted_via http); approving it
+    still needs a principal with Incident.Approve."""
     deps = await get_deps()
     if not deps.settings.key_only_intake:
         return json_response(403, {"error": "key-only intake is off (KEY_ONLY_INTAKE=false): "

@@ -217,6 +217,7 @@ def test_app_role_assignments_include_group_rows_and_deletion_needs_its_permissi
 
 
 def test_account_enabled_of_a_synced_user_is_refused(sim, gtoken):
+    sim.client.set_permissions(granted=[*SIM_GRANTED, "User.EnableDisableAccount.All"])  # BLOCK_SIGN_IN deployments
     status, _, body = graph(sim, gtoken, "PATCH", "/v1.0/users/synced.user@contoso.onmicrosoft.com",
                             body={"accountEnabled": False})
     assert status == 400 and "on-premises mastered" in body["error"]["message"]

@@ -18,12 +18,18 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .odata import iso, utcnow
 
-if TYPE_CHECKING:
-    from .state import TenantState, User
+# The tenant state and its users (state.py builds this module's object; typed loosely here so that
+# state.py may import this module without a cycle).
+TenantState = Any
+User = Any
+
+
+class SeedError(ValueError):
+    """The seed is not usable (state.py re-exports it)."""
 
 SELF = "NT AUTHORITY\\SELF"
 # Get-MailboxPermission.md, "default entries": (trustee, rights, inherited, deny)
@@ -52,7 +58,7 @@ def _rights(value: Any) -> list[str]:
 class AccessState:
     """The access-related parts of one TenantState."""
 
-    def __init__(self, st: "TenantState") -> None:
+    def __init__(self, st: TenantState) -> None:
         self.st = st
         self.mailbox_aces: dict[str, list[dict]] = {}  # user id -> explicit ACEs (non-default)
         self.send_as: dict[str, list[dict]] = {}  # user id -> SendAs entries
@@ -62,11 +68,11 @@ class AccessState:
         self.service_principals: dict[str, dict] = {}
         self.grants: dict[str, dict] = {}  # oauth2PermissionGrants by id
         self.unified_audit: list[dict] = []  # Exchange admin records, oldest first
-        self._pending: list[tuple["User", dict]] = []
+        self._pending: list[tuple[Any, dict]] = []
 
     # -- seeding ----------------------------------------------------------------------------------
 
-    def load_user(self, user: "User", spec: Mapping[str, Any]) -> None:
+    def load_user(self, user: User, spec: Mapping[str, Any]) -> None:
         """The per-user parts; trustees may name users seeded later, so they resolve in ``finish``."""
         if user.mailbox is not None:
             self.junk[user.id] = {"Enabled": True, "TrustedListsOnly": False, "ContactsTrusted": False,
@@ -90,23 +96,19 @@ class AccessState:
         for grant in seed.get("oauth2PermissionGrants", []):
             self._seed_grant(grant)
 
-    def _who(self, ref: str) -> "User":
-        from .state import SeedError
-
+    def _who(self, ref: str) -> User:
         user = self.st.find_mailbox(ref) or self.st.find_user(ref)
         if user is None:
             raise SeedError(f"unknown principal {ref!r}")
         return user
 
     def _sp(self, ref: str) -> dict:
-        from .state import SeedError
-
         for sp in self.service_principals.values():
             if ref in (sp["id"], sp["appId"], sp["displayName"]):
                 return sp
         raise SeedError(f"unknown service principal {ref!r}")
 
-    def _load_rights(self, user: "User", spec: Mapping[str, Any]) -> None:
+    def _load_rights(self, user: User, spec: Mapping[str, Any]) -> None:
         for ace in spec.get("mailboxPermissions", []):
             trustee = self._who(ace["user"])
             rights = _rights(ace.get("accessRights", ["FullAccess"]))
@@ -233,10 +235,10 @@ class AccessState:
 
     # -- rows -----------------------------------------------------------------------------------------
 
-    def alias(self, user: "User") -> str:
+    def alias(self, user: User) -> str:
         return user.props.get("mailNickname") or user.upn.split("@")[0]
 
-    def mailbox_rows(self, user: "User", trustee: "User | None" = None) -> list[dict]:
+    def mailbox_rows(self, user: User, trustee: User | None = None) -> list[dict]:
         """Get-MailboxPermission rows: the documented defaults, then the explicit entries."""
         rows = []
         for name, rights, inherited, deny in DEFAULT_MAILBOX_ACES:
@@ -248,11 +250,11 @@ class AccessState:
             rows = [r for r in rows if r["User"].lower() == trustee.upn.lower()]
         return rows
 
-    def _ace_row(self, user: "User", trustee: str, rights: list[str], inherited: bool, deny: bool) -> dict:
+    def _ace_row(self, user: User, trustee: str, rights: list[str], inherited: bool, deny: bool) -> dict:
         return {"Identity": self.alias(user), "User": trustee, "AccessRights": list(rights), "IsInherited": inherited,
                 "Deny": deny, "InheritanceType": "All", "IsValid": True, "ObjectState": "Unchanged"}
 
-    def recipient_rows(self, user: "User") -> list[dict]:
+    def recipient_rows(self, user: User) -> list[dict]:
         """Get-RecipientPermission rows of one recipient (SELF's SendAs first)."""
         rows = [self._sendas_row(user, SELF)]
         for entry in self.send_as.get(user.id, []):
@@ -260,7 +262,7 @@ class AccessState:
             rows.append(self._sendas_row(user, who.upn if who else entry["trustee"]))
         return rows
 
-    def _sendas_row(self, user: "User", trustee: str) -> dict:
+    def _sendas_row(self, user: User, trustee: str) -> dict:
         return {"Identity": self.alias(user), "Trustee": trustee, "AccessControlType": "Allow",
                 "AccessRights": ["SendAs"], "IsInherited": False, "InheritanceType": "None", "IsValid": True,
                 "ObjectState": "Unchanged"}
@@ -268,7 +270,7 @@ class AccessState:
     def render_grant(self, grant: Mapping[str, Any]) -> dict:
         return {k: grant[k] for k in ("clientId", "consentType", "id", "principalId", "resourceId", "scope")}
 
-    def dump_user(self, user: "User") -> dict:
+    def dump_user(self, user: User) -> dict:
         return {
             "mailbox_permissions": [dict(a, trustee_upn=(self.st.users[a["trustee"]].upn if a["trustee"] in self.st.users
                                                          else a["trustee"])) for a in self.mailbox_aces.get(user.id, [])],

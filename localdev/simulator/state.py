@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .access import AccessState
+from .access import AccessState, SeedError
 from .odata import exo_time, iso, parse_iso, resolve_relative_times, utcnow
 from .securescores import generate_secure_scores
 
@@ -103,10 +103,6 @@ AUDIT_METHOD_NAMES = {
     "microsoftAuthenticator": "Authenticator App with Notification and Code", "fido2": "Passkey (FIDO2)",
     "temporaryAccessPass": "Temporary Access Pass", "windowsHelloForBusiness": "Windows Hello for Business",
 }
-
-
-class SeedError(ValueError):
-    """The seed is not usable."""
 
 
 def load_seed(path: str | Path | None = None) -> dict:

@@ -3,6 +3,7 @@
   responder inject --user UPN_OR_ID  put an incident request on the alerts queue
   responder status [INCIDENT_ID] [--json]
   responder approve INCIDENT_ID      release a held incident
+  responder enable-sign-in INCIDENT_ID   re-enable an account the incident blocked (BLOCK_SIGN_IN)
   responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
   responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
   responder poison list|replay QUEUE [--id ID] [--json]    poison messages with their reason; replay them
@@ -132,10 +133,22 @@ def render_incident(view: dict[str, Any]) -> str:
         lines.append(f"  ACTION REQUIRED - {view['action_required']}")
     if view.get("state") == IncidentState.HELD and view.get("held_containment"):
         lines.append(f"  held; containment: {view['held_containment']}")
-    lines.append(f"  {'step':<16}{'state':<11}{'tries':>5}{'ms':>8}  detail")
+    if view.get("sign_in_action"):
+        lines.append(f"  ACTION REQUIRED - {view['sign_in_action']}")
+    found = view.get("footholds") or {}
+    if found.get("review"):
+        lines.append("  for review:")
+        lines += [f"    - {line}" for line in found["review"]]
+    if found.get("removed"):
+        lines.append("  removed:")
+        lines += [f"    - {line}" for line in found["removed"]]
+    if found.get("kept"):
+        lines.append("  kept:")
+        lines += [f"    - {line}" for line in found["kept"]]
+    lines.append(f"  {'step':<20}{'state':<11}{'tries':>5}{'ms':>8}  detail")
     for step in view.get("steps", []):
         lines.append(
-            f"  {step['name']:<16}{step['state']:<11}{step.get('attempts', 0):>5}{step.get('duration_ms', 0):>8}  {_summary(step)[:90]}"
+            f"  {step['name']:<20}{step['state']:<11}{step.get('attempts', 0):>5}{step.get('duration_ms', 0):>8}  {_summary(step)[:90]}"
         )
     return "\n".join(lines)
 
@@ -147,9 +160,13 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
         "state": view.get("state"),
         "steps": [{"name": s["name"], "state": s["state"]} for s in view.get("steps", [])],
     }
-    for key in ("held_reason", "held_containment", "action_required", "stopped_at", "stop_reason", "final_risk_state"):
+    for key in ("held_reason", "held_containment", "action_required", "stopped_at", "stop_reason", "final_risk_state",
+                "sign_in", "sign_in_action"):
         if view.get(key):
             out[key] = view[key]
+    found = view.get("footholds") or {}
+    if any(found.values()):
+        out["footholds"] = found
     return out
 
 
@@ -184,6 +201,16 @@ async def _approve(storage: Storage, env: dict[str, str], incident_id: str) -> A
     return await approve(deps, incident_id, approved_by=os.environ.get("USER", "cli"))
 
 
+async def _enable_sign_in(storage: Storage, env: dict[str, str], incident_id: str) -> Any:
+    from .bootstrap import operator_deps
+    from .settings import Settings
+    from .signin import OPERATOR_QUEUE, request_enable_sign_in
+
+    await storage.queues.ensure([OPERATOR_QUEUE])
+    deps = operator_deps(storage, Settings.from_env(env))
+    return await request_enable_sign_in(deps, incident_id, requested_by=os.environ.get("USER", "cli"))
+
+
 def cmd_inject(args: argparse.Namespace) -> int:
     request = _request_for(args.user, args.risk, args.alert_id or [], args.reason or "")
     message_id = asyncio.run(_with_storage(_inject, request))
@@ -211,6 +238,18 @@ def cmd_approve(args: argparse.Namespace) -> int:
     result = asyncio.run(_with_storage(_approve, args.incident_id))
     print(f"{args.incident_id}: {result.outcome}" + (f" ({result.reason})" if result.reason else ""))
     return 0 if result.outcome == "approved" else 1
+
+
+def cmd_enable_sign_in(args: argparse.Namespace) -> int:
+    if not (args.incident_id.startswith("inc-") and args.incident_id[4:].isalnum() and len(args.incident_id) <= 64):
+        raise CliError(f"malformed incident id {args.incident_id[:70]!r}")
+    result = asyncio.run(_with_storage(_enable_sign_in, args.incident_id))
+    if args.json:
+        print(json.dumps({"incident_id": args.incident_id, "outcome": result.outcome, "reason": result.reason}))
+    else:
+        print(f"{args.incident_id}: {result.outcome}" + (f" ({result.reason})" if result.reason else "")
+              + (" - the worker re-enables the account and records it on the incident" if result.outcome == "queued" else ""))
+    return 0 if result.outcome == "queued" else 1
 
 
 INGEST_SOURCES = ("auto", "entra-diagnostics", "defender-stream", "graph-riskyusers", "graph-alerts", "manual")
@@ -338,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     approve = sub.add_parser("approve", help="approve a held incident")
     approve.add_argument("incident_id")
     approve.set_defaults(fn=cmd_approve)
+
+    enable = sub.add_parser("enable-sign-in", help="re-enable an account the incident blocked (BLOCK_SIGN_IN)")
+    enable.add_argument("incident_id")
+    enable.add_argument("--json", action="store_true")
+    enable.set_defaults(fn=cmd_enable_sign_in)
 
     for plugin in load_plugins():
         plugin.add_commands(sub)

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import footholds
 from .ledger_protocol import load_json
 from .playbook import incident_order
 from .ports import LedgerPort
-from .states import StepState
+from .signin import BLOCKED, release_hint
+from .states import TERMINAL_INCIDENT_STATES, StepState
 
 _INCIDENT_FIELDS = (
     "incident_id", "user_id", "user_principal_name", "source", "risk_level", "state", "mode",
     "held_reason", "stopped_at", "stop_reason", "current_step", "created_at", "updated_at",
     "finished_at", "correlation_id", "approved", "action_required", "held_containment",
     "privileged_roles", "roles_note", "risk_error", "final_risk_state",
+    "sign_in", "sign_in_policy", "sign_in_note", "sign_in_error", "sign_in_restored_by", "sign_in_restored_at",
 )
 
 
@@ -42,6 +45,10 @@ def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dic
     view["user"] = incident.get("user_principal_name") or incident.get("user_id") or incident.get("user_key")
     view["alert_ids"] = [a for a in (incident.get("alert_ids") or "").split(",") if a]
     view["steps"] = [_step_view(name, rows.get(name)) for name in order]
+    found = footholds.summary(rows)
+    view["footholds"] = found
+    if view.get("sign_in") == BLOCKED and incident.get("state") in TERMINAL_INCIDENT_STATES:
+        view["sign_in_action"] = release_hint(incident["incident_id"])
     return view
 
 

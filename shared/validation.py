@@ -72,3 +72,13 @@ def odata_quote(value: str) -> str:
     if any(ord(ch) < 0x20 for ch in value):
         raise ValidationError(f"OData literal contains control characters: {excerpt(value)}")
     return "'" + value.replace("'", "''") + "'"
+
+
+def opath_quote(value: str) -> str:
+    """Quote a value for an Exchange OPATH ``-Filter`` (``GrantSendOnBehalfTo -eq '<DN>'``): single
+    quotes, any quote inside doubled (a distinguished name may hold one: ``CN=O'Brien,...``)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("OPATH literal must be a non-empty string")
+    if any(ord(ch) < 0x20 for ch in value):
+        raise ValidationError(f"OPATH literal contains control characters: {excerpt(value)}")
+    return "'" + value.replace("'", "''") + "'"

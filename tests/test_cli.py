@@ -69,3 +69,33 @@ async def test_ingest_then_status_then_approve_against_azurite(azurite, fresh_st
     assert again.returncode == 1 and "not held" in again.stdout
     listing = responder("status", env=env, check=True).stdout
     assert incident_id in listing
+
+
+async def test_enable_sign_in_queues_the_operator_task_for_a_blocked_incident_only(azurite, fresh_storage):
+    from shared.bootstrap import open_storage
+    from shared.model import OperatorTask
+
+    env = {"AzureWebJobsStorage": azurite.connection_string}
+    storage = open_storage(env)
+    try:
+        await storage.ledger.ensure()
+        base = {"user_key": "adele@contoso.com", "user_id": "0dc668f6-43fa-5f46-a937-25829277128d", "state": "succeeded",
+                "correlation_id": "c-1"}
+        await storage.ledger.create_incident({"incident_id": "inc-0blocked", **base, "sign_in": "blocked"})
+        await storage.ledger.create_incident({"incident_id": "inc-0restored", **base, "sign_in": "restored"})
+    finally:
+        await storage.close()
+    out = responder("enable-sign-in", "inc-0blocked", "--json", env=env)
+    assert out.returncode == 0 and json.loads(out.stdout)["outcome"] == "queued"
+    _, queues = fresh_storage
+    (message,) = await queues.get_queue_client("operator-actions").peek_messages(max_messages=5)
+    import base64
+
+    task = OperatorTask.from_json(base64.b64decode(message.content))
+    assert (task.incident_id, task.action) == ("inc-0blocked", "enable-sign-in")
+    not_blocked = responder("enable-sign-in", "inc-0restored", env=env)
+    assert not_blocked.returncode == 1 and "not-blocked" in not_blocked.stdout
+    unknown = responder("enable-sign-in", "inc-0nothere", env=env)
+    assert unknown.returncode == 1 and "not-found" in unknown.stdout
+    malformed = responder("enable-sign-in", "inc-../x", env=env)
+    assert malformed.returncode == 2 and "malformed incident id" in malformed.stderr

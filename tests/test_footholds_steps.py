@@ -121,3 +121,14 @@ def test_the_operator_task_is_a_versioned_message_that_refuses_what_it_does_not_
                 {**body, "extra": 1}, {k: v for k, v in body.items() if k != "requested_by"}):
         with pytest.raises(MessageError):
             OperatorTask.from_json(json.dumps(bad))
+
+
+async def test_a_user_without_a_mailbox_has_no_mailbox_rights_of_its_own_and_nothing_is_unverified():
+    deps, runner, exchange, _ = world("remove-delegates")
+    exchange.failures["Get-Mailbox"] = [PermanentError("Exchange Get-Mailbox: 404 The operation couldn't be performed "
+                                                       "because object 'adele@contoso.com' couldn't be found", status=404)]
+    assert await runner.run(task("remove-delegates")) == "ran"
+    detail = deps.ledger.step_detail(INCIDENT, "remove-delegates")
+    assert detail["unverified"] == [] and any("no Exchange mailbox" in n for n in detail["notes"])
+    assert [c for c, _ in exchange.calls if c == "Get-MailboxPermission"] == []  # no own mailbox to read
+    assert ("Get-RecipientPermission", {"Trustee": UPN, "AccessRights": "SendAs"}) in exchange.calls

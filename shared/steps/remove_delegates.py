@@ -165,10 +165,17 @@ class RemoveDelegates(Step):
                 ctx.log.warning("remove-delegates: %s unavailable: %s", section, exc)
                 return None
 
-        rows = await read("mailbox", lambda: exo.invoke("Get-Mailbox", {"Identity": upn}))
-        mailbox = (rows or [None])[0]
+        rows: list[dict[str, Any]] | None
+        try:
+            rows = await exo.invoke("Get-Mailbox", {"Identity": upn})
+        except PermanentError as exc:
+            # 404 (ManagementObjectNotFoundException): a user without a mailbox has no mailbox rights of its own.
+            rows = [] if exc.status == 404 else None
+            if rows is None:
+                unavailable["mailbox"] = str(exc)[:300]
+                ctx.log.warning("remove-delegates: mailbox unavailable: %s", exc)
+        mailbox: dict[str, Any] | None = rows[0] if rows else None
         if rows == []:
-            unavailable.pop("mailbox", None)
             notes.append("the user has no Exchange mailbox: only rights held on other mailboxes were checked")
         own = mailbox_keys(mailbox) if mailbox else keys_of(upn)
         user = keys_of(upn, uid, ctx.incident.get("display_name"), (mailbox or {}).get("Alias"),

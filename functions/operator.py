@@ -10,6 +10,10 @@ Each route names the app role it needs (functions/auth.py: 401 without a validat
 | ``POST /api/incidents/{id}/reject`` ``{"reason": "..."}`` | Incident.Approve |
 | ``GET /api/storm`` | Incident.Read |
 | ``POST /api/storm/reset`` | Incident.Approve |
+| ``POST /api/incidents/{id}/enable-sign-in`` | Incident.Approve (re-enable an account BLOCK_SIGN_IN left blocked) |
+
+The worker side of operator actions (queue ``operator-actions``) is here too: only the worker
+holds the managed identity.
 """
 from __future__ import annotations
 
@@ -20,10 +24,13 @@ import azure.functions as func
 
 from shared.approval import MAX_REJECT_REASON, approve, reject
 from shared.bootstrap import get_deps
+from shared.model import MessageError, OperatorTask
 from shared.principal import Role
+from shared.signin import OPERATOR_QUEUE, enable_sign_in, request_enable_sign_in
 from shared.status import incident_view, list_views
 
 from .auth import authorize, json_response
+from .common import quarantine
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -122,3 +129,33 @@ async def storm_reset(req: func.HttpRequest) -> func.HttpResponse:
     state = await deps.ledger.reset_storm({"object_id": caller.object_id, "upn": caller.name}, deps.clock())
     logger.warning("[incident=- step=storm corr=-] storm breaker reset by %s", caller.object_id)
     return json_response(200, state.view(deps.clock(), s.storm_window_minutes, s.storm_threshold))
+
+
+@bp.function_name("incident_enable_sign_in")
+@bp.route(route="incidents/{incident_id}/enable-sign-in", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def incident_enable_sign_in(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.APPROVE)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    incident_id = req.route_params.get("incident_id", "")
+    if not _valid_id(incident_id):
+        return json_response(400, {"error": "malformed incident id"})
+    result = await request_enable_sign_in(deps, incident_id, requested_by=caller.name,
+                                          requested_by_oid=caller.object_id)
+    status = {"queued": 202, "not-found": 404, "not-blocked": 409}[result.outcome]
+    return json_response(status, {"outcome": result.outcome, "incident_id": incident_id, "reason": result.reason})
+
+
+@bp.function_name("operator_actions")
+@bp.queue_trigger(arg_name="msg", queue_name=OPERATOR_QUEUE, connection="AzureWebJobsStorage")
+async def operator_actions(msg: func.QueueMessage) -> None:
+    deps = await get_deps()
+    try:
+        task = OperatorTask.from_json(msg.get_body())
+    except MessageError as exc:
+        await quarantine(deps, OPERATOR_QUEUE, msg, str(exc))
+        return
+    result = await enable_sign_in(deps, task)
+    logger.info("[incident=%s step=%s corr=%s] message %s (dequeue %s): %s", task.incident_id, task.action,
+                task.correlation_id, msg.id, msg.dequeue_count, result.outcome)

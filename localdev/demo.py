@@ -6,12 +6,14 @@ policy must hold, an on-premises synced user whose cloud reset Entra refuses, an
 Administrator held by role) — or, with ``--eventhub FILE``, delivers an Entra/Defender Event
 Hub batch to the stream function instead — follows the incidents from Table storage until they
 are terminal (or held), prints the ledger, checks the simulator's request log and state (exactly
-one password PATCH and one revoke for the demo user; nothing changed for the break-glass
-account; the synced user contained with "on-premises password reset required"; the admin held
-with its sessions revoked), then acts as operators through the app's API the way App Service
-Authentication fronts it in Azure: no token is refused, a dev principal with Incident.Read sees
-the administrator's incident as "protected: yes" needing two approvers, and one approval by a dev
-principal leaves it held. It stops everything and exits 0 only if all of that holds.
+one password PATCH and one revoke for the demo user; her attacker's mailbox delegate, SendAs grant,
+consented app and trusted sender removed and her legitimate delegate kept, with status and the SOC
+mail saying so; nothing changed for the break-glass account; the synced user contained with
+"on-premises password reset required"; the admin held with its sessions revoked), then acts as
+operators through the app's API the way App Service Authentication fronts it in Azure: no token is
+refused, a dev principal with Incident.Read sees the administrator's incident as "protected: yes"
+needing two approvers, and one approval by a dev principal leaves it held. It stops everything
+and exits 0 only if all of that holds.
 """
 from __future__ import annotations
 
@@ -203,6 +205,48 @@ def _operator_checks(stack: LocalStack, admin: dict, views: dict[str, dict]) -> 
     ]
 
 
+def _foothold_checks(demo: dict, state: dict, view: dict, mails: list[dict]) -> list[tuple[str, bool, Any]]:
+    """Issue 17: the attacker's delegate, SendAs, consented app and trusted sender are gone, the legitimate
+    delegate stayed, and `responder status` and the SOC mail say what was removed and what needs review."""
+    def marked(items: list[dict], word: str) -> list[dict]:
+        return [i for i in items if str(i.get("_note", "")).startswith(word)]
+
+    attacker_delegates = {d["user"] for d in marked(demo.get("mailboxPermissions", []), "attacker")}
+    legitimate = {d["user"] for d in marked(demo.get("mailboxPermissions", []), "legitimate")}
+    delegates = {d["trustee_upn"] for d in state["mailbox_permissions"]}
+    attacker_send_as = {d["trustee"] for d in marked(demo.get("sendAs", []), "attacker")}
+    trusted = demo.get("junkEmail", {}).get("TrustedSendersAndDomains", [])
+    attacker_senders = {t["value"] for t in marked(trusted, "attacker")}
+    kept_senders = {t["value"] for t in marked(trusted, "legitimate")}
+    now_trusted = set(state["junk_email"]["TrustedSendersAndDomains"])
+    seed = json.loads(SEED_FILE.read_text())
+    attacker_grants = {g["id"] for g in seed.get("oauth2PermissionGrants", []) if str(g.get("_note", "")).startswith("attacker")
+                       and g.get("principal") == demo["userPrincipalName"]}
+    grants = {g["id"] for g in state["oauth2_grants"]}
+    consent = _step(view, "revoke-app-consent").get("detail", {})
+    recorded = [g for g in consent.get("removed", []) if g.get("id") in attacker_grants]
+    found = view.get("footholds") or {}
+    text = mails[0]["body"]["content"] if mails else ""
+    return [
+        ("attacker's FullAccess delegate removed", bool(attacker_delegates) and not attacker_delegates & delegates,
+         sorted(delegates)),
+        ("pre-existing legitimate delegate kept", bool(legitimate) and legitimate <= delegates, sorted(legitimate)),
+        ("attacker's SendAs grant removed", bool(attacker_send_as) and not attacker_send_as & set(state["send_as"]),
+         state["send_as"]),
+        ("attacker's consented app: grant removed, recorded with client app, scopes and consent time",
+         bool(attacker_grants) and not attacker_grants & grants and len(recorded) == len(attacker_grants)
+         and all(g.get("client_app", {}).get("displayName") and g.get("scopes") and g.get("consented_at") for g in recorded),
+         [(g.get("client_app", {}).get("displayName"), g.get("consented_at")) for g in recorded]),
+        ("trusted sender added after the first risk removed, the older one kept",
+         bool(attacker_senders) and not attacker_senders & now_trusted and kept_senders <= now_trusted, sorted(now_trusted)),
+        ("`responder status` lists what was removed and what needs review",
+         len(found.get("removed", [])) >= 4 and bool(found.get("review")),
+         {"removed": len(found.get("removed", [])), "review": len(found.get("review", []))}),
+        ("the SOC mail lists what was removed and what needs review",
+         "Removed (each recorded" in text and "For review" in text, len(text)),
+    ]
+
+
 def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
     client = stack.simulator.client
     log = client.requests()
@@ -246,6 +290,7 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
         ("user unblocked", state["blocked"] is False, state["blocked"]),
         ("mailbox audit on, no bypass", state["mailbox"]["AuditEnabled"] is True and state["mailbox"]["AuditBypassEnabled"] is False,
          {k: state["mailbox"][k] for k in ("AuditEnabled", "AuditBypassEnabled")}),
+        *_foothold_checks(demo, state, demo_view, adele_mails),
         ("risk confirmed, then remediated by the reset", state["risk"]["riskState"] == "remediated"
          and any(m.get("action") == "risk_changed" and m.get("user") == demo_id for m in client.mutations()),
          state["risk"]["riskState"]),

@@ -5,6 +5,7 @@
   responder approve INCIDENT_ID      approve a held incident (as the signed-in principal)
   responder reject INCIDENT_ID --reason TEXT   end a held incident without changes
   responder storm status|reset       the storm breaker; reset it (recorded with who did it)
+  responder enable-sign-in INCIDENT_ID   re-enable an account the incident blocked (BLOCK_SIGN_IN)
   responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
   responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
   responder poison list|replay QUEUE [--id ID] [--json]    poison messages with their reason; replay them
@@ -17,7 +18,7 @@ Storage comes from AzureWebJobsStorage (or the identity-based settings) when set
 a plugin that knows one (a running ``responder dev``). Clients are built by
 shared/bootstrap.py, like the worker's.
 
-Decisions (approve, reject, storm) go through the app's HTTP API as a signed-in principal, so
+Decisions (approve, reject, storm, enable-sign-in) go through the app's HTTP API as a signed-in principal, so
 the app checks the role and records who decided: ``RESPONDER_API_URL`` (the function app's URL;
 a running ``responder dev`` provides its own), and a token: ``RESPONDER_TOKEN`` when set (locally:
 ``responder token --as UPN --role Incident.Approve``), else the developer's Azure CLI sign-in for
@@ -155,10 +156,22 @@ def render_incident(view: dict[str, Any]) -> str:
         who.append(f"rejected by {view['rejected_by'].get('upn')}: {view.get('reject_reason', '')}")
     if who:
         lines.append("  " + "; ".join(who))
-    lines.append(f"  {'step':<16}{'state':<11}{'tries':>5}{'ms':>8}  detail")
+    if view.get("sign_in_action"):
+        lines.append(f"  ACTION REQUIRED - {view['sign_in_action']}")
+    found = view.get("footholds") or {}
+    if found.get("review"):
+        lines.append("  for review:")
+        lines += [f"    - {line}" for line in found["review"]]
+    if found.get("removed"):
+        lines.append("  removed:")
+        lines += [f"    - {line}" for line in found["removed"]]
+    if found.get("kept"):
+        lines.append("  kept:")
+        lines += [f"    - {line}" for line in found["kept"]]
+    lines.append(f"  {'step':<20}{'state':<11}{'tries':>5}{'ms':>8}  detail")
     for step in view.get("steps", []):
         lines.append(
-            f"  {step['name']:<16}{step['state']:<11}{step.get('attempts', 0):>5}{step.get('duration_ms', 0):>8}  {_summary(step)[:90]}"
+            f"  {step['name']:<20}{step['state']:<11}{step.get('attempts', 0):>5}{step.get('duration_ms', 0):>8}  {_summary(step)[:90]}"
         )
     return "\n".join(lines)
 
@@ -171,9 +184,12 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
         "steps": [{"name": s["name"], "state": s["state"]} for s in view.get("steps", [])],
     }
     for key in ("held_reason", "held_containment", "action_required", "stopped_at", "stop_reason", "final_risk_state",
-                "protection", "approvals", "approvals_required", "submitted_by", "rejected_by"):
+                "protection", "approvals", "approvals_required", "submitted_by", "rejected_by", "sign_in", "sign_in_action"):
         if view.get(key):
             out[key] = view[key]
+    found = view.get("footholds") or {}
+    if any(found.values()):
+        out["footholds"] = found
     return out
 
 
@@ -320,6 +336,22 @@ def cmd_storm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enable_sign_in(args: argparse.Namespace) -> int:
+    """Through the API as the signed-in principal (Incident.Approve): the app queues the operator
+    task for the worker, which holds the managed identity, and records who asked."""
+    if not (args.incident_id.startswith("inc-") and args.incident_id[4:].isalnum() and len(args.incident_id) <= 64):
+        raise CliError(f"malformed incident id {args.incident_id[:70]!r}")
+    status, payload = call_api("POST", f"/api/incidents/{args.incident_id}/enable-sign-in")
+    outcome = payload.get("outcome") or f"refused ({status})"
+    reason = payload.get("reason") or payload.get("error") or ""
+    if args.json:
+        print(json.dumps({"incident_id": args.incident_id, "outcome": outcome, "reason": reason}))
+    else:
+        print(f"{args.incident_id}: {outcome}" + (f" ({reason})" if reason else "")
+              + (" - the worker re-enables the account and records it on the incident" if outcome == "queued" else ""))
+    return 0 if outcome == "queued" else 1
+
+
 INGEST_SOURCES = ("auto", "entra-diagnostics", "defender-stream", "graph-riskyusers", "graph-alerts", "manual")
 
 
@@ -455,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     storm.add_argument("action", choices=("status", "reset"))
     storm.add_argument("--json", action="store_true")
     storm.set_defaults(fn=cmd_storm)
+
+    enable = sub.add_parser("enable-sign-in", help="re-enable an account the incident blocked (BLOCK_SIGN_IN)")
+    enable.add_argument("incident_id")
+    enable.add_argument("--json", action="store_true")
+    enable.set_defaults(fn=cmd_enable_sign_in)
 
     for plugin in load_plugins():
         plugin.add_commands(sub)

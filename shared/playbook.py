@@ -2,6 +2,14 @@
 
 Step names are part of the contract: they name the queues (``step-<name>``), the ledger
 rows and the entries of ``responder demo --json``.
+
+The order, and why (docs/architecture.md, "The playbook's order"): the "before" picture first;
+then take the account itself back (reset-password, with the optional sign-in block as its first
+effect; enforce-mfa), because every foothold a user can create (inbox rules, consents, safe
+senders, Outlook delegation) would be re-created through a live account; then what keeps
+mail flowing out without a sign-in (clean-mailbox: rules, forwarding, trusted senders), then
+the other identities' access to the mailbox (remove-delegates) and the apps the user consented
+to (revoke-app-consent); unblock-sender only once every access path is closed.
 """
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ STEP_NAMES: tuple[str, ...] = (
     "reset-password",
     "enforce-mfa",
     "clean-mailbox",
+    "remove-delegates",
+    "revoke-app-consent",
     "unblock-sender",
     "mailbox-audit",
     "close",
@@ -24,8 +34,17 @@ QUEUE_PREFIX = "step-"
 _MUST_PRECEDE = (
     ("snapshot", "reset-password"),  # the "before" picture comes before any change
     ("snapshot", "clean-mailbox"),
+    ("snapshot", "remove-delegates"),
+    ("snapshot", "revoke-app-consent"),
     ("reset-password", "unblock-sender"),  # never unblock a sender whose account is not secured
     ("enforce-mfa", "unblock-sender"),
+    # Take the account back before removing what it could re-create (consents, delegation).
+    ("reset-password", "remove-delegates"),
+    ("reset-password", "revoke-app-consent"),
+    # Unblock the sender only after every access path is closed.
+    ("clean-mailbox", "unblock-sender"),
+    ("remove-delegates", "unblock-sender"),
+    ("revoke-app-consent", "unblock-sender"),
 )
 
 

@@ -174,6 +174,9 @@ class GraphPort(Protocol):
 
     async def reset_password(self, user_id: str, password: str, force_change: bool = True) -> None: ...
     async def revoke_sessions(self, user_id: str) -> bool: ...
+    async def set_account_enabled(self, user_id: str, enabled: bool) -> None:
+        """``accountEnabled``: False blocks sign-in, True allows it again."""
+
     async def check_member_groups(self, user_id: str, group_ids: list[str]) -> list[str]: ...
     async def list_directory_roles(self, user_id: str) -> list[dict[str, Any]]:
         """The directory roles the user holds now, directly or through a role-assignable group."""
@@ -181,8 +184,9 @@ class GraphPort(Protocol):
     async def list_eligible_roles(self, user_id: str) -> list[dict[str, Any]]:
         """The user's PIM-eligible directory role assignments (``roleDefinitionId``, ``endDateTime``)."""
 
-    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
-        """Directory audit events about the user's security info (authentication methods), newest first."""
+    async def list_user_audits(self, user_id: str, since: str, max_items: int = 500) -> list[dict[str, Any]]:
+        """Directory audit events about the user or initiated by the user since ``since``, newest first
+        (security-info registrations, consents): one read shared by the steps that date things."""
 
     async def add_group_member(self, group_id: str, user_id: str) -> bool: ...
     async def get_mfa_state(self, user_id: str) -> str | None: ...
@@ -197,6 +201,21 @@ class GraphPort(Protocol):
     async def get_risky_user(self, user_id: str) -> dict[str, Any] | None: ...
     async def list_risk_detections(self, user_id: str, top: int = 50) -> list[dict[str, Any]]: ...
     async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None: ...
+    async def list_user_grants(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's own delegated permission grants (consentType Principal)."""
+
+    async def list_admin_grants(self, client_id: str) -> list[dict[str, Any]]:
+        """Tenant-wide (AllPrincipals) delegated permission grants of one client service principal."""
+
+    async def get_grant(self, grant_id: str) -> dict[str, Any] | None: ...
+    async def delete_grant(self, grant_id: str) -> bool:
+        """Delete a delegated permission grant; False when it was already gone."""
+
+    async def list_app_role_assignments(self, user_id: str) -> list[dict[str, Any]]: ...
+    async def delete_app_role_assignment(self, user_id: str, assignment_id: str) -> bool:
+        """Delete one of the user's app role assignments; False when it was already gone."""
+
+    async def get_service_principal(self, sp_id: str) -> dict[str, Any] | None: ...
 
 
 class ExchangePort(Protocol):

@@ -24,12 +24,16 @@ SYNCED_POLICIES = ("continue", "hold")
 METHOD_CUTOFFS = ("first-risk-detection", "first-risky-sign-in", "lookback")
 # The storm breaker keeps every reservation of its window in one table row (shared/storm.py).
 MAX_STORM_THRESHOLD = 3000
+# Whether containment also blocks sign-in (accountEnabled false), and until when (README,
+# "Sign-in block"): never (default), until the incident closes, or until an operator re-enables it.
+SIGN_IN_BLOCKS = ("never", "until-close", "until-approved")
 
 # Every setting the code reads, with its safe default. Kept in step with
 # local.settings.sample.json by a test.
 DEFAULTS: dict[str, str] = {
     "RESPONDER_MODE": "approval",
-    "PLAYBOOK_STEPS": "snapshot,reset-password,enforce-mfa,clean-mailbox,unblock-sender,mailbox-audit,close",
+    "PLAYBOOK_STEPS": "snapshot,reset-password,enforce-mfa,clean-mailbox,remove-delegates,revoke-app-consent,"
+                      "unblock-sender,mailbox-audit,close",
     "ALERTS_QUEUE": "alerts",
     "TENANT_ID": "",
     "TENANT_DOMAIN": "",
@@ -48,6 +52,8 @@ DEFAULTS: dict[str, str] = {
     "ONPREM_RESET_QUEUE": "",
     "AUTH_METHOD_CUTOFF": "first-risk-detection",
     "AUTH_METHOD_LOOKBACK_HOURS": "72",
+    "BLOCK_SIGN_IN": "never",
+    "REMOVE_APP_ROLE_ASSIGNMENTS": "false",
     "STORM_THRESHOLD": "50",
     "STORM_WINDOW_MINUTES": "10",
     "STORM_SOURCE_QUOTA": "25",
@@ -157,6 +163,8 @@ class Settings:
     onprem_reset_queue: str
     auth_method_cutoff: str
     auth_method_lookback_hours: int
+    block_sign_in: str
+    remove_app_role_assignments: bool
     storm_threshold: int
     storm_window_minutes: int
     storm_source_quota: int
@@ -202,6 +210,8 @@ class Settings:
             onprem_reset_queue=_queue_name("ONPREM_RESET_QUEUE", values["ONPREM_RESET_QUEUE"]),
             auth_method_cutoff=_choice("AUTH_METHOD_CUTOFF", values["AUTH_METHOD_CUTOFF"], METHOD_CUTOFFS),
             auth_method_lookback_hours=_int("AUTH_METHOD_LOOKBACK_HOURS", values["AUTH_METHOD_LOOKBACK_HOURS"], 1),
+            block_sign_in=_choice("BLOCK_SIGN_IN", values["BLOCK_SIGN_IN"].strip(), SIGN_IN_BLOCKS),
+            remove_app_role_assignments=_bool("REMOVE_APP_ROLE_ASSIGNMENTS", values["REMOVE_APP_ROLE_ASSIGNMENTS"]),
             storm_threshold=_int("STORM_THRESHOLD", values["STORM_THRESHOLD"], 1, MAX_STORM_THRESHOLD),
             storm_window_minutes=_int("STORM_WINDOW_MINUTES", values["STORM_WINDOW_MINUTES"], 1, 24 * 60),
             storm_source_quota=_int("STORM_SOURCE_QUOTA", values["STORM_SOURCE_QUOTA"], 0, MAX_STORM_THRESHOLD),

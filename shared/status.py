@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import footholds
 from .ledger_protocol import load_json
 from .playbook import incident_order
 from .policy import approvals_of
 from .ports import LedgerPort
-from .states import StepState
+from .signin import BLOCKED, release_hint
+from .states import TERMINAL_INCIDENT_STATES, StepState
 
 _INCIDENT_FIELDS = (
     "incident_id", "user_id", "user_principal_name", "source", "risk_level", "state", "mode",
@@ -16,6 +18,7 @@ _INCIDENT_FIELDS = (
     "privileged_roles", "roles_note", "risk_error", "final_risk_state", "protected", "protection",
     "approvals_required", "held_at", "submitted_via", "reject_reason", "rejected_at", "expired_at", "expiry_mail",
     "display_name",
+    "sign_in", "sign_in_policy", "sign_in_note", "sign_in_error", "sign_in_restored_by", "sign_in_restored_at",
 )
 
 
@@ -52,6 +55,10 @@ def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dic
     if incident.get("rejected_by_oid"):
         view["rejected_by"] = {"object_id": incident["rejected_by_oid"], "upn": incident.get("rejected_by_upn") or ""}
     view["steps"] = [_step_view(name, rows.get(name)) for name in order]
+    found = footholds.summary(rows)
+    view["footholds"] = found
+    if view.get("sign_in") == BLOCKED and incident.get("state") in TERMINAL_INCIDENT_STATES:
+        view["sign_in_action"] = release_hint(incident["incident_id"])
     return view
 
 

@@ -92,3 +92,13 @@ def clean_text(value: object, limit: int) -> str:
         else:
             kept.append(ch)
     return " ".join("".join(kept).split())[:limit]
+
+
+def opath_quote(value: str) -> str:
+    """Quote a value for an Exchange OPATH ``-Filter`` (``GrantSendOnBehalfTo -eq '<DN>'``): single
+    quotes, any quote inside doubled (a distinguished name may hold one: ``CN=O'Brien,...``)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("OPATH literal must be a non-empty string")
+    if any(ord(ch) < 0x20 for ch in value):
+        raise ValidationError(f"OPATH literal contains control characters: {excerpt(value)}")
+    return "'" + value.replace("'", "''") + "'"

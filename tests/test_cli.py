@@ -75,3 +75,8 @@ async def test_ingest_then_status_against_azurite_and_approve_only_through_the_a
     assert await peek(queues, "step-snapshot") == []
     listing = responder("status", env=env, check=True).stdout
     assert incident_id in listing and "approvals 0/1" in listing
+
+
+def test_enable_sign_in_refuses_a_malformed_incident_id_before_calling_anything():
+    malformed = responder("enable-sign-in", "inc-../x", env={"RESPONDER_API_URL": "http://127.0.0.1:9", "RESPONDER_TOKEN": "x"})
+    assert malformed.returncode == 2 and "malformed incident id" in malformed.stderr

@@ -39,9 +39,12 @@ def all_steps():
     return ALL_STEPS
 
 
-def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None = None) -> set[str]:
-    """Straight from the steps' declared calls: Graph permissions of these steps in this MFA mode."""
-    from shared.settings import MFA_MODES
+def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None = None,
+                           settings: dict[str, str] | None = None) -> set[str]:
+    """Straight from the steps' declared calls: Graph permissions of these steps in this MFA mode
+    (None: any) and, for calls made under another setting ("(BLOCK_SIGN_IN=until-close)"), with these
+    settings (None: any value; otherwise the defaults unless given)."""
+    from shared.settings import DEFAULTS, MFA_MODES
 
     wanted = set()
     for cls in all_steps():
@@ -53,6 +56,11 @@ def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None 
             other_modes = [m for m in MFA_MODES if m != mfa_mode and f"({m})" in call.what]
             if mfa_mode is not None and other_modes:
                 continue
+            setting, values = gen().call_condition(call.what)
+            if settings is not None and setting not in ("*", "MFA_MODE"):
+                current = str({**DEFAULTS, **settings}.get(setting, "")).strip().lower()
+                if current not in values:
+                    continue
             wanted.add(call.permission)
     return wanted
 
@@ -129,18 +137,22 @@ def test_bicep_grants_exactly_the_graph_permissions_the_steps_declare():
 
     default_steps = DEFAULTS["PLAYBOOK_STEPS"].split(",")
     union = set()
+    conditions = [{}, {"BLOCK_SIGN_IN": "until-close", "REMOVE_APP_ROLE_ASSIGNMENTS": "true"},
+                  {"BLOCK_SIGN_IN": "until-approved", "REMOVE_APP_ROLE_ASSIGNMENTS": "yes"}]
     for mode in MFA_MODES:
-        result = granted(mailSendScope="unscoped", appSettingOverrides={"MFA_MODE": mode, "SECURE_SCORE_NOTIFY": "true"})
-        want = step_graph_permissions(default_steps, mode) | component_graph_permissions(result["settings"])
-        assert sorted(result["graph"]) == sorted(want), f"MFA_MODE={mode}"
-        assert len(result["graph"]) == len(set(result["graph"])), "a role granted twice"
-        union |= set(result["graph"])
+        for extra in conditions:
+            overrides = {"MFA_MODE": mode, "SECURE_SCORE_NOTIFY": "true", **extra}
+            result = granted(mailSendScope="unscoped", appSettingOverrides=overrides)
+            want = step_graph_permissions(default_steps, mode, overrides) | component_graph_permissions(result["settings"])
+            assert sorted(result["graph"]) == sorted(want), f"{overrides}"
+            assert len(result["graph"]) == len(set(result["graph"])), "a role granted twice"
+            union |= set(result["graph"])
     # No more, no fewer: across the modes, every declared Graph permission and nothing else.
     assert union == step_graph_permissions() | component_graph_permissions()
     # By default Mail.Send is never granted tenant-wide in Entra: Exchange RBAC for Applications
     # grants it for NOTIFY_SENDER only (post-provision).
     scoped = granted(appSettingOverrides={"SECURE_SCORE_NOTIFY": "true"})
-    assert set(scoped["graph"]) == (step_graph_permissions(default_steps, "ca-group")
+    assert set(scoped["graph"]) == (step_graph_permissions(default_steps, "ca-group", {})
                                     | component_graph_permissions(scoped["settings"])) - {"Mail.Send"}
     assert scoped["outputs"]["RESPONDER_MAIL_SEND_SCOPE"] == "exchange-rbac"
     assert granted(mailSendScope="unscoped")["outputs"]["RESPONDER_MAIL_SEND_SCOPE"] == "unscoped"
@@ -150,6 +162,9 @@ def test_default_deployment_grants_ca_group_mode_only():
     result = granted()
     assert "GroupMember.ReadWrite.All" in result["graph"]
     assert not {"Policy.Read.All", "Policy.ReadWrite.AuthenticationMethod"} & set(result["graph"])
+    # the optional sign-in block and app role assignment removal are off by default: not granted
+    assert not {"User.EnableDisableAccount.All", "AppRoleAssignment.ReadWrite.All"} & set(result["graph"])
+    assert {"DelegatedPermissionGrant.ReadWrite.All", "Directory.Read.All"} <= set(result["graph"])
     assert result["exchange"] == ["Exchange.ManageAsApp"]
     # The Exchange cmdlets run under a custom role group, not the tenant-wide Exchange Administrator.
     assert result["roles"] == ["User Administrator"]
@@ -160,13 +175,24 @@ def test_default_deployment_grants_ca_group_mode_only():
             "Set-MailboxAuditBypassAssociation"} <= declared
 
 
+def test_the_sign_in_block_and_app_role_removal_are_granted_only_when_switched_on():
+    block = granted(appSettingOverrides={"BLOCK_SIGN_IN": "until-approved"})
+    assert "User.EnableDisableAccount.All" in block["graph"] and "AppRoleAssignment.ReadWrite.All" not in block["graph"]
+    roles = granted(appSettingOverrides={"REMOVE_APP_ROLE_ASSIGNMENTS": "TRUE"})
+    assert "AppRoleAssignment.ReadWrite.All" in roles["graph"] and "User.EnableDisableAccount.All" not in roles["graph"]
+    # a playbook without revoke-app-consent holds no consent permission at all
+    steps = "snapshot,reset-password,enforce-mfa,clean-mailbox,remove-delegates,unblock-sender,mailbox-audit,close"
+    lean = granted(appSettingOverrides={"PLAYBOOK_STEPS": steps, "REMOVE_APP_ROLE_ASSIGNMENTS": "true"})
+    assert not {"DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"} & set(lean["graph"])
+
+
 def test_a_smaller_playbook_gets_fewer_permissions():
     from shared.playbook import validate_order
 
     steps = validate_order(["reset-password", "enforce-mfa", "unblock-sender"])
     result = granted(appSettingOverrides={"PLAYBOOK_STEPS": ",".join(steps)})
     # (Mail.Send, which the hold-expiry mail needs, is scoped by Exchange RBAC, never granted here.)
-    assert set(result["graph"]) == (step_graph_permissions(list(steps), "ca-group")
+    assert set(result["graph"]) == (step_graph_permissions(list(steps), "ca-group", {})
                                     | component_graph_permissions(result["settings"])) - {"Mail.Send"}
     assert "Mail.Send" not in result["graph"] and "MailboxSettings.ReadWrite" not in result["graph"]
     assert result["exchange"] == ["Exchange.ManageAsApp"]  # unblock-sender runs blocked-sender cmdlets

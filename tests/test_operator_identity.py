@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from localdev.host.launcher import start_host
 from localdev.stack import REPO, SEED_FILE, tenant_settings
+from shared.bootstrap import open_storage
 from shared.timestamps import iso
 from tests.helpers.operator import ALL_ROLES, APPROVE, READ, SUBMIT, api, host_env
 from tests.helpers.storage import peek, rows, wait_for
@@ -62,6 +63,19 @@ def held_incident(host, sim, upn=ADELE, submitter=("sentinel", SUBMIT)) -> str:
     return body["incident_id"]
 
 
+async def blocked_incident(connection: str, incident_id: str, sign_in: str = "blocked") -> str:
+    """An incident that left the user's sign-in blocked (BLOCK_SIGN_IN=until-approved), as the steps write it."""
+    storage = open_storage({"AzureWebJobsStorage": connection})
+    try:
+        await storage.ledger.ensure()
+        await storage.ledger.create_incident({"incident_id": incident_id, "user_key": SEED["users"][0]["id"],
+                                              "user_id": SEED["users"][0]["id"], "state": "succeeded",
+                                              "correlation_id": "c-1", "sign_in": sign_in})
+    finally:
+        await storage.close()
+    return incident_id
+
+
 # -- route x role ------------------------------------------------------------------------------
 
 ROUTES = [
@@ -72,15 +86,19 @@ ROUTES = [
     ("POST", "incidents/{id}/reject", APPROVE, {"reason": "false positive"}, 200),
     ("GET", "storm", READ, None, 200),
     ("POST", "storm/reset", APPROVE, None, 200),
+    ("POST", "incidents/{blocked}/enable-sign-in", APPROVE, None, 202),
     ("GET", "securescore?days=30", READ, None, 200),
     ("GET", "securescore/chart.svg?days=30", READ, None, 200),
 ]
 
 
 @pytest.mark.parametrize("method, path, role, body, ok", ROUTES, ids=[f"{m} {p}" for m, p, *_ in ROUTES])
-async def test_each_route_needs_a_validated_principal_holding_its_role(host, storage, sim, method, path, role, body, ok):
+async def test_each_route_needs_a_validated_principal_holding_its_role(host, storage, sim, azurite_connection_string,
+                                                                      method, path, role, body, ok):
     if "{id}" in path:
         path = path.format(id=await asyncio.to_thread(held_incident, host, sim))
+    if "{blocked}" in path:
+        path = path.format(blocked=await blocked_incident(azurite_connection_string, "inc-0blockedmatrix"))
     others = [r for r in ALL_ROLES if r != role]
     nobody = await acall(host, method, path, body=body)
     key_only = await acall(host, method, path, body=body, key=host.function_key)
@@ -381,3 +399,22 @@ async def test_operator_tokens_never_reach_a_log_a_table_or_a_queue(host, storag
         texts += [base64.b64decode(m.content).decode(errors="replace") for m in await peek(queues, queue)]
     secrets = [t for t in tokens] + [t.rsplit(".", 1)[1] for t in tokens]  # whole tokens and their signatures
     assert not [i for i, text in enumerate(texts) for s in secrets if s in text]
+
+
+async def test_cli_enable_sign_in_goes_through_the_api_as_an_approver_and_records_who(host, storage, sim,
+                                                                                    azurite_connection_string):
+    blocked = await blocked_incident(azurite_connection_string, "inc-0blocked")
+    restored = await blocked_incident(azurite_connection_string, "inc-0restored", "restored")
+    dana = {"RESPONDER_API_URL": host.url, "RESPONDER_TOKEN": token(sim, "dana@contoso.onmicrosoft.com", APPROVE)}
+    reader = {"RESPONDER_API_URL": host.url, "RESPONDER_TOKEN": token(sim, "reader@contoso.onmicrosoft.com", READ)}
+    refused = await asyncio.to_thread(responder, "enable-sign-in", blocked, env=reader)
+    assert refused.returncode == 1 and "403" in refused.stdout
+    out = await asyncio.to_thread(responder, "enable-sign-in", blocked, "--json", env=dana)
+    assert out.returncode == 0 and json.loads(out.stdout)["outcome"] == "queued"
+    incident = next(r for r in await rows(storage[0], "incidents") if r["PartitionKey"] == blocked)
+    assert incident["sign_in_release_requested_by"] == "dana@contoso.onmicrosoft.com"
+    assert incident["sign_in_release_requested_by_oid"]
+    not_blocked = await asyncio.to_thread(responder, "enable-sign-in", restored, env=dana)
+    assert not_blocked.returncode == 1 and "not-blocked" in not_blocked.stdout
+    unknown = await asyncio.to_thread(responder, "enable-sign-in", "inc-0nothere", env=dana)
+    assert unknown.returncode == 1 and "not-found" in unknown.stdout

@@ -66,3 +66,47 @@ def test_filters_are_built_from_our_own_timestamps_only():
     since = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
     assert build_filter(FEEDS["alerts_v2"], since) == "lastUpdateDateTime gt 2024-05-01T10:00:00Z"
     assert build_filter(FEEDS["riskyUsers"], since).endswith("and riskLastUpdatedDateTime gt 2024-05-01T10:00:00Z")
+
+
+def test_a_window_too_large_for_one_run_is_halved_in_whole_seconds_never_below_one():
+    from datetime import datetime, timezone
+
+    from shared.poller import halve
+
+    since = datetime(2024, 5, 1, 10, 0, 0, 500000, tzinfo=timezone.utc)
+    assert halve(since, since.replace(hour=12)) == datetime(2024, 5, 1, 11, 0, 0, tzinfo=timezone.utc)
+    assert halve(since, since.replace(second=1)) == datetime(2024, 5, 1, 10, 0, 1, tzinfo=timezone.utc)
+    assert build_filter(FEEDS["alerts_v2"], since, since.replace(hour=11)) == (
+        "lastUpdateDateTime gt 2024-05-01T10:00:00Z and lastUpdateDateTime le 2024-05-01T11:00:00Z")
+
+
+async def test_a_storm_larger_than_one_run_is_read_in_halved_windows_until_every_user_has_an_incident(world, monkeypatch):
+    """With room for two pages a run, 45 risky users (three pages) never fit one run: the window
+    is halved until it does, the watermark only ever moves over windows read whole, and in the
+    end every user has an incident and the watermark has passed them all."""
+    from datetime import timedelta
+
+    import shared.poller as poller
+    from shared.timestamps import iso_seconds, parse_timestamp
+
+    deps, tables, sim = world
+    monkeypatch.setattr(poller, "MAX_PAGES", 2)
+    start = parse_timestamp(iso_seconds(deps.clock() - timedelta(seconds=60)))
+    await deps.ledger.set_watermark("riskyUsers", iso_seconds(start))
+    added = sim.client.add_users(45, prefix="burst", risky=True)
+    marks, halvings = [start], 0
+    for _ in range(40):
+        summary = (await poll_once(deps))["riskyUsers"]
+        assert "error" not in summary
+        mark = parse_timestamp(summary["watermark"])
+        assert mark >= marks[-1]  # never backwards
+        if "next_window_until" in summary:
+            halvings += 1
+            assert summary["pages"] == 2 and mark == marks[-1]  # an unfinished window moves nothing
+        marks.append(mark)
+        keys = {i["user_key"] for i in await deps.ledger.list_incidents()}
+        if {u["id"] for u in added} <= keys and "next_window_until" not in summary and summary["pages"] <= 1:
+            break
+    assert halvings >= 1
+    assert {u["id"] for u in added} <= {i["user_key"] for i in await deps.ledger.list_incidents()}
+    assert marks[-1] > start

@@ -35,6 +35,8 @@ FIRST_EFFECT = {
     "reset-password": {"service": "graph", "method": "PATCH", "path_contains": "/users/"},
     "enforce-mfa": {"service": "graph", "method": "POST", "path_contains": "/members/$ref"},
     "clean-mailbox": {"service": "graph", "method": "PATCH", "path_contains": "/messageRules/"},
+    "remove-delegates": {"service": "exo", "cmdlet": "Remove-MailboxPermission"},
+    "revoke-app-consent": {"service": "graph", "method": "DELETE", "path_contains": "/oauth2PermissionGrants/"},
     "unblock-sender": {"service": "exo", "cmdlet": "Remove-BlockedSenderAddress"},
     "mailbox-audit": {"service": "exo", "cmdlet": "Set-Mailbox"},
     "close": {"service": "graph", "method": "POST", "path_contains": "/sendMail"},

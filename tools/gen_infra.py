@@ -221,14 +221,26 @@ class Grant:
         return {key: self.name, "uses": seen}
 
 
-def mfa_condition(what: str) -> tuple[str, tuple[str, ...]]:
-    """Calls made only in one MFA mode say so in their description: "... (ca-group)"."""
+CONDITION = re.compile(r"\(([A-Z][A-Z0-9_]+)=([a-z0-9/\-]+)\)")
+
+
+def call_condition(what: str) -> tuple[str, tuple[str, ...]]:
+    """When a call is made, from its description: "... (ca-group)" or "... (per-user)" for the two
+    MFA modes, "... (SETTING=value/value)" for any other setting ("true" = any true spelling);
+    ("*", ("*",)) when it is made always."""
     from shared.settings import MFA_MODES
 
+    match = CONDITION.search(what)
+    if match:
+        values = tuple(match.group(2).split("/"))
+        return match.group(1), tuple(TRUE_VALUES) if values == ("true",) else values
     for mode in MFA_MODES:
         if f"({mode})" in what:
             return "MFA_MODE", (mode,)
     return "*", ("*",)
+
+
+mfa_condition = call_condition  # the name issue 12 used
 
 
 def exchange_role_for(what: str) -> str:
@@ -251,7 +263,7 @@ def build_model() -> dict[str, Any]:
         rows = []
         for call in cls.calls:
             if call.service == "graph":
-                setting, values = mfa_condition(call.what)
+                setting, values = call_condition(call.what)
                 use = Use("step", cls.name, call.what, setting, values)
                 graph.setdefault(call.permission, Grant(call.permission)).add(use)
                 if call.permission == PASSWORD_RESET_PERMISSION:
@@ -370,7 +382,7 @@ def _uses_text(grant: Grant) -> tuple[str, str]:
         if label not in by:
             by.append(label)
         condition = "always" if use.when_setting == "*" else \
-            f"{use.when_setting}={'true' if list(use.when_values) == TRUE_VALUES else '|'.join(use.when_values)}"
+            f"{use.when_setting}={'true' if list(use.when_values) == TRUE_VALUES else ' or '.join(use.when_values)}"
         when.setdefault(use.by, condition)
     if set(when.values()) == {"always"}:
         return _md_list(by), "always"
@@ -389,7 +401,8 @@ def permissions_md(model: dict[str, Any]) -> str:
     w("is each playbook step's declared calls (`calls = (Call(service, what, permission), ...)` in")
     w("`shared/steps/*.py`) plus the components that call Graph on a timer. The deployment grants a")
     w("permission only while a step in `PLAYBOOK_STEPS` (or an active component) needs it, and only in")
-    w("the `MFA_MODE` that uses it; `infra/generated/permissions.json` carries the same table to Bicep.")
+    w("the `MFA_MODE` (or other setting, e.g. `BLOCK_SIGN_IN`) that uses it; `infra/generated/permissions.json`")
+    w("carries the same table to Bicep.")
     w("")
     w("| kind | granted by |")
     w("|---|---|")
@@ -511,6 +524,23 @@ def permissions_md(model: dict[str, Any]) -> str:
     w("- The Entra export Event Hubs namespace keeps SAS (local) auth: Azure Monitor diagnostic settings")
     w("  deliver only through a namespace authorization rule (MicrosoftDocs/azure-docs#119932). It holds")
     w("  the Entra hub alone; the Defender hub is in a namespace with local auth off.")
+    w("")
+    w("## Why the consent and sign-in permissions are these")
+    w("")
+    w("- `DelegatedPermissionGrant.ReadWrite.All` (revoke-app-consent): `DELETE /oauth2PermissionGrants/{id}`")
+    w("  needs it (or `Directory.ReadWrite.All`); no narrower permission deletes a grant. It can also *create*")
+    w("  grants, so it is only granted while `revoke-app-consent` is in `PLAYBOOK_STEPS`.")
+    w("- `Directory.Read.All` (snapshot, revoke-app-consent): the least-privileged application permission")
+    w("  Microsoft documents for listing a user's `oauth2PermissionGrants` and `appRoleAssignments` and reading")
+    w("  service principals; read-only.")
+    w("- `AppRoleAssignment.ReadWrite.All`: the only permission that deletes a user's app role assignment; with it")
+    w("  an app can grant itself any application permission (a path to Global Administrator). It is granted only")
+    w("  with `REMOVE_APP_ROLE_ASSIGNMENTS=true`; by default those assignments are listed for review instead.")
+    w("- `User.EnableDisableAccount.All` (reset-password, close): the least-privileged permission for")
+    w("  `accountEnabled` (with `User.Read.All`), granted only when `BLOCK_SIGN_IN` is `until-close` or")
+    w("  `until-approved`. The operator's `enable-sign-in` (queue `operator-actions`) uses the same grant.")
+    w("- Mailbox delegates, SendAs, SendOnBehalf, trusted senders and `Search-UnifiedAuditLog` run through the")
+    w("  Exchange admin API: `Exchange.ManageAsApp` and the Exchange Administrator role, nothing new.")
     w("")
     return "\n".join(out)
 

@@ -3,6 +3,10 @@ sign-in), and revoke every sign-in session and refresh token — three effects, 
 Microsoft documents for Identity Protection: risk confirmed, then the admin password reset that
 remediates it (riskDetail ``adminGeneratedTemporaryPassword``), then the sessions revoked.
 
+With BLOCK_SIGN_IN=until-close|until-approved, sign-in is blocked first (``accountEnabled`` false,
+steps/signin_block.py): the quickest cut, before anything else. Never for a synced user (the
+incident says so); a refused block is recorded and containment goes on.
+
 - Revoking sessions is its own effect and is never skipped because the reset failed: when the
   reset fails for good, the sessions are revoked first and then the failure is reported.
 - Entra refuses a cloud reset of a user mastered elsewhere: on-premises synced users and users
@@ -29,6 +33,7 @@ from ..passwords import generate_password
 from ..states import StepState
 from ..timestamps import iso, parse_timestamp
 from .base import Call, Step, StepContext, StepResult
+from .signin_block import block_sign_in
 
 SYNCED_WARNING = (
     "user is synced from on-premises AD: the cloud password reset is not written back "
@@ -63,18 +68,34 @@ def action_text(incident: dict[str, Any]) -> str:
             f"{where}. Sessions were revoked; until then the user stays confirmed compromised.")
 
 
+def _with_block(summary: str, detail: dict[str, Any]) -> str:
+    block = detail.get("sign_in")
+    if not block:
+        return summary
+    if block.get("blocked") is True:
+        return f"sign-in blocked ({block.get('policy')}); {summary}"
+    if block.get("blocked") == "planned":
+        return f"would block sign-in; {summary}"
+    return f"sign-in not blocked; {summary}"
+
+
 class ResetPassword(Step):
     name = "reset-password"
     calls = (
         Call("graph", "POST /identityProtection/riskyUsers/confirmCompromised", "IdentityRiskyUser.ReadWrite.All"),
         Call("graph", "PATCH /users/{id} passwordProfile", "User-PasswordProfile.ReadWrite.All"),
         Call("graph", "POST /users/{id}/revokeSignInSessions", "User.RevokeSessions.All"),
-        Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime", "User.Read.All"),
+        Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime,accountEnabled",
+             "User.Read.All"),
+        Call("graph", "PATCH /users/{id} accountEnabled=false (BLOCK_SIGN_IN=until-close/until-approved)",
+             "User.EnableDisableAccount.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
         user_id = ctx.user_id
         detail: dict[str, Any] = {"force_change_next_sign_in": True}
+        if ctx.settings.block_sign_in != "never":
+            detail["sign_in"] = await block_sign_in(ctx)
 
         detail["risk_confirmed"] = await self._confirm(ctx)
 
@@ -128,12 +149,12 @@ class ResetPassword(Step):
             if ctx.settings.onprem_reset_queue:
                 await self._hand_off(ctx, failure)
                 detail["onprem_handoff"] = ctx.settings.onprem_reset_queue
-            return StepResult(StepState.SUCCEEDED, f"{ONPREM_REQUIRED}; sessions revoked", detail)
+            return StepResult(StepState.SUCCEEDED, _with_block(f"{ONPREM_REQUIRED}; sessions revoked", detail), detail)
         if ctx.incident.get("on_prem_synced"):
             detail["warning"] = SYNCED_WARNING
             ctx.log.warning("%s", SYNCED_WARNING)
-        return StepResult(StepState.SUCCEEDED, "risk confirmed, password reset and sessions revoked"
-                          if detail["risk_confirmed"] == "done" else "password reset and sessions revoked", detail)
+        return StepResult(StepState.SUCCEEDED, _with_block("risk confirmed, password reset and sessions revoked"
+                          if detail["risk_confirmed"] == "done" else "password reset and sessions revoked", detail), detail)
 
     @staticmethod
     async def _confirm(ctx: StepContext) -> str:

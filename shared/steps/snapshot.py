@@ -5,16 +5,23 @@ sections are read concurrently and stored as rows of the ``evidence`` table (siz
 JSON, one table transaction). A section the
 identity may not read (403) is recorded as unavailable with the permission to grant; a
 throttled or failed read raises so the platform retries. The earliest risk signal found
-here (and the earliest risky sign-in) is saved on the incident: enforce-mfa's cut-off.
+here (and the earliest risky sign-in) is saved on the incident: the cut-off (shared/cutoff.py).
+
+The "before" picture of every foothold a later step may remove is here too: the mailbox's
+FullAccess and SendAs entries, the SendAs and SendOnBehalf rights the user holds on other mailboxes,
+the junk-mail configuration (trusted and blocked senders), the user's OAuth consent grants and app
+role assignments. The audit logs the steps date them from are not read here (steps/audit_reads.py):
+the directory audit quota (5 requests per 10 s per tenant) would delay containment in a storm.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Awaitable
 
 from ..errors import PermanentError
 from ..states import StepState
 from ..timestamps import iso_exact, parse_timestamp
+from ..validation import opath_quote
 from .base import Call, Step, StepContext, StepResult
 
 
@@ -55,6 +62,12 @@ class Snapshot(Step):
         Call("exo", "Get-BlockedSenderAddress", "Exchange.ManageAsApp"),
         Call("exo", "Get-OrganizationConfig", "Exchange.ManageAsApp"),
         Call("exo", "Get-MailboxAuditBypassAssociation", "Exchange.ManageAsApp"),
+        Call("exo", "Get-MailboxPermission -Identity", "Exchange.ManageAsApp"),
+        Call("exo", "Get-RecipientPermission -Identity or -Trustee", "Exchange.ManageAsApp"),
+        Call("exo", "Get-Mailbox -Filter \"GrantSendOnBehalfTo -eq '<DN>'\"", "Exchange.ManageAsApp"),
+        Call("exo", "Get-MailboxJunkEmailConfiguration", "Exchange.ManageAsApp"),
+        Call("graph", "GET /users/{id}/oauth2PermissionGrants", "Directory.Read.All"),
+        Call("graph", "GET /users/{id}/appRoleAssignments", "Directory.Read.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -66,6 +79,21 @@ class Snapshot(Step):
             # The runner just read this user (same $select) when it resolved the incident.
             return resolved if resolved is not None else await graph.get_user(uid)
 
+        mailbox_read: list[asyncio.Task[Any]] = []
+
+        def mailbox() -> Awaitable[Any]:
+            # Read once: the section, and the DistinguishedName the SendOnBehalf lookup filters by.
+            if not mailbox_read:
+                mailbox_read.append(asyncio.ensure_future(exo.invoke("Get-Mailbox", {"Identity": upn})))
+            return asyncio.shield(mailbox_read[0])
+
+        async def send_on_behalf_held() -> Any:
+            dn = ((await mailbox()) or [{}])[0].get("DistinguishedName")
+            if not dn:
+                raise PermanentError("Get-Mailbox gave no DistinguishedName to filter GrantSendOnBehalfTo by")
+            return await exo.invoke("Get-Mailbox", {"Filter": f"GrantSendOnBehalfTo -eq {opath_quote(dn)}",
+                                                    "ResultSize": "Unlimited"})
+
         readers = {
             "user": user,
             "auth_methods": lambda: graph.list_auth_methods(uid),
@@ -73,10 +101,18 @@ class Snapshot(Step):
             "risky_user": lambda: graph.get_risky_user(uid),
             "risk_detections": lambda: graph.list_risk_detections(uid),
             "exo_inbox_rules": lambda: exo.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True}),
-            "mailbox": lambda: exo.invoke("Get-Mailbox", {"Identity": upn}),
+            "mailbox": mailbox,
             "blocked_sender": lambda: exo.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn}),
             "org_audit": lambda: exo.invoke("Get-OrganizationConfig"),
             "audit_bypass": lambda: exo.invoke("Get-MailboxAuditBypassAssociation", {"Identity": upn}),
+            # footholds, before any change (remove-delegates, revoke-app-consent, clean-mailbox)
+            "mailbox_permissions": lambda: exo.invoke("Get-MailboxPermission", {"Identity": upn}),
+            "send_as": lambda: exo.invoke("Get-RecipientPermission", {"Identity": upn, "AccessRights": "SendAs"}),
+            "send_as_held": lambda: exo.invoke("Get-RecipientPermission", {"Trustee": upn, "AccessRights": "SendAs"}),
+            "send_on_behalf_held": send_on_behalf_held,
+            "junk_email": lambda: exo.invoke("Get-MailboxJunkEmailConfiguration", {"Identity": upn}),
+            "consent_grants": lambda: graph.list_user_grants(uid),
+            "app_role_assignments": lambda: graph.list_app_role_assignments(uid),
         }
         stored: dict[str, int] = dict(ctx.checkpoint.get("stored", {}))
         unavailable: dict[str, str] = dict(ctx.checkpoint.get("unavailable", {}))

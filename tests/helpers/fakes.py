@@ -315,6 +315,9 @@ class FakeGraph:
         self.detections: dict[str, list[dict[str, Any]]] = {}
         self.outbox: list[dict[str, str]] = []
         self.audits: dict[str, list[dict[str, Any]]] = {}  # user id -> directoryAudit events, newest first
+        self.grants: dict[str, dict[str, Any]] = {}  # oauth2PermissionGrants by id
+        self.app_roles: dict[str, list[dict[str, Any]]] = {}  # user id -> appRoleAssignments
+        self.service_principals: dict[str, dict[str, Any]] = {}
         self.pages: dict[str, list[dict[str, Any]]] = {}
 
     def fail(self, method: str, *errors: Exception) -> None:
@@ -407,9 +410,49 @@ class FakeGraph:
         return [{"principalId": self._user(user_id)["id"], "roleDefinitionId": r}
                 for r in self._user(user_id).get("eligible", [])]
 
-    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
-        self._call("list_security_info_audits", user_id)
-        return [dict(a) for a in self.audits.get(user_id, [])][:max_items]
+    async def list_user_audits(self, user_id: str, since: str, max_items: int = 500) -> list[dict[str, Any]]:
+        self._call("list_user_audits", user_id, since)
+        return [dict(a) for a in self.audits.get(user_id, []) if str(a.get("activityDateTime") or "") >= since][:max_items]
+
+    async def set_account_enabled(self, user_id: str, enabled: bool) -> None:
+        self._call("set_account_enabled", user_id, enabled)
+        self._user(user_id)["accountEnabled"] = enabled
+
+    # -- consent grants / app role assignments -----------------------------------------------
+    async def list_user_grants(self, user_id: str) -> list[dict[str, Any]]:
+        self._call("list_user_grants", user_id)
+        return [dict(g) for g in self.grants.values()
+                if g.get("consentType") == "Principal" and g.get("principalId") == user_id]
+
+    async def list_admin_grants(self, client_id: str) -> list[dict[str, Any]]:
+        self._call("list_admin_grants", client_id)
+        return [dict(g) for g in self.grants.values()
+                if g.get("clientId") == client_id and g.get("consentType") == "AllPrincipals"]
+
+    async def get_grant(self, grant_id: str) -> dict[str, Any] | None:
+        self._call("get_grant", grant_id)
+        grant = self.grants.get(grant_id)
+        return dict(grant) if grant else None
+
+    async def delete_grant(self, grant_id: str) -> bool:
+        self._call("delete_grant", grant_id)
+        return self.grants.pop(grant_id, None) is not None
+
+    async def list_app_role_assignments(self, user_id: str) -> list[dict[str, Any]]:
+        self._call("list_app_role_assignments", user_id)
+        return [dict(a) for a in self.app_roles.get(user_id, [])]
+
+    async def delete_app_role_assignment(self, user_id: str, assignment_id: str) -> bool:
+        self._call("delete_app_role_assignment", user_id, assignment_id)
+        rows = self.app_roles.get(user_id, [])
+        kept = [a for a in rows if a.get("id") != assignment_id]
+        self.app_roles[user_id] = kept
+        return len(kept) != len(rows)
+
+    async def get_service_principal(self, sp_id: str) -> dict[str, Any] | None:
+        self._call("get_service_principal", sp_id)
+        found = self.service_principals.get(sp_id)
+        return dict(found) if found else None
 
     # -- groups / MFA ------------------------------------------------------------------------
     async def add_group_member(self, group_id: str, user_id: str) -> bool:

@@ -1,7 +1,8 @@
 """BLOCK_SIGN_IN=until-approved end to end through the local Functions host, Azurite and the
 simulator: containment blocks sign-in and the incident closes with it blocked; the operator's
-``POST /api/incidents/{id}/enable-sign-in`` (function key, like approve) queues the action, and the
-``operator_actions`` queue function, holding the identity, re-enables the account and records it."""
+``POST /api/incidents/{id}/enable-sign-in`` (a principal with Incident.Approve, like approve) queues
+the action, and the ``operator_actions`` queue function, holding the identity, re-enables the account
+and records who asked."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,7 @@ def host(azurite, simulator, tmp_path_factory):
         "GRAPH_BASE_URL": simulator.url,
         "EXO_BASE_URL": simulator.url,
         **simulator.identity_env(),
+        **simulator.easyauth_env(),
         **tenant_settings(SEED),
         "RESPONDER_MODE": "auto",
         "BLOCK_SIGN_IN": "until-approved",
@@ -47,11 +49,16 @@ async def test_until_approved_the_operator_route_re_enables_sign_in_through_the_
     assert sim.client.user_state(ADELE)["accountEnabled"] is False
     incident_id = incident["incident_id"]
 
-    status, _ = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in", None, None)
-    assert status == 401  # a function key, like every operator route
-    status, body = await asyncio.to_thread(http, host, "POST", "incidents/inc-..%2Fx/enable-sign-in")
+    lead = sim.client.operator_token("soc.lead@contoso.onmicrosoft.com", ["Incident.Approve"])
+    reader = sim.client.operator_token("soc.analyst@contoso.onmicrosoft.com", ["Incident.Read"])
+    status, _ = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in", None, None,
+                                        host.function_key)
+    assert status == 401  # a function key is not a principal
+    status, _ = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in", None, reader)
+    assert status == 403  # Incident.Approve, like approve
+    status, body = await asyncio.to_thread(http, host, "POST", "incidents/inc-..%2Fx/enable-sign-in", None, lead)
     assert status in (400, 404)
-    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in")
+    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in", None, lead)
     assert status == 202 and body["outcome"] == "queued"
 
     async def restored():
@@ -59,10 +66,10 @@ async def test_until_approved_the_operator_route_re_enables_sign_in_through_the_
         return found if found and found.get("sign_in") == "restored" else None
 
     done = await wait_for(restored)
-    assert done["sign_in_restored_by"] == "http"
+    assert done["sign_in_restored_by"] == "soc.lead@contoso.onmicrosoft.com" and done["sign_in_release_requested_by_oid"]
     assert sim.client.user_state(ADELE)["accountEnabled"] is True
     enabled = [m["details"]["accountEnabled"] for m in sim.client.mutations() if m["action"] == "account_enabled"]
     assert enabled == [False, True]
-    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in")
+    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/enable-sign-in", None, lead)
     assert status == 409 and body["outcome"] == "not-blocked"
     assert [e for e in await rows(tables, "errors") if e["PartitionKey"] == "operator-actions"] == []

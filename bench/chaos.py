@@ -150,6 +150,13 @@ class Killer(threading.Thread):
 def run(incidents: int, fault_rate: float, kill_workers: bool, timeout_s: float, seed: int, progress) -> dict[str, Any]:
     overrides = {
         "STORM_THRESHOLD": str(incidents * 2 + 100),
+        "STORM_SOURCE_QUOTA": "0",  # one source submits every incident here: no quota
+        # The faults here are random, not a quota: the simulator enforces none, so the responder's
+        # pacing (which slows a bucket on every 429) is opened wide; it is measured by bench.storm.
+        "PACING_DIRECTORY_RU_PER_10S": "1000000", "PACING_DIRECTORY_WRITES_PER_150S": "1000000",
+        "PACING_TENANT_WRITES_PER_300S": "1000000", "PACING_IDP_PER_S": "1000", "PACING_REPORTS_PER_10S": "10000",
+        "PACING_SECURITY_PER_MIN": "100000", "PACING_OUTLOOK_PER_10MIN": "1000000", "PACING_OUTLOOK_CONCURRENCY": "64",
+        "PACING_EXO_PER_10S": "100000", "PACING_EXO_CONCURRENCY": "64",
         "GRAPH_TIMEOUT_SECONDS": "5",
         "STEP_LEASE_SECONDS": "20",
         "LOCALDEV_QUEUE_LEASE_SECONDS": "15",

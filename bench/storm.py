@@ -141,7 +141,8 @@ def stop_profiler(proc: subprocess.Popen | None) -> None:
 def run(users: int, profile: str, write_share: float, latency_ms: float, overrides: list[str], rate: float,
         timeout_s: float, progress, settings_overrides: dict[str, str] | None = None, instances: int = 1,
         tell_share: bool = True, profile_out: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    settings = {"STORM_THRESHOLD": str(users * 2 + 100)}  # measuring containment, not the storm breaker
+    # measuring containment, not the storm breaker (nor its per-source quota)
+    settings = {"STORM_THRESHOLD": str(users * 2 + 100), "STORM_SOURCE_QUOTA": "0"}
     if tell_share:
         settings[WRITE_SHARE_SETTING] = str(write_share)
     settings.update(settings_overrides or {})

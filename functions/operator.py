@@ -1,4 +1,20 @@
-"""Operator HTTP endpoints: incident status and approval (function key required)."""
+"""Operator HTTP endpoints: incidents, approvals, rejections, the storm breaker.
+
+Each route names the app role it needs (functions/auth.py: 401 without a validated principal,
+403 without the role); the principal is recorded beside every decision.
+
+| route | role |
+|---|---|
+| ``GET /api/incidents``, ``GET /api/incidents/{id}`` | Incident.Read |
+| ``POST /api/incidents/{id}/approve`` | Incident.Approve (not the submitter; protected accounts need two) |
+| ``POST /api/incidents/{id}/reject`` ``{"reason": "..."}`` | Incident.Approve |
+| ``GET /api/storm`` | Incident.Read |
+| ``POST /api/storm/reset`` | Incident.Approve |
+| ``POST /api/incidents/{id}/enable-sign-in`` | Incident.Approve (re-enable an account BLOCK_SIGN_IN left blocked) |
+
+The worker side of operator actions (queue ``operator-actions``) is here too: only the worker
+holds the managed identity.
+"""
 from __future__ import annotations
 
 import json
@@ -6,16 +22,22 @@ import logging
 
 import azure.functions as func
 
+from shared.approval import MAX_REJECT_REASON, approve, reject
 from shared.bootstrap import get_deps
-from shared.intake import approve
+from shared.model import MessageError, OperatorTask
+from shared.principal import Role
+from shared.signin import OPERATOR_QUEUE, enable_sign_in, request_enable_sign_in
 from shared.status import incident_view, list_views
+
+from .auth import authorize, json_response
+from .common import quarantine
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()
 
-
-def _json(status: int, payload) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")
+# What an approve/reject outcome answers.
+DECISION_STATUS = {"approved": 202, "approval-recorded": 202, "rejected": 200, "not-found": 404, "not-held": 409,
+                   "forbidden": 403, "already-approved": 409, "expired": 409}
 
 
 def _valid_id(incident_id: str) -> bool:
@@ -23,30 +45,117 @@ def _valid_id(incident_id: str) -> bool:
 
 
 @bp.function_name("incidents_list")
-@bp.route(route="incidents", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="incidents", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def incidents_list(req: func.HttpRequest) -> func.HttpResponse:
     deps = await get_deps()
-    return _json(200, {"incidents": await list_views(deps.ledger)})
+    caller = authorize(req, deps.settings, Role.READ)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    return json_response(200, {"incidents": await list_views(deps.ledger)})
 
 
 @bp.function_name("incident_get")
-@bp.route(route="incidents/{incident_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="incidents/{incident_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def incident_get(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.READ)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     incident_id = req.route_params.get("incident_id", "")
     if not _valid_id(incident_id):
-        return _json(400, {"error": "malformed incident id"})
-    deps = await get_deps()
+        return json_response(400, {"error": "malformed incident id"})
     view = await incident_view(deps.ledger, incident_id)
-    return _json(200, view) if view else _json(404, {"error": "no such incident"})
+    return json_response(200, view) if view else json_response(404, {"error": "no such incident"})
 
 
 @bp.function_name("incident_approve")
-@bp.route(route="incidents/{incident_id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="incidents/{incident_id}/approve", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def incident_approve(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.APPROVE)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     incident_id = req.route_params.get("incident_id", "")
     if not _valid_id(incident_id):
-        return _json(400, {"error": "malformed incident id"})
+        return json_response(400, {"error": "malformed incident id"})
+    decision = await approve(deps, incident_id, caller)
+    return json_response(DECISION_STATUS[decision.outcome], decision.as_dict())
+
+
+@bp.function_name("incident_reject")
+@bp.route(route="incidents/{incident_id}/reject", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def incident_reject(req: func.HttpRequest) -> func.HttpResponse:
     deps = await get_deps()
-    result = await approve(deps, incident_id, approved_by="http")
-    status = {"approved": 202, "not-found": 404, "not-held": 409}[result.outcome]
-    return _json(status, {"outcome": result.outcome, "incident_id": incident_id, "reason": result.reason})
+    caller = authorize(req, deps.settings, Role.APPROVE)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    incident_id = req.route_params.get("incident_id", "")
+    if not _valid_id(incident_id):
+        return json_response(400, {"error": "malformed incident id"})
+    body = req.get_body()
+    if len(body) > 8192:
+        return json_response(413, {"error": "body over 8192 bytes"})
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        return json_response(400, {"error": "body must be JSON like {\"reason\": \"...\"}"})
+    reason = data.get("reason") if isinstance(data, dict) else None
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REJECT_REASON * 4:
+        return json_response(400, {"error": f"a reason is required (a string of at most {MAX_REJECT_REASON} characters)"})
+    decision = await reject(deps, incident_id, caller, reason)
+    return json_response(DECISION_STATUS[decision.outcome], decision.as_dict())
+
+
+@bp.function_name("storm_get")
+@bp.route(route="storm", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def storm_get(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.READ)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    state = await deps.ledger.storm_state()
+    s = deps.settings
+    return json_response(200, state.view(deps.clock(), s.storm_window_minutes, s.storm_threshold))
+
+
+@bp.function_name("storm_reset")
+@bp.route(route="storm/reset", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def storm_reset(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.APPROVE)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    s = deps.settings
+    state = await deps.ledger.reset_storm({"object_id": caller.object_id, "upn": caller.name}, deps.clock())
+    logger.warning("[incident=- step=storm corr=-] storm breaker reset by %s", caller.object_id)
+    return json_response(200, state.view(deps.clock(), s.storm_window_minutes, s.storm_threshold))
+
+
+@bp.function_name("incident_enable_sign_in")
+@bp.route(route="incidents/{incident_id}/enable-sign-in", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def incident_enable_sign_in(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.APPROVE)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    incident_id = req.route_params.get("incident_id", "")
+    if not _valid_id(incident_id):
+        return json_response(400, {"error": "malformed incident id"})
+    result = await request_enable_sign_in(deps, incident_id, requested_by=caller.name,
+                                          requested_by_oid=caller.object_id)
+    status = {"queued": 202, "not-found": 404, "not-blocked": 409}[result.outcome]
+    return json_response(status, {"outcome": result.outcome, "incident_id": incident_id, "reason": result.reason})
+
+
+@bp.function_name("operator_actions")
+@bp.queue_trigger(arg_name="msg", queue_name=OPERATOR_QUEUE, connection="AzureWebJobsStorage")
+async def operator_actions(msg: func.QueueMessage) -> None:
+    deps = await get_deps()
+    try:
+        task = OperatorTask.from_json(msg.get_body())
+    except MessageError as exc:
+        await quarantine(deps, OPERATOR_QUEUE, msg, str(exc))
+        return
+    result = await enable_sign_in(deps, task)
+    logger.info("[incident=%s step=%s corr=%s] message %s (dequeue %s): %s", task.incident_id, task.action,
+                task.correlation_id, msg.id, msg.dequeue_count, result.outcome)

@@ -1,10 +1,11 @@
-"""Secure Score: the daily snapshot timer and the trend/chart endpoints (function key required).
+"""Secure Score: the daily snapshot timer and the trend/chart endpoints (Incident.Read).
 
 - ``securescore_snapshot`` timer (``%SECURE_SCORE_SCHEDULE%``): backfill on the first run,
   then the newest day(s); regressions become findings (and a mail when configured). Not run
   on start-up in Azure; the local stack runs it through the admin API when it starts.
 - ``GET /api/securescore[?days=N]``: JSON trend, latest control changes, regressions.
 - ``GET /api/securescore/chart.svg[?days=N]``: the line chart, rendered server-side.
+Both need the Incident.Read app role (functions/auth.py): the tenant's security posture is not public.
 """
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from shared.bootstrap import get_deps
 from shared.deps import Deps
 from shared.errors import ConfigError
 from shared.ports import ScoreStorePort
+from shared.principal import Role
 from shared.securescore.chart import render_trend_svg
 from shared.securescore.config import ScoreSettings
 from shared.securescore.service import snapshot, trend
+
+from .auth import authorize
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -58,22 +62,28 @@ async def securescore_snapshot(timer: func.TimerRequest) -> None:
 
 
 @bp.function_name("securescore_get")
-@bp.route(route="securescore", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="securescore", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def securescore_get(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.READ)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     days = _days(req, 30)
     if days is None:
         return _json(400, {"error": f"days must be an integer from 1 to {MAX_DAYS_PARAM}"})
-    deps = await get_deps()
     return _json(200, await trend(_store(deps), days))
 
 
 @bp.function_name("securescore_chart")
-@bp.route(route="securescore/chart.svg", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="securescore/chart.svg", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def securescore_chart(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.READ)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     days = _days(req, 90)
     if days is None:
         return _json(400, {"error": f"days must be an integer from 1 to {MAX_DAYS_PARAM}"})
-    deps = await get_deps()
     svg = render_trend_svg(await trend(_store(deps), days))
     return func.HttpResponse(
         svg,

@@ -4,7 +4,11 @@ Graph polling reconciler on a timer. Each only decodes its input and calls share
 Event Hub checkpoints advance even when a batch fails, so the stream functions carry a
 retry policy: a transient failure (storage or tenant briefly unavailable) fails the batch
 and the host replays it (intake dedupes per user, so a replay is harmless); a permanent
-failure on one event becomes an ``errors`` row and the rest of the batch goes on."""
+failure on one event becomes an ``errors`` row and the rest of the batch goes on.
+
+Each stream has its own identity-based connection (``ENTRA_EVENTHUB__*``, ``DEFENDER_EVENTHUB__*``):
+in Azure the Entra export hub lives in a namespace that keeps SAS for Azure Monitor's diagnostic
+export, the Defender hub in one with local auth off (infra/modules/eventhubs.bicep)."""
 from __future__ import annotations
 
 import logging
@@ -45,7 +49,7 @@ async def _ingest_events(events: list[func.EventHubEvent], source: str, where: s
 
 @bp.function_name("entra_stream")
 @bp.retry(strategy="exponential_backoff", max_retry_count="5", minimum_interval="00:00:02", maximum_interval="00:01:00")
-@bp.event_hub_message_trigger(arg_name="events", event_hub_name="%ENTRA_EVENTHUB_NAME%", connection="EVENTHUB",
+@bp.event_hub_message_trigger(arg_name="events", event_hub_name="%ENTRA_EVENTHUB_NAME%", connection="ENTRA_EVENTHUB",
                               cardinality=func.Cardinality.MANY, consumer_group="$Default")
 async def entra_stream(events: list[func.EventHubEvent]) -> None:
     await _ingest_events(events, "entra-diagnostics", "eventhub-entra")
@@ -53,7 +57,7 @@ async def entra_stream(events: list[func.EventHubEvent]) -> None:
 
 @bp.function_name("defender_stream")
 @bp.retry(strategy="exponential_backoff", max_retry_count="5", minimum_interval="00:00:02", maximum_interval="00:01:00")
-@bp.event_hub_message_trigger(arg_name="events", event_hub_name="%DEFENDER_EVENTHUB_NAME%", connection="EVENTHUB",
+@bp.event_hub_message_trigger(arg_name="events", event_hub_name="%DEFENDER_EVENTHUB_NAME%", connection="DEFENDER_EVENTHUB",
                               cardinality=func.Cardinality.MANY, consumer_group="$Default")
 async def defender_stream(events: list[func.EventHubEvent]) -> None:
     await _ingest_events(events, "defender-stream", "eventhub-defender")

@@ -5,8 +5,10 @@
 // local.settings.sample.json: adding a setting is one line there) + TENANT_ID from the
 // deployment + azd overrides (main.parameters.json) + RESPONDER_MODE (validated parameter)
 // + the platform settings computed here (identity-based storage / Event Hubs / App Insights).
-// What the managed identity may do in Microsoft 365 comes from infra/generated/permissions.json
-// (tools/gen_infra.py, from each step's declared calls): only what the enabled steps need.
+// What the managed identity (system-assigned: functionapp.bicep says why no user-assigned one is
+// needed) may do in Microsoft 365 comes from infra/generated/permissions.json (tools/gen_infra.py,
+// from each step's declared calls): only what the enabled steps need. Operators and producers
+// reach the app through App Service Authentication with the app roles of auth.bicep.
 targetScope = 'subscription'
 
 @minLength(1)
@@ -57,7 +59,7 @@ param graphRolesVia string = 'bicep'
 @description('Directory role for password resets: User Administrator covers non-admin users (admins are held for approval); Privileged Authentication Administrator covers everyone.')
 param passwordResetRole string = 'user-administrator'
 
-@description('Optional object id of an operator (user or group) who runs the responder CLI (status, approve, inject) against this deployment: gets queue and table data access. Empty: nobody.')
+@description('Optional object id of an operator (user or group) who runs the responder CLI against this deployment: gets the Incident.Read and Incident.Approve app roles (decisions go through the API) and queue and table data access (status, inject, poison). Empty: nobody.')
 param operatorPrincipalId string = ''
 
 @allowed([
@@ -66,6 +68,23 @@ param operatorPrincipalId string = ''
   'ServicePrincipal'
 ])
 param operatorPrincipalType string = 'User'
+
+@allowed([
+  'role-group'
+  'directory-role'
+])
+@description('How the app may run its Exchange Online cmdlets: a custom role group holding only those cmdlets (the post-provision step builds it in Exchange Online PowerShell), or the tenant-wide Exchange Administrator directory role (the fallback when PowerShell 7 with ExchangeOnlineManagement is not available).')
+param exchangePermissions string = 'role-group'
+
+@allowed([
+  'exchange-rbac'
+  'unscoped'
+])
+@description('Mail.Send: exchange-rbac (default) = RBAC for Applications "Application Mail.Send" scoped to NOTIFY_SENDER by the post-provision step, and no tenant-wide Entra grant; unscoped = the Entra Mail.Send app role (any mailbox).')
+param mailSendScope string = 'exchange-rbac'
+
+@description('Put the Defender XDR hub in the Entra export namespace (local auth on) too: only if the Defender portal cannot stream into a namespace without SAS.')
+param defenderStreamLocalAuth bool = false
 
 @allowed([
   'Standard_LRS'
@@ -100,6 +119,7 @@ var tags = {
 var functionAppName = 'func-${resourceToken}'
 var storageAccountName = 'st${resourceToken}'
 var eventHubNamespaceName = 'evhns-${resourceToken}'
+var entraExportNamespaceName = 'evhns-entra-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
 
 // -- app settings -----------------------------------------------------------------------
@@ -112,6 +132,10 @@ var appSettingsGiven = toObject(
 )
 // The app's own settings (all known when the deployment starts).
 var appSettings = union(appSettingDefaults, { TENANT_ID: tenant().tenantId }, appSettingsGiven, { RESPONDER_MODE: responderMode })
+// KEY_ONLY_INTAKE=true: the key-intake route is excluded from App Service Authentication (a
+// function key alone then submits); off by default.
+var keyOnlyIntake = toLower(trim(appSettings.KEY_ONLY_INTAKE)) == 'true'
+var keyIntakePath = '/api/key-intake'
 
 // -- what the code declares (tools/gen_infra.py) -----------------------------------------
 
@@ -123,16 +147,23 @@ var permissions = loadJsonContent('generated/permissions.json')
 var enabledSteps = map(split(appSettings.PLAYBOOK_STEPS, ','), s => trim(s))
 var conditionValues = union(appSettings, { '*': '*' })
 var graphNeeded = filter(permissions.graph, p => !empty(filter(p.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
-var graphAppRoles = map(graphNeeded, p => p.permission)
+// Mail.Send scoped by Exchange RBAC for Applications is granted there (post-provision), never
+// tenant-wide in Entra (permissions.json marks it exchangeRbac).
+var exchangeScopedNeeded = filter(graphNeeded, p => p.exchangeRbac)
+var mailSendScoped = mailSendScope == 'exchange-rbac' && !empty(exchangeScopedNeeded)
+var graphAppRoles = map(filter(graphNeeded, p => !(p.exchangeRbac && mailSendScoped)), p => p.permission)
 var exchangeNeeded = filter(permissions.exchange, p => !empty(filter(p.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
 var exchangeAppRoles = map(exchangeNeeded, p => p.permission)
 var rolesNeeded = filter(permissions.directoryRoles, r => !empty(filter(r.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
 var roleNamesNeeded = map(rolesNeeded, r => r.role)
 var passwordResetRoleName = passwordResetRole == 'privileged-authentication-administrator' ? 'Privileged Authentication Administrator' : 'User Administrator'
+// With exchangePermissions=role-group the Exchange cmdlets run under a custom Exchange role group
+// (post-provision), so no Exchange-related directory role is assigned.
 var directoryRoles = map(
-  filter(rolesNeeded, r => empty(r.supersededBy) || !contains(roleNamesNeeded, r.supersededBy)),
+  filter(rolesNeeded, r => (empty(r.supersededBy) || !contains(roleNamesNeeded, r.supersededBy)) && (exchangePermissions == 'directory-role' || !r.exchange)),
   r => r.role == permissions.passwordResetRolePlaceholder ? passwordResetRoleName : r.role
 )
+var exchangeCmdletsNeeded = map(filter(permissions.exchangeCmdlets, c => !empty(filter(c.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by))))), c => c.cmdlet)
 
 // Queues (each with the host's -poison queue), tables and Event Hubs the functions bind to.
 var queueBaseNames = concat(bindings.queueNames, map(bindings.queueNameSettings, s => appSettings[s]))
@@ -141,7 +172,12 @@ var queueNames = flatten(map(queueBaseNames, q => [
   '${q}-poison'
 ]))
 var eventHubNames = map(bindings.eventHubTriggers, t => appSettings[t.hubSetting])
-var eventHubConnection = first(bindings.eventHubConnections)
+// The Entra export hub (Azure Monitor delivers only through SAS) gets a namespace of its own with
+// local auth on; every other stream hub lives in a namespace with local auth off.
+var exportTriggers = filter(bindings.eventHubTriggers, t => t.hubSetting == 'ENTRA_EVENTHUB_NAME' || defenderStreamLocalAuth)
+var lockedTriggers = filter(bindings.eventHubTriggers, t => !(t.hubSetting == 'ENTRA_EVENTHUB_NAME' || defenderStreamLocalAuth))
+var exportHubNames = map(exportTriggers, t => appSettings[t.hubSetting])
+var lockedHubNames = map(lockedTriggers, t => appSettings[t.hubSetting])
 var streamFunctionsOff = toObject(bindings.eventHubFunctions, f => 'AzureWebJobs.${f}.Disabled', f => 'true')
 
 // -- resources --------------------------------------------------------------------------
@@ -150,16 +186,6 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
   location: location
   tags: tags
-}
-
-module identity 'modules/identity.bicep' = {
-  name: 'identity'
-  scope: rg
-  params: {
-    name: 'id-${resourceToken}'
-    location: location
-    tags: tags
-  }
 }
 
 module monitoring 'modules/monitoring.bicep' = {
@@ -188,7 +214,36 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
-module eventHubs 'modules/eventhubs.bicep' = if (enableStreams) {
+module auth 'modules/auth.bicep' = {
+  name: 'auth'
+  scope: rg
+  params: {
+    uniqueName: 'breach-responder-${resourceToken}'
+    displayName: 'Breach Responder (${environmentName})'
+    roleIdSeed: resourceToken
+    operatorPrincipalId: operatorPrincipalId
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    authClientId: auth.outputs.clientId
+    authExcludedPaths: keyOnlyIntake ? [
+      keyIntakePath
+    ] : []
+  }
+}
+
+module eventHubs 'modules/eventhubs.bicep' = if (enableStreams && !empty(lockedHubNames)) {
   name: 'eventhubs'
   scope: rg
   params: {
@@ -196,8 +251,23 @@ module eventHubs 'modules/eventhubs.bicep' = if (enableStreams) {
     location: location
     tags: tags
     skuName: eventHubSku
-    hubNames: eventHubNames
-    readerPrincipalId: identity.outputs.principalId
+    hubNames: lockedHubNames
+    readerPrincipalId: functionApp.outputs.principalId
+    localAuthForExport: false
+  }
+}
+
+module entraExport 'modules/eventhubs.bicep' = if (enableStreams && !empty(exportHubNames)) {
+  name: 'eventhubs-entra-export'
+  scope: rg
+  params: {
+    name: entraExportNamespaceName
+    location: location
+    tags: tags
+    skuName: eventHubSku
+    hubNames: exportHubNames
+    readerPrincipalId: functionApp.outputs.principalId
+    localAuthForExport: true
   }
 }
 
@@ -208,7 +278,7 @@ module keyVault 'modules/keyvault.bicep' = if (enableKeyVault) {
     name: 'kv-${resourceToken}'
     location: location
     tags: tags
-    readerPrincipalId: identity.outputs.principalId
+    readerPrincipalId: functionApp.outputs.principalId
     workspaceId: monitoring.outputs.workspaceId
   }
 }
@@ -217,7 +287,7 @@ module rbac 'modules/rbac.bicep' = {
   name: 'rbac'
   scope: rg
   params: {
-    principalId: identity.outputs.principalId
+    principalId: functionApp.outputs.principalId
     storageAccountName: storage.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     operatorPrincipalId: operatorPrincipalId
@@ -225,43 +295,36 @@ module rbac 'modules/rbac.bicep' = {
   }
 }
 
-// Identity-based connections only: no key or connection string anywhere.
+// Identity-based connections only (the system-assigned identity): no key or connection string anywhere.
 var platformSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
-  AzureWebJobsStorage__clientId: identity.outputs.clientId
   AzureWebJobsStorage__blobServiceUri: storage.outputs.blobEndpoint
   AzureWebJobsStorage__queueServiceUri: storage.outputs.queueEndpoint
   AzureWebJobsStorage__tableServiceUri: storage.outputs.tableEndpoint
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
-  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
-  AZURE_CLIENT_ID: identity.outputs.clientId
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+  // App Service Authentication: only tokens of this tenant.
+  WEBSITE_AUTH_AAD_ALLOWED_TENANTS: tenant().tenantId
 }
-var streamConnectionSettings = {
-  '${eventHubConnection}__fullyQualifiedNamespace': '${eventHubNamespaceName}.servicebus.windows.net'
-  '${eventHubConnection}__credential': 'managedidentity'
-  '${eventHubConnection}__clientId': identity.outputs.clientId
-}
+var streamConnectionSettings = union(
+  toObject(exportTriggers, t => '${t.connection}__fullyQualifiedNamespace', t => '${entraExportNamespaceName}.servicebus.windows.net'),
+  toObject(lockedTriggers, t => '${t.connection}__fullyQualifiedNamespace', t => '${eventHubNamespaceName}.servicebus.windows.net')
+)
 // Streams off: no namespace, so the Event Hub triggers are disabled instead of failing.
 var streamSettings = enableStreams ? streamConnectionSettings : streamFunctionsOff
 
-module functionApp 'modules/functionapp.bicep' = {
-  name: 'functionapp'
+module functionAppSettings 'modules/appsettings.bicep' = {
+  name: 'functionapp-settings'
   scope: rg
   params: {
-    name: functionAppName
-    planName: 'plan-${resourceToken}'
-    location: location
-    tags: tags
-    identityId: identity.outputs.id
-    deploymentContainerUrl: '${storage.outputs.blobEndpoint}${deploymentContainerName}'
-    instanceMemoryMB: instanceMemoryMB
-    maximumInstanceCount: maximumInstanceCount
+    functionAppName: functionApp.outputs.name
     appSettings: union(appSettings, platformSettings, streamSettings)
   }
   // The identity must hold its roles (storage, Event Hubs, Key Vault) before the host starts.
   dependsOn: [
     rbac
     eventHubs
+    entraExport
     keyVault
   ]
 }
@@ -270,7 +333,7 @@ module graphRoles 'modules/graph-app-roles.bicep' = if (graphRolesVia == 'bicep'
   name: 'graph-app-roles'
   scope: rg
   params: {
-    principalId: identity.outputs.principalId
+    principalId: functionApp.outputs.principalId
     appRoles: graphAppRoles
     graphAppId: permissions.graphAppId
   }
@@ -286,18 +349,28 @@ output FUNCTION_APP_URL string = functionApp.outputs.url
 output RESPONDER_MODE string = appSettings.RESPONDER_MODE
 output PLAYBOOK_STEPS string = appSettings.PLAYBOOK_STEPS
 output MFA_MODE string = appSettings.MFA_MODE
-output RESPONDER_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
-output RESPONDER_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output RESPONDER_IDENTITY_PRINCIPAL_ID string = functionApp.outputs.principalId
+output RESPONDER_API_CLIENT_ID string = auth.outputs.clientId
+// For the responder CLI (`responder approve|reject|storm` sign in with the Azure CLI for this scope).
+output RESPONDER_API_URL string = functionApp.outputs.url
+output RESPONDER_API_SCOPE string = '${auth.outputs.clientId}/.default'
+output KEY_ONLY_INTAKE bool = keyOnlyIntake
 output RESPONDER_GRAPH_APP_ID string = permissions.graphAppId
 output RESPONDER_GRAPH_APP_ROLES string = join(graphAppRoles, ',')
 output RESPONDER_GRAPH_ROLES_VIA string = graphRolesVia
 output RESPONDER_EXCHANGE_APP_ID string = permissions.exchangeAppId
 output RESPONDER_EXCHANGE_APP_ROLES string = join(exchangeAppRoles, ',')
 output RESPONDER_DIRECTORY_ROLES string = join(directoryRoles, ',')
+output RESPONDER_EXCHANGE_PERMISSIONS string = exchangePermissions
+output RESPONDER_EXCHANGE_CMDLETS string = join(exchangeCmdletsNeeded, ',')
+output RESPONDER_MAIL_SEND_SCOPE string = mailSendScoped ? 'exchange-rbac' : (empty(exchangeScopedNeeded) ? 'none' : 'unscoped')
+output NOTIFY_SENDER string = appSettings.NOTIFY_SENDER
 output STREAMS_ENABLED bool = enableStreams
-output EVENTHUB_NAMESPACE string = enableStreams ? eventHubNamespaceName : ''
-output EVENTHUB_NAMESPACE_ID string = enableStreams ? eventHubs.outputs.id : ''
-output ENTRA_DIAGNOSTICS_AUTH_RULE_ID string = enableStreams ? eventHubs.outputs.diagnosticsRuleId : ''
+output EVENTHUB_NAMESPACE string = enableStreams && !empty(lockedHubNames) ? eventHubNamespaceName : ''
+output ENTRA_EXPORT_NAMESPACE string = enableStreams && !empty(exportHubNames) ? entraExportNamespaceName : ''
+// The namespace the Defender XDR portal streams into (its resource id is asked for there).
+output EVENTHUB_NAMESPACE_ID string = enableStreams ? (defenderStreamLocalAuth ? entraExport.outputs.id : eventHubs.outputs.id) : ''
+output ENTRA_DIAGNOSTICS_AUTH_RULE_ID string = enableStreams && !empty(exportHubNames) ? entraExport.outputs.diagnosticsRuleId : ''
 output ENTRA_EVENTHUB_NAME string = appSettings.ENTRA_EVENTHUB_NAME
 output DEFENDER_EVENTHUB_NAME string = appSettings.DEFENDER_EVENTHUB_NAME
 output KEY_VAULT_URI string = enableKeyVault ? keyVault.outputs.uri : ''

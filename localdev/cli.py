@@ -1,9 +1,14 @@
-"""The local stack's ``responder`` commands: ``responder demo`` and ``responder dev``.
+"""The local stack's ``responder`` commands: ``responder demo``, ``responder dev`` and
+``responder token``.
 
 Registered through the ``breach_responder.cli`` entry point (pyproject.toml), which the
 operator CLI (shared/cli.py) loads at start-up: the product never imports localdev. This
-module also tells the CLI where a running ``responder dev`` keeps its storage
-(``.localdev/stack.json``), so ``responder inject|status|approve`` work against it.
+module also tells the CLI where a running ``responder dev`` keeps its storage and serves its
+API (``.localdev/stack.json``), so ``responder inject|status|approve|reject|storm`` work
+against it. ``responder token --as UPN --role ROLE [--role ROLE ...]`` (dev stack only) prints
+an access token the local Easy Auth accepts, issued by the stack's tenant simulator for that
+dev principal: ``export RESPONDER_TOKEN=$(responder token --as you@contoso.onmicrosoft.com
+--role Incident.Approve)``.
 Heavy imports (the stack, the demo) happen only when a command runs.
 """
 from __future__ import annotations
@@ -26,6 +31,23 @@ def add_commands(sub: Any) -> None:
     dev.add_argument("--port", type=int, default=7071, help="local Functions host port (0 = any free port)")
     dev.set_defaults(fn=cmd_dev)
 
+    token = sub.add_parser("token", help="print an operator access token for a dev principal (dev stack only)")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--as", dest="upn", metavar="UPN", help="the user the token is for (any UPN)")
+    who.add_argument("--app", metavar="NAME", help="an application (e.g. a Logic App's managed identity) instead of a user")
+    token.add_argument("--role", action="append", default=[], metavar="ROLE",
+                       help="an app role: Incident.Submit, Incident.Read, Incident.Approve (repeatable)")
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds the token is valid (default 3600)")
+    token.set_defaults(fn=cmd_token)
+
+
+def api_url() -> str | None:
+    """The URL of a running ``responder dev``'s local Functions host, or None."""
+    from .stack import read_state
+
+    state = read_state()
+    return str(state["host_url"]) if state and state.get("host_url") else None
+
 
 def storage_settings() -> dict[str, str] | None:
     """The app settings of a running ``responder dev`` (its storage included), or None."""
@@ -45,7 +67,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stack.write_state()
         info = stack.describe()
         print(f"local stack running (Ctrl-C to stop)\n  functions  {info['host_url']}/api\n  simulator  {info['simulator_url']}\n"
-              f"  state file .localdev/stack.json\n  try: responder inject --user adele.vance@contoso.onmicrosoft.com && responder status",
+              f"  state file .localdev/stack.json\n  try: responder inject --user adele.vance@contoso.onmicrosoft.com && responder status\n"
+              f"  operator token: export RESPONDER_TOKEN=$(responder token --as you@contoso.onmicrosoft.com --role Incident.Approve)",
               flush=True)
         try:
             while True:
@@ -59,3 +82,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(json_output=args.json, timeout_s=args.timeout, eventhub_file=args.eventhub)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from shared.principal import Role
+
+    from .simulator.client import SimulatorClient, SimulatorError
+    from .stack import read_state
+
+    state = read_state()
+    if state is None or not state.get("simulator_url"):
+        print("responder: no running `responder dev` (tokens are issued by the local stack's tenant simulator only)",
+              file=sys.stderr)
+        return 2
+    known = {r.value for r in Role}
+    unknown = [r for r in args.role if r not in known]
+    if unknown:
+        print(f"responder: unknown role(s) {', '.join(unknown)} (the app's roles: {', '.join(sorted(known))})",
+              file=sys.stderr)
+        return 2
+    try:
+        token = SimulatorClient(state["simulator_url"]).operator_token(args.upn, args.role, app=args.app,
+                                                                       lifetime_s=args.lifetime)
+    except SimulatorError as exc:
+        print(f"responder: the simulator refused: {exc.body}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0

@@ -6,9 +6,14 @@ policy must hold, an on-premises synced user whose cloud reset Entra refuses, an
 Administrator held by role) — or, with ``--eventhub FILE``, delivers an Entra/Defender Event
 Hub batch to the stream function instead — follows the incidents from Table storage until they
 are terminal (or held), prints the ledger, checks the simulator's request log and state (exactly
-one password PATCH and one revoke for the demo user; nothing changed for the break-glass
-account; the synced user contained with "on-premises password reset required"; the admin held
-with its sessions revoked), stops everything, and exits 0 only if all of that holds.
+one password PATCH and one revoke for the demo user; her attacker's mailbox delegate, SendAs grant,
+consented app and trusted sender removed and her legitimate delegate kept, with status and the SOC
+mail saying so; nothing changed for the break-glass account; the synced user contained with
+"on-premises password reset required"; the admin held with its sessions revoked), then acts as
+operators through the app's API the way App Service Authentication fronts it in Azure: no token is
+refused, a dev principal with Incident.Read sees the administrator's incident as "protected: yes"
+needing two approvers, and one approval by a dev principal leaves it held. It stops everything
+and exits 0 only if all of that holds.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +34,7 @@ from shared.ports import LedgerPort
 from shared.states import SETTLED_INCIDENT_STATES, TERMINAL_INCIDENT_STATES, IncidentState, StepState
 from shared.status import incident_view
 
+from .restamp import restamp
 from .securescore import stored_summary
 from .stack import SEED_FILE, LocalStack
 
@@ -98,6 +105,18 @@ async def _follow(stack: LocalStack, requests: list[IncidentRequest], expect_ter
         await storage.close()
 
 
+async def _refresh(stack: LocalStack, views: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The incidents as they are now (the operator checks added an approval)."""
+    storage = open_storage({"AzureWebJobsStorage": stack.azurite.connection_string})
+    try:
+        fresh = {}
+        for key, view in views.items():
+            fresh[key] = await incident_view(storage.ledger, view["incident_id"]) or view
+        return fresh
+    finally:
+        await storage.close()
+
+
 def _invoke(stack: LocalStack, function: str, payload: bytes) -> None:
     """Deliver one Event Hub event to a function, as the platform would (local admin API)."""
     body = json.dumps({"input": json.dumps([json.loads(payload)])}).encode()
@@ -148,6 +167,86 @@ def _hard_checks(stack: LocalStack, synced: dict, admin: dict, views: dict[str, 
     ]
 
 
+def _api(stack: LocalStack, method: str, path: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    """One call to the local host's API (the local Easy Auth validates the bearer token)."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"{stack.host.url}/api/{path}", data=b"" if method == "POST" else None,
+                                     method=method, headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        return exc.code, json.loads(body) if body[:1] == b"{" else {}
+
+
+def _operator_checks(stack: LocalStack, admin: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
+    """Operators act as dev principals (tokens from the simulator); the admin's incident stays held."""
+    incident_id = _view_for(views, admin).get("incident_id", "")
+    client = stack.simulator.client
+    reader = client.operator_token("soc.analyst@contoso.onmicrosoft.com", ["Incident.Read"])
+    lead = client.operator_token("soc.lead@contoso.onmicrosoft.com", ["Incident.Read", "Incident.Approve"])
+    anonymous, _ = _api(stack, "GET", f"incidents/{incident_id}")
+    read_status, view = _api(stack, "GET", f"incidents/{incident_id}", reader)
+    refused, _ = _api(stack, "POST", f"incidents/{incident_id}/approve", reader)
+    approved, decision = _api(stack, "POST", f"incidents/{incident_id}/approve", lead)
+    _, after = _api(stack, "GET", f"incidents/{incident_id}", lead)
+    return [
+        {"check": "operator API: no token is refused (401)", "ok": anonymous == 401, "value": anonymous},
+        {"check": "operator API: a reader sees the admin as protected, needing two approvers",
+         "ok": read_status == 200 and str(view.get("protection", "")).startswith("protected: yes")
+         and view.get("approvals_required") == 2, "value": view.get("protection")},
+        {"check": "operator API: a reader may not approve (403)", "ok": refused == 403, "value": refused},
+        {"check": "operator API: one approval (soc.lead) is recorded and the admin stays held",
+         "ok": approved == 202 and decision.get("outcome") == "approval-recorded" and after.get("state") == "held"
+         and [a.get("upn") for a in after.get("approvals", [])] == ["soc.lead@contoso.onmicrosoft.com"],
+         "value": decision.get("outcome")},
+    ]
+
+
+def _foothold_checks(demo: dict, state: dict, view: dict, mails: list[dict]) -> list[tuple[str, bool, Any]]:
+    """Issue 17: the attacker's delegate, SendAs, consented app and trusted sender are gone, the legitimate
+    delegate stayed, and `responder status` and the SOC mail say what was removed and what needs review."""
+    def marked(items: list[dict], word: str) -> list[dict]:
+        return [i for i in items if str(i.get("_note", "")).startswith(word)]
+
+    attacker_delegates = {d["user"] for d in marked(demo.get("mailboxPermissions", []), "attacker")}
+    legitimate = {d["user"] for d in marked(demo.get("mailboxPermissions", []), "legitimate")}
+    delegates = {d["trustee_upn"] for d in state["mailbox_permissions"]}
+    attacker_send_as = {d["trustee"] for d in marked(demo.get("sendAs", []), "attacker")}
+    trusted = demo.get("junkEmail", {}).get("TrustedSendersAndDomains", [])
+    attacker_senders = {t["value"] for t in marked(trusted, "attacker")}
+    kept_senders = {t["value"] for t in marked(trusted, "legitimate")}
+    now_trusted = set(state["junk_email"]["TrustedSendersAndDomains"])
+    seed = json.loads(SEED_FILE.read_text())
+    attacker_grants = {g["id"] for g in seed.get("oauth2PermissionGrants", []) if str(g.get("_note", "")).startswith("attacker")
+                       and g.get("principal") == demo["userPrincipalName"]}
+    grants = {g["id"] for g in state["oauth2_grants"]}
+    consent = _step(view, "revoke-app-consent").get("detail", {})
+    recorded = [g for g in consent.get("removed", []) if g.get("id") in attacker_grants]
+    found = view.get("footholds") or {}
+    text = mails[0]["body"]["content"] if mails else ""
+    return [
+        ("attacker's FullAccess delegate removed", bool(attacker_delegates) and not attacker_delegates & delegates,
+         sorted(delegates)),
+        ("pre-existing legitimate delegate kept", bool(legitimate) and legitimate <= delegates, sorted(legitimate)),
+        ("attacker's SendAs grant removed", bool(attacker_send_as) and not attacker_send_as & set(state["send_as"]),
+         state["send_as"]),
+        ("attacker's consented app: grant removed, recorded with client app, scopes and consent time",
+         bool(attacker_grants) and not attacker_grants & grants and len(recorded) == len(attacker_grants)
+         and all(g.get("client_app", {}).get("displayName") and g.get("scopes") and g.get("consented_at") for g in recorded),
+         [(g.get("client_app", {}).get("displayName"), g.get("consented_at")) for g in recorded]),
+        ("trusted sender added after the first risk removed, the older one kept",
+         bool(attacker_senders) and not attacker_senders & now_trusted and kept_senders <= now_trusted, sorted(now_trusted)),
+        ("`responder status` lists what was removed and what needs review",
+         len(found.get("removed", [])) >= 4 and bool(found.get("review")),
+         {"removed": len(found.get("removed", [])), "review": len(found.get("review", []))}),
+        ("the SOC mail lists what was removed and what needs review",
+         "Removed (each recorded" in text and "For review" in text, len(text)),
+    ]
+
+
 def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) -> list[dict[str, Any]]:
     client = stack.simulator.client
     log = client.requests()
@@ -191,6 +290,7 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
         ("user unblocked", state["blocked"] is False, state["blocked"]),
         ("mailbox audit on, no bypass", state["mailbox"]["AuditEnabled"] is True and state["mailbox"]["AuditBypassEnabled"] is False,
          {k: state["mailbox"][k] for k in ("AuditEnabled", "AuditBypassEnabled")}),
+        *_foothold_checks(demo, state, demo_view, adele_mails),
         ("risk remediated by the reset, confirmed, then dismissed", state["risk"]["riskState"] == "dismissed"
          and [m["details"]["riskState"] for m in client.mutations() if m.get("action") == "risk_changed"
               and m.get("user") == demo_id] == ["confirmedCompromised", "dismissed"]
@@ -219,7 +319,8 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
     seed = json.loads(SEED_FILE.read_text())
     demo, glass = demo_users(seed)
     synced, admin = hard_users(seed)
-    payload = Path(eventhub_file).read_bytes() if eventhub_file else None
+    # A capture replayed as a live alert: its times moved to now (intake refuses signals older than LOOKBACK_DAYS).
+    payload = restamp(Path(eventhub_file).read_bytes()) if eventhub_file else None
 
     def progress(line: str) -> None:
         print(f"  {line}", file=sys.stderr if json_output else sys.stdout, flush=True)
@@ -250,6 +351,8 @@ def run_demo(json_output: bool = False, timeout_s: float = 180.0, eventhub_file:
         checks = _checks(stack, demo, glass, views)
         if payload is None:
             checks += _hard_checks(stack, synced, admin, views)
+            checks += _operator_checks(stack, admin, views)
+            views = asyncio.run(_refresh(stack, views))
         score = stored_summary(stack.azurite.connection_string)
         checks.append({"check": "secure score snapshot stored", "ok": bool(score and score["days"] >= 1),
                        "value": score["days"] if score else 0})

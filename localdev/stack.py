@@ -3,8 +3,9 @@
 ``LocalStack`` starts the three as child processes on free loopback ports, wires the app
 settings between them (storage connection string, Graph/EXO base URLs, the managed
 identity endpoint of the simulator, the seeded tenant's group ids), and stops them in
-reverse order. ``responder dev`` writes where everything listens to ``.localdev/stack.json``
-so ``responder inject|status|approve`` can find it.
+reverse order. The host plays App Service Authentication with the simulator as the Entra ID
+token issuer (operator tokens: ``responder token``). ``responder dev`` writes where everything
+listens to ``.localdev/stack.json`` so ``responder inject|status|approve|token`` can find it.
 """
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ class LocalStack:
                 "IDENTITY_HEADER": identity_header,
                 "RESPONDER_MODE": "auto",
                 **tenant_settings(seed),
+                # The local host plays App Service Authentication with the simulator as Entra ID.
+                **self.simulator.easyauth_env(),
             }
             env.update(self.overrides)
             self.env = env
@@ -114,6 +117,7 @@ class LocalStack:
             "host_url": self.host.url,
             "function_key": self.host.function_key,
             "simulator_url": self.simulator.url,
+            "api_client_id": self.simulator.api_client_id,
             "settings": {k: v for k, v in self.env.items() if k not in ("IDENTITY_HEADER",)},
         }
 

@@ -33,6 +33,7 @@ from .gate import protection_gate
 from .logs import quiet_transport_loggers
 from .playbook import STEP_NAMES, queue_name
 from .settings import Settings
+from .signin import OPERATOR_QUEUE
 from .steps import StepRunner, registry
 from .timestamps import utcnow
 
@@ -79,8 +80,8 @@ def open_storage(env: Mapping[str, str] | None = None, *, credential: Any = None
 
 
 def app_queues(settings: Settings) -> list[str]:
-    """Every queue the app reads or writes: alerts, one per step, and their poison queues."""
-    names = [settings.alerts_queue] + [queue_name(step) for step in STEP_NAMES]
+    """Every queue the app reads or writes: alerts, one per step, operator actions, and their poison queues."""
+    names = [settings.alerts_queue] + [queue_name(step) for step in STEP_NAMES] + [OPERATOR_QUEUE]
     return names + [name + "-poison" for name in names]
 
 

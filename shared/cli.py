@@ -2,7 +2,10 @@
 
   responder inject --user UPN_OR_ID  put an incident request on the alerts queue
   responder status [INCIDENT_ID] [--json]
-  responder approve INCIDENT_ID      release a held incident
+  responder approve INCIDENT_ID      approve a held incident (as the signed-in principal)
+  responder reject INCIDENT_ID --reason TEXT   end a held incident without changes
+  responder storm status|reset       the storm breaker; reset it (recorded with who did it)
+  responder enable-sign-in INCIDENT_ID   re-enable an account the incident blocked (BLOCK_SIGN_IN)
   responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
   responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
   responder poison list|replay QUEUE [--id ID] [--json]    poison messages with their reason; replay them
@@ -13,8 +16,14 @@ way (localdev/cli.py), so the product never imports dev tooling.
 
 Storage comes from AzureWebJobsStorage (or the identity-based settings) when set, else from
 a plugin that knows one (a running ``responder dev``). Clients are built by
-shared/bootstrap.py, like the worker's. Exit codes: 0 ok, 1 the run/incident failed, 2
-usage or configuration error.
+shared/bootstrap.py, like the worker's.
+
+Decisions (approve, reject, storm, enable-sign-in) go through the app's HTTP API as a signed-in principal, so
+the app checks the role and records who decided: ``RESPONDER_API_URL`` (the function app's URL;
+a running ``responder dev`` provides its own), and a token: ``RESPONDER_TOKEN`` when set (locally:
+``responder token --as UPN --role Incident.Approve``), else the developer's Azure CLI sign-in for
+``RESPONDER_API_SCOPE`` (``api://<client id>/.default``, azd output ``RESPONDER_API_SCOPE``).
+Exit codes: 0 ok, 1 the run/incident/decision failed, 2 usage or configuration error.
 """
 from __future__ import annotations
 
@@ -54,6 +63,9 @@ class CliPlugin(Protocol):
 
     def storage_settings(self) -> dict[str, str] | None:
         """App settings of a storage this plugin knows (e.g. a running local stack), or None."""
+
+    def api_url(self) -> str | None:
+        """The base URL of an app this plugin runs (e.g. the local stack's host), or None."""
 
 
 def load_plugins() -> list[CliPlugin]:
@@ -132,10 +144,34 @@ def render_incident(view: dict[str, Any]) -> str:
         lines.append(f"  ACTION REQUIRED - {view['action_required']}")
     if view.get("state") == IncidentState.HELD and view.get("held_containment"):
         lines.append(f"  held; containment: {view['held_containment']}")
-    lines.append(f"  {'step':<16}{'state':<11}{'tries':>5}{'ms':>8}  detail")
+    if view.get("protection"):
+        lines.append(f"  {view['protection']}")
+    who = []
+    if view.get("submitted_by"):
+        who.append(f"submitted by {view['submitted_by'].get('upn') or view['submitted_by'].get('object_id')}")
+    if view.get("approvals") or view.get("state") == IncidentState.HELD:
+        names = ", ".join(a.get("upn") or a.get("object_id", "?") for a in view.get("approvals", [])) or "none"
+        who.append(f"approvals {len(view.get('approvals', []))}/{view.get('approvals_required') or 1}: {names}")
+    if view.get("rejected_by"):
+        who.append(f"rejected by {view['rejected_by'].get('upn')}: {view.get('reject_reason', '')}")
+    if who:
+        lines.append("  " + "; ".join(who))
+    if view.get("sign_in_action"):
+        lines.append(f"  ACTION REQUIRED - {view['sign_in_action']}")
+    found = view.get("footholds") or {}
+    if found.get("review"):
+        lines.append("  for review:")
+        lines += [f"    - {line}" for line in found["review"]]
+    if found.get("removed"):
+        lines.append("  removed:")
+        lines += [f"    - {line}" for line in found["removed"]]
+    if found.get("kept"):
+        lines.append("  kept:")
+        lines += [f"    - {line}" for line in found["kept"]]
+    lines.append(f"  {'step':<20}{'state':<11}{'tries':>5}{'ms':>8}  detail")
     for step in view.get("steps", []):
         lines.append(
-            f"  {step['name']:<16}{step['state']:<11}{step.get('attempts', 0):>5}{step.get('duration_ms', 0):>8}  {_summary(step)[:90]}"
+            f"  {step['name']:<20}{step['state']:<11}{step.get('attempts', 0):>5}{step.get('duration_ms', 0):>8}  {_summary(step)[:90]}"
         )
     return "\n".join(lines)
 
@@ -147,9 +183,13 @@ def compact(view: dict[str, Any]) -> dict[str, Any]:
         "state": view.get("state"),
         "steps": [{"name": s["name"], "state": s["state"]} for s in view.get("steps", [])],
     }
-    for key in ("held_reason", "held_containment", "action_required", "stopped_at", "stop_reason", "final_risk_state"):
+    for key in ("held_reason", "held_containment", "action_required", "stopped_at", "stop_reason", "final_risk_state",
+                "protection", "approvals", "approvals_required", "submitted_by", "rejected_by", "sign_in", "sign_in_action"):
         if view.get(key):
             out[key] = view[key]
+    found = view.get("footholds") or {}
+    if any(found.values()):
+        out["footholds"] = found
     return out
 
 
@@ -175,15 +215,6 @@ async def _status(storage: Storage, env: dict[str, str], incident_id: str | None
     return await list_views(storage.ledger)
 
 
-async def _approve(storage: Storage, env: dict[str, str], incident_id: str) -> Any:
-    from .bootstrap import operator_deps
-    from .intake import approve
-    from .settings import Settings
-
-    deps = operator_deps(storage, Settings.from_env({**env, "RESPONDER_MODE": "auto"}))
-    return await approve(deps, incident_id, approved_by=os.environ.get("USER", "cli"))
-
-
 def cmd_inject(args: argparse.Namespace) -> int:
     request = _request_for(args.user, args.risk, args.alert_id or [], args.reason or "")
     message_id = asyncio.run(_with_storage(_inject, request))
@@ -207,10 +238,118 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the HTTP API (decisions are made as a signed-in principal) -----------------------------
+
+
+def _api_url() -> str:
+    url = os.environ.get("RESPONDER_API_URL", "").strip()
+    if not url:
+        url = next((u for u in (plugin.api_url() for plugin in load_plugins()) if u), "")
+    if not url:
+        raise CliError("no app to talk to: set RESPONDER_API_URL (azd output FUNCTION_APP_URL) or start `responder dev`")
+    return url.rstrip("/")
+
+
+def _token() -> str:
+    token = os.environ.get("RESPONDER_TOKEN", "").strip()
+    if token:
+        return token
+    scope = os.environ.get("RESPONDER_API_SCOPE", "").strip()
+    if not scope:
+        raise CliError("not signed in: set RESPONDER_TOKEN (locally: `responder token --as UPN --role Incident.Approve`) "
+                       "or RESPONDER_API_SCOPE (api://<client id>/.default) to use your Azure CLI sign-in")
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import DefaultAzureCredential
+
+    try:
+        credential = DefaultAzureCredential(exclude_managed_identity_credential=True)
+        return credential.get_token(scope).token
+    except ClientAuthenticationError as exc:
+        raise CliError(f"could not sign in for {scope}: {str(exc).splitlines()[0][:200]} (run `az login`)") from None
+
+
+def call_api(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """One call to the app's API with the operator's bearer token: (status, JSON body)."""
+    import urllib.error
+    import urllib.request
+
+    url = _api_url() + path
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {_token()}", "Content-Type": "application/json", "Accept": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}) if url.startswith("http://127.0.0.1")
+                                         or url.startswith("http://localhost") else urllib.request.ProxyHandler())
+    try:
+        with opener.open(request, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise CliError(f"cannot reach {url.split('?')[0]}: {getattr(exc, 'reason', exc)}") from None
+    try:
+        payload = json.loads(raw) if raw else {}
+    except ValueError:
+        payload = {"error": raw.decode("utf-8", "replace")[:200]}
+    return status, payload if isinstance(payload, dict) else {"value": payload}
+
+
+def _decision(status: int, payload: dict[str, Any], incident_id: str) -> int:
+    if status in (401, 403) and "outcome" not in payload:
+        print(f"{incident_id}: refused ({status}): {payload.get('error', '')}")
+        return 1
+    outcome = payload.get("outcome", f"HTTP {status}")
+    line = f"{incident_id}: {outcome}"
+    if payload.get("approvals_required"):
+        who = ", ".join(a.get("upn", "?") for a in payload.get("approvals", []))
+        line += f" ({len(payload.get('approvals', []))} of {payload['approvals_required']} approvals: {who})"
+    if payload.get("reason") or payload.get("error"):
+        line += f" - {payload.get('reason') or payload.get('error')}"
+    print(line)
+    return 0 if outcome in ("approved", "approval-recorded", "rejected") else 1
+
+
 def cmd_approve(args: argparse.Namespace) -> int:
-    result = asyncio.run(_with_storage(_approve, args.incident_id))
-    print(f"{args.incident_id}: {result.outcome}" + (f" ({result.reason})" if result.reason else ""))
-    return 0 if result.outcome == "approved" else 1
+    status, payload = call_api("POST", f"/api/incidents/{args.incident_id}/approve")
+    return _decision(status, payload, args.incident_id)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    status, payload = call_api("POST", f"/api/incidents/{args.incident_id}/reject", {"reason": args.reason})
+    return _decision(status, payload, args.incident_id)
+
+
+def cmd_storm(args: argparse.Namespace) -> int:
+    status, payload = call_api("GET", "/api/storm") if args.action == "status" else call_api("POST", "/api/storm/reset")
+    if status != 200:
+        print(f"storm {args.action}: refused ({status}): {payload.get('error', '')}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    state = "TRIPPED" if payload.get("tripped") else "not tripped"
+    print(f"storm breaker {state}: {payload.get('incidents_in_window')} new incident(s) in the last "
+          f"{payload.get('window_minutes')} min (threshold {payload.get('threshold')}) {payload.get('by_source') or ''}")
+    if payload.get("tripped"):
+        print(f"  tripped at {payload.get('tripped_at')}: {payload.get('reason')}")
+    if payload.get("last_reset_by"):
+        print(f"  last reset by {payload['last_reset_by'].get('upn')} at {payload.get('last_reset_at')}")
+    return 0
+
+
+def cmd_enable_sign_in(args: argparse.Namespace) -> int:
+    """Through the API as the signed-in principal (Incident.Approve): the app queues the operator
+    task for the worker, which holds the managed identity, and records who asked."""
+    if not (args.incident_id.startswith("inc-") and args.incident_id[4:].isalnum() and len(args.incident_id) <= 64):
+        raise CliError(f"malformed incident id {args.incident_id[:70]!r}")
+    status, payload = call_api("POST", f"/api/incidents/{args.incident_id}/enable-sign-in")
+    outcome = payload.get("outcome") or f"refused ({status})"
+    reason = payload.get("reason") or payload.get("error") or ""
+    if args.json:
+        print(json.dumps({"incident_id": args.incident_id, "outcome": outcome, "reason": reason}))
+    else:
+        print(f"{args.incident_id}: {outcome}" + (f" ({reason})" if reason else "")
+              + (" - the worker re-enables the account and records it on the incident" if outcome == "queued" else ""))
+    return 0 if outcome == "queued" else 1
 
 
 INGEST_SOURCES = ("auto", "entra-diagnostics", "defender-stream", "graph-riskyusers", "graph-alerts", "manual")
@@ -335,9 +474,24 @@ def build_parser() -> argparse.ArgumentParser:
     poison.add_argument("--json", action="store_true")
     poison.set_defaults(fn=cmd_poison)
 
-    approve = sub.add_parser("approve", help="approve a held incident")
+    approve = sub.add_parser("approve", help="approve a held incident (as the signed-in principal)")
     approve.add_argument("incident_id")
     approve.set_defaults(fn=cmd_approve)
+
+    reject = sub.add_parser("reject", help="end a held incident without any change")
+    reject.add_argument("incident_id")
+    reject.add_argument("--reason", required=True, help="why (recorded on the incident)")
+    reject.set_defaults(fn=cmd_reject)
+
+    storm = sub.add_parser("storm", help="the storm breaker: status, or reset it")
+    storm.add_argument("action", choices=("status", "reset"))
+    storm.add_argument("--json", action="store_true")
+    storm.set_defaults(fn=cmd_storm)
+
+    enable = sub.add_parser("enable-sign-in", help="re-enable an account the incident blocked (BLOCK_SIGN_IN)")
+    enable.add_argument("incident_id")
+    enable.add_argument("--json", action="store_true")
+    enable.set_defaults(fn=cmd_enable_sign_in)
 
     for plugin in load_plugins():
         plugin.add_commands(sub)

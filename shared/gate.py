@@ -1,4 +1,4 @@
-"""The pre-first-step gate: looks up what makes a user protected, then asks policy.
+"""The protection gate: looks up what makes a user protected, then asks policy.
 
 Protected means: named in PROTECTED_USERS, a member of PROTECTED_GROUP_ID, or holding a
 directory role — active (``transitiveMemberOf/microsoft.graph.directoryRole``, which also
@@ -7,9 +7,13 @@ covers roles held through a role-assignable group) or PIM-eligible
 role holder needs a higher role than the app's User Administrator (Graph answers 403), and
 touching an administrator is a decision for a person: the incident is held for approval.
 
-The lookups need only a key for the user (Graph accepts the object id or the UPN), so the
-runner runs them beside the user resolution (``prefetch``); the decision (``gate_reason``)
-waits for the resolved user. A role lookup that fails holds the incident (fail closed).
+The lookups need only a key for the user (Graph accepts the object id or the UPN): intake
+runs them before it creates an incident, so the operator sees "protected: yes, because ..."
+from the start, and the runner runs them again right before every step that changes the
+tenant (beside the user resolution when that is still to do); the verdict is
+``policy.assess_protection``. A protected account (break-glass or role holder) needs two
+different approvers, whatever mode the incident is in: an approval never skips this gate.
+A role lookup that fails counts as protected (fail closed).
 While a role holder's incident is held, their sessions are revoked when REVOKE_WHILE_HELD is true
 (explicitly protected accounts - break-glass - are left untouched until approval):
 revoking changes no configuration (the user signs in again), and containment never waits
@@ -21,15 +25,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .errors import PermanentError
-from .policy import gate_reason, privileged_reason
+from .policy import GateFacts, Protection, approvals_of, assess_protection
+from .ports import GraphPort
+from .settings import Settings
 from .steps.base import StepContext
 from .timestamps import parse_timestamp
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["GateFacts", "ProtectionGate", "ROLE_NAMES", "protection_gate"]
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -50,34 +58,27 @@ ROLE_NAMES = {
 }
 
 
-@dataclass
-class GateFacts:
-    """What the lookups found about one user."""
-
-    in_group: bool = False
-    roles: list[str] = field(default_factory=list)  # active directory roles (display names)
-    eligible: list[str] = field(default_factory=list)  # PIM-eligible roles
-    note: str = ""  # what could not be read
-    lookup_failed: str = ""  # the active-role lookup failed: hold (fail closed)
-    eligible_read: bool = False  # eligibility needs the object id: read later when the key was a UPN
-
-
 class ProtectionGate:
-    async def prefetch(self, ctx: StepContext, user_key: str) -> GateFacts:
-        """Group membership, active and eligible directory roles, read concurrently."""
-        group = ctx.settings.protected_group_id
+    """The runner's gate (``steps.base.Gate``): ``lookup`` reads, ``check`` decides and contains."""
+
+    async def lookup(self, graph: GraphPort, settings: Settings, now: datetime, user_key: str) -> GateFacts:
+        """Group membership, active and eligible directory roles, read concurrently.
+
+        Intake asks before it creates an incident (to record "protected: yes, because ...") and
+        the runner asks again right before every step that changes the tenant."""
+        group = settings.protected_group_id
 
         async def in_group() -> bool:
             if not group:
                 return False
-            hits = await ctx.graph.check_member_groups(user_key, [group])
+            hits = await graph.check_member_groups(user_key, [group])
             return group.lower() in {h.lower() for h in hits}
 
         async def eligible_roles() -> list[dict[str, Any]] | None:
-            return await ctx.graph.list_eligible_roles(user_key) if GUID.match(user_key) else None
+            return await graph.list_eligible_roles(user_key) if GUID.match(user_key) else None
 
         membership, roles, eligible = await asyncio.gather(
-            in_group(), ctx.graph.list_directory_roles(user_key), eligible_roles(), return_exceptions=True)
+            in_group(), graph.list_directory_roles(user_key), eligible_roles(), return_exceptions=True)
         facts = GateFacts(in_group=membership is True)
         if isinstance(membership, PermanentError):
             facts.lookup_failed = f"could not check membership of PROTECTED_GROUP_ID ({membership})"
@@ -91,11 +92,18 @@ class ProtectionGate:
             facts.roles = sorted({r.get("displayName") or ROLE_NAMES.get(r.get("roleTemplateId", ""), "")
                                   or r.get("roleTemplateId") or r.get("id", "?") for r in roles})
         if eligible is not None:
-            self._eligible(ctx, facts, eligible)
+            self._eligible(now, facts, eligible)
         return facts
 
+    async def assess(self, graph: GraphPort, settings: Settings, now: datetime, incident: dict[str, Any]) -> Protection:
+        """The verdict for an incident about to be created (intake): the lookups, then policy."""
+        facts = await self.lookup(graph, settings, now, incident.get("user_id") or incident["user_principal_name"])
+        if not facts.eligible_read and incident.get("user_id"):
+            await self._read_eligible(graph, now, facts, incident["user_id"])
+        return assess_protection(settings, incident, facts)
+
     @staticmethod
-    def _eligible(ctx: StepContext, facts: GateFacts, eligible: Any) -> None:
+    def _eligible(now: datetime, facts: GateFacts, eligible: Any) -> None:
         facts.eligible_read = True
         if isinstance(eligible, PermanentError):
             facts.note = ("eligible (PIM) roles not checked: the app cannot read them "
@@ -103,32 +111,35 @@ class ProtectionGate:
         elif isinstance(eligible, BaseException):
             raise eligible
         else:
-            now = ctx.deps.clock()
             facts.eligible = sorted({ROLE_NAMES.get(r.get("roleDefinitionId", ""), r.get("roleDefinitionId", "?"))
                                      for r in eligible if _current(r, now)})
 
-    async def __call__(self, ctx: StepContext, facts: GateFacts | bool | None = None) -> str | None:
-        """Why the incident must be held, or None; revokes the sessions of a held user when configured."""
-        if not isinstance(facts, GateFacts):
-            facts = await self.prefetch(ctx, ctx.user_id)
+    async def _read_eligible(self, graph: GraphPort, now: datetime, facts: GateFacts, user_id: str) -> None:
+        try:
+            self._eligible(now, facts, await graph.list_eligible_roles(user_id))
+        except PermanentError as exc:
+            self._eligible(now, facts, exc)
+
+    async def check(self, ctx: StepContext, facts: GateFacts) -> str | None:
+        """Why this step must wait (too few approvals for who the user is), or None; records the
+        verdict on the incident and revokes the sessions of a held role holder when configured."""
         if not facts.eligible_read:  # the alert named the user by UPN: now the object id is known
-            try:
-                self._eligible(ctx, facts, await ctx.graph.list_eligible_roles(ctx.user_id))
-            except PermanentError as exc:
-                self._eligible(ctx, facts, exc)
-        record: dict[str, Any] = {"privileged_roles": ",".join(facts.roles + [f"{r} (eligible)" for r in facts.eligible])}
+            await self._read_eligible(ctx.graph, ctx.deps.clock(), facts, ctx.user_id)
+        protection = assess_protection(ctx.settings, ctx.incident, facts)
+        reason = protection.hold(len(approvals_of(ctx.incident)))
+        record: dict[str, Any] = {
+            "privileged_roles": ",".join(facts.roles + [f"{r} (eligible)" for r in facts.eligible]),
+            "protected": protection.protected,
+            "protection": protection.summary[:1000],
+            "approvals_required": protection.approvals_required,
+        }
         if facts.note:
             record["roles_note"] = facts.note[:500]
             ctx.log.warning("%s", facts.note)
         # Explicitly protected accounts (break-glass) are not touched at all while held; a role
         # holder, or a user whose roles could not be read, has their sessions revoked.
-        reason = gate_reason(ctx.settings, ctx.incident, facts.in_group)
-        if reason is None:
-            reason = privileged_reason(facts.roles, facts.eligible)
-            if reason is None and facts.lookup_failed:
-                reason = f"{facts.lookup_failed}: held until a person confirms the user is not an administrator"
-            if reason and not ctx.dry_run:
-                record["held_containment"] = await self._contain(ctx)
+        if reason and protection.contain and not ctx.dry_run:
+            record["held_containment"] = await self._contain(ctx)
         await ctx.deps.ledger.update_incident(ctx.task.incident_id, record)
         ctx.incident.update(record)
         return reason

@@ -87,7 +87,8 @@ async def ingest_payload(
     unreadable (the caller records it).
     """
     correlation_id = correlation_id or new_correlation_id()
-    parsed = parse_payload(payload, source, min_risk_level=deps.settings.min_risk_level)
+    parsed = parse_payload(payload, source, min_risk_level=deps.settings.min_risk_level,
+                           tenant_id=deps.settings.tenant_id)
     report = IngestReport(source=source, rejected=len(parsed.rejected), ignored=len(parsed.ignored))
     await _record_bad(deps, where, parsed, correlation_id)
     requests = list(parsed.requests)
@@ -101,7 +102,12 @@ async def ingest_payload(
         requests.extend(joined.requests)
         report.pending += len(joined.pending)
     for request in requests:
-        report.outcomes.append(await submit(deps, request, correlation_id=correlation_id))
+        outcome = await submit(deps, request, correlation_id=correlation_id)
+        if outcome.outcome == "refused":
+            report.rejected += 1
+            await deps.ledger.record_error(where, f"request refused: {outcome.reason}", message_id=correlation_id,
+                                           excerpt=request.user_key)
+        report.outcomes.append(outcome)
     logger.info("[incident=- step=ingest corr=%s] %s: %s", correlation_id, where, report.as_dict())
     return report
 

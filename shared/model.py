@@ -14,13 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from .timestamps import iso_exact, iso_seconds, parse_timestamp, utcnow
-from .validation import ValidationError, excerpt, normalize_guid, normalize_upn
+from .validation import ValidationError, clean_text, excerpt, normalize_guid, normalize_upn
 
 __all__ = [
     "MessageError",
     "IncidentRequest",
     "StepTask",
     "OnPremResetRequest",
+    "OperatorTask",
+    "OPERATOR_ACTIONS",
     "RISK_LEVELS",
     "SOURCES",
     "MAX_MESSAGE_BYTES",
@@ -147,10 +149,14 @@ class IncidentRequest:
             not isinstance(a, str) or not a or len(a) > _MAX_ALERT_ID_LEN for a in ids
         ):
             raise MessageError("alert_ids must be a list of at most 100 non-empty strings")
-        object.__setattr__(self, "alert_ids", tuple(dict.fromkeys(ids)))
+        # Free text reaches ledger rows, logs and the SOC mail: control and format characters
+        # (newlines, NUL, escape sequences, bidi overrides) are stripped, lengths are capped.
+        cleaned = (clean_text(a, _MAX_ALERT_ID_LEN) for a in ids)
+        object.__setattr__(self, "alert_ids", tuple(dict.fromkeys(a for a in cleaned if a)))
         object.__setattr__(self, "detected_at", iso_exact(_timestamp(self.detected_at)))
         if not isinstance(self.reason, str) or len(self.reason) > _MAX_REASON_LEN:
             raise MessageError(f"reason must be a string of at most {_MAX_REASON_LEN} characters")
+        object.__setattr__(self, "reason", clean_text(self.reason, _MAX_REASON_LEN))
         if not isinstance(self.risk_detail, str) or len(self.risk_detail) > 64 or not all(
                 c.isalnum() for c in self.risk_detail):
             raise MessageError("risk_detail must be letters and digits only, at most 64 characters")
@@ -240,6 +246,53 @@ class StepTask:
             return cls(**{k: data[k] for k in fields if k in data})
         except TypeError as exc:
             raise MessageError("step task is missing a required field") from exc
+
+
+OPERATOR_ACTIONS = ("enable-sign-in",)
+
+
+@dataclass(frozen=True)
+class OperatorTask:
+    """The message on the ``operator-actions`` queue: an operator asked the worker (which holds the
+    managed identity) to do something for one incident: ``enable-sign-in`` re-enables an account the
+    responder blocked (BLOCK_SIGN_IN=until-approved). Written by ``responder enable-sign-in`` and
+    ``POST /api/incidents/{id}/enable-sign-in``."""
+
+    SCHEMA = "breach-responder/operator-task"
+
+    incident_id: str
+    action: str
+    requested_by: str
+    correlation_id: str
+    requested_at: str = field(default_factory=utcnow_iso)
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("incident_id", "action", "requested_by", "correlation_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > 400:
+                raise MessageError(f"operator task field {name} must be a non-empty string")
+        if not self.incident_id.startswith("inc-") or not self.incident_id[4:].isalnum():
+            raise MessageError(f"malformed incident_id {excerpt(self.incident_id)}")
+        if self.action not in OPERATOR_ACTIONS:
+            raise MessageError(f"unknown operator action {excerpt(self.action)}")
+
+    def to_json(self) -> str:
+        data = {"schema": self.SCHEMA, "version": self.version}
+        data.update({k: v for k, v in asdict(self).items() if k != "version"})
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, body: str | bytes) -> "OperatorTask":
+        data = _load(body, cls.SCHEMA)
+        fields = ("incident_id", "action", "requested_by", "correlation_id", "requested_at")
+        unknown = sorted(set(data) - set(fields) - {"schema", "version"})
+        if unknown:
+            raise MessageError(f"unknown field(s) in operator task: {excerpt(unknown, 80)}")
+        try:
+            return cls(**{k: data[k] for k in fields if k in data})
+        except TypeError as exc:
+            raise MessageError("operator task is missing a required field") from exc
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,14 @@
 
 Step names are part of the contract: they name the queues (``step-<name>``), the ledger
 rows and the entries of ``responder demo --json``.
+
+The order, and why (docs/architecture.md, "The playbook's order"): the "before" picture first;
+then take the account itself back (reset-password, with the optional sign-in block as its first
+effect; enforce-mfa), because every foothold a user can create (inbox rules, consents, safe
+senders, Outlook delegation) would be re-created through a live account; then what keeps
+mail flowing out without a sign-in (clean-mailbox: rules, forwarding, trusted senders), then
+the other identities' access to the mailbox (remove-delegates) and the apps the user consented
+to (revoke-app-consent); unblock-sender only once every access path is closed.
 """
 from __future__ import annotations
 
@@ -9,16 +17,15 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-# The default order. After containment, the mailbox first: a forwarding rule keeps sending the
-# user's mail out after the password reset, MFA clean-up matters at the next sign-in. It also lets
-# a storm's Exchange work run while the directory's write quota is busy with containment.
 STEP_NAMES: tuple[str, ...] = (
     "snapshot",
     "reset-password",
-    "clean-mailbox",
-    "mailbox-audit",
     "enforce-mfa",
+    "clean-mailbox",
+    "remove-delegates",
+    "revoke-app-consent",
     "unblock-sender",
+    "mailbox-audit",
     "close",
 )
 QUEUE_PREFIX = "step-"
@@ -30,8 +37,17 @@ CONTAINMENT_STEP = "reset-password"
 _MUST_PRECEDE = (
     ("snapshot", "reset-password"),  # the "before" picture comes before any change
     ("snapshot", "clean-mailbox"),
+    ("snapshot", "remove-delegates"),
+    ("snapshot", "revoke-app-consent"),
     ("reset-password", "unblock-sender"),  # never unblock a sender whose account is not secured
     ("enforce-mfa", "unblock-sender"),
+    # Take the account back before removing what it could re-create (consents, delegation).
+    ("reset-password", "remove-delegates"),
+    ("reset-password", "revoke-app-consent"),
+    # Unblock the sender only after every access path is closed.
+    ("clean-mailbox", "unblock-sender"),
+    ("remove-delegates", "unblock-sender"),
+    ("revoke-app-consent", "unblock-sender"),
 )
 
 

@@ -39,6 +39,7 @@ from typing import Any
 from .playbook import STEP_NAMES, queue_name
 from .ports import LedgerPort, QueuedMessage, QueuePort
 from .redrive import GAVE_UP
+from .signin import OPERATOR_QUEUE
 from .timestamps import iso_seconds
 from .validation import excerpt
 
@@ -65,8 +66,8 @@ class UnknownQueueError(ValueError):
 
 
 def known_queues(alerts_queue: str = "alerts") -> list[str]:
-    """The app's source queues: the alerts queue and one ``step-<name>`` queue per step."""
-    return [alerts_queue] + [queue_name(step) for step in STEP_NAMES]
+    """The app's source queues: the alerts queue, one ``step-<name>`` queue per step, operator actions."""
+    return [alerts_queue] + [queue_name(step) for step in STEP_NAMES] + [OPERATOR_QUEUE]
 
 
 def check_queue(queue: str, alerts_queue: str = "alerts") -> str:

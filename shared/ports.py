@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # types only: the domain's records, no adapter code
     from .ledger_protocol import Claim
     from .securescore.model import DayRecord, Finding
+    from .storm import Reservation, StormState
 
 __all__ = [
     "ExchangePort",
@@ -84,16 +85,22 @@ class LedgerPort(Protocol):
     async def update_incident(self, incident_id: str, fields: dict[str, Any], etag: str | None = None) -> None:
         """Merge ``fields``; with ``etag``, only if the row is unchanged (else ConflictError)."""
 
-    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]: ...
+    async def list_incidents(self, limit: int = 1000, state: str | None = None) -> list[dict[str, Any]]:
+        """Incidents oldest first; with ``state``, only those in it (a parameterised query)."""
 
     # one open incident per user
     async def get_open(self, user_key: str) -> tuple[dict[str, Any], str] | None: ...
     async def claim_open(self, user_key: str, incident_id: str, created_at: str, replace_etag: str | None) -> bool: ...
 
-    # storm breaker
-    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None: ...
-    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int: ...
-    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool: ...
+    # storm breaker (shared/storm.py decides; the write is ETag-conditional, so reservations are atomic)
+    async def reserve_incident(self, at: datetime, *, window_minutes: int, threshold: int, source: str,
+                               source_quota: int) -> Reservation:
+        """Take one slot of the storm window for a new running incident, or say why not (and trip
+        the breaker when the window is full)."""
+
+    async def storm_state(self) -> StormState: ...
+    async def reset_storm(self, by: dict[str, str], at: datetime) -> StormState:
+        """Untrip the breaker and empty its window, recording who did it."""
 
     # the step ledger
     async def get_step(self, incident_id: str, step: str) -> dict[str, Any] | None: ...
@@ -167,6 +174,9 @@ class GraphPort(Protocol):
 
     async def reset_password(self, user_id: str, password: str, force_change: bool = True) -> None: ...
     async def revoke_sessions(self, user_id: str) -> bool: ...
+    async def set_account_enabled(self, user_id: str, enabled: bool) -> None:
+        """``accountEnabled``: False blocks sign-in, True allows it again."""
+
     async def check_member_groups(self, user_id: str, group_ids: list[str]) -> list[str]: ...
     async def list_directory_roles(self, user_id: str) -> list[dict[str, Any]]:
         """The directory roles the user holds now, directly or through a role-assignable group."""
@@ -174,8 +184,9 @@ class GraphPort(Protocol):
     async def list_eligible_roles(self, user_id: str) -> list[dict[str, Any]]:
         """The user's PIM-eligible directory role assignments (``roleDefinitionId``, ``endDateTime``)."""
 
-    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
-        """Directory audit events about the user's security info (authentication methods), newest first."""
+    async def list_user_audits(self, user_id: str, since: str, max_items: int = 500) -> list[dict[str, Any]]:
+        """Directory audit events about the user or initiated by the user since ``since``, newest first
+        (security-info registrations, consents): one read shared by the steps that date things."""
 
     async def add_group_member(self, group_id: str, user_id: str) -> bool: ...
     async def get_mfa_state(self, user_id: str) -> str | None: ...
@@ -201,10 +212,26 @@ class GraphPort(Protocol):
     async def list_risk_detections_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
         """Every risk detection of the tenant detected at or after ``since``."""
 
-    async def list_security_info_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
-        """Every directory audit event about users' authentication methods at or after ``since``."""
+    async def list_dating_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        """Every directory audit event the steps date footholds by, tenant-wide, at or after ``since``:
+        security-info changes (service Authentication Methods) and "Consent to application"."""
 
     async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None: ...
+    async def list_user_grants(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's own delegated permission grants (consentType Principal)."""
+
+    async def list_admin_grants(self, client_id: str) -> list[dict[str, Any]]:
+        """Tenant-wide (AllPrincipals) delegated permission grants of one client service principal."""
+
+    async def get_grant(self, grant_id: str) -> dict[str, Any] | None: ...
+    async def delete_grant(self, grant_id: str) -> bool:
+        """Delete a delegated permission grant; False when it was already gone."""
+
+    async def list_app_role_assignments(self, user_id: str) -> list[dict[str, Any]]: ...
+    async def delete_app_role_assignment(self, user_id: str, assignment_id: str) -> bool:
+        """Delete one of the user's app role assignments; False when it was already gone."""
+
+    async def get_service_principal(self, sp_id: str) -> dict[str, Any] | None: ...
 
 
 class ExchangePort(Protocol):

@@ -22,12 +22,18 @@ SYNCED_POLICIES = ("continue", "hold")
 # What "registered after the compromise" means for enforce-mfa (README, "Attacker methods"):
 # the earliest risk detection, the earliest risky sign-in, or the last AUTH_METHOD_LOOKBACK_HOURS.
 METHOD_CUTOFFS = ("first-risk-detection", "first-risky-sign-in", "lookback")
+# The storm breaker keeps every reservation of its window in one table row (shared/storm.py).
+MAX_STORM_THRESHOLD = 3000
+# Whether containment also blocks sign-in (accountEnabled false), and until when (README,
+# "Sign-in block"): never (default), until the incident closes, or until an operator re-enables it.
+SIGN_IN_BLOCKS = ("never", "until-close", "until-approved")
 
 # Every setting the code reads, with its safe default. Kept in step with
 # local.settings.sample.json by a test.
 DEFAULTS: dict[str, str] = {
     "RESPONDER_MODE": "approval",
-    "PLAYBOOK_STEPS": "snapshot,reset-password,clean-mailbox,mailbox-audit,enforce-mfa,unblock-sender,close",
+    "PLAYBOOK_STEPS": "snapshot,reset-password,enforce-mfa,clean-mailbox,remove-delegates,revoke-app-consent,"
+                      "unblock-sender,mailbox-audit,close",
     "ALERTS_QUEUE": "alerts",
     "TENANT_ID": "",
     "TENANT_DOMAIN": "",
@@ -46,10 +52,16 @@ DEFAULTS: dict[str, str] = {
     "ONPREM_RESET_QUEUE": "",
     "AUTH_METHOD_CUTOFF": "first-risk-detection",
     "AUTH_METHOD_LOOKBACK_HOURS": "72",
+    "BLOCK_SIGN_IN": "never",
+    "REMOVE_APP_ROLE_ASSIGNMENTS": "false",
     "STORM_THRESHOLD": "50",
     "STORM_WINDOW_MINUTES": "10",
-    "OPEN_INCIDENT_WINDOW_HOURS": "24",
+    "STORM_SOURCE_QUOTA": "25",
     "MIN_RISK_LEVEL": "medium",
+    "LOOKBACK_DAYS": "30",
+    "HOLD_TTL_HOURS": "24",
+    "HOLD_EXPIRY_SCHEDULE": "0 */10 * * * *",
+    "KEY_ONLY_INTAKE": "false",
     "STEP_LEASE_SECONDS": "120",
     "POLL_SCHEDULE": "0 */5 * * * *",
     "ENTRA_EVENTHUB_NAME": "entra-risk",
@@ -131,13 +143,15 @@ def _bool(key: str, value: str) -> bool:
     raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
-def _int(key: str, value: str, minimum: int = 0) -> int:
+def _int(key: str, value: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except ValueError:
         raise ConfigError(f"{key} must be an integer, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{key} must be at most {maximum}, got {number}")
     return number
 
 
@@ -203,10 +217,15 @@ class Settings:
     onprem_reset_queue: str
     auth_method_cutoff: str
     auth_method_lookback_hours: int
+    block_sign_in: str
+    remove_app_role_assignments: bool
     storm_threshold: int
     storm_window_minutes: int
-    open_incident_window_hours: int
+    storm_source_quota: int
     min_risk_level: str
+    lookback_days: int
+    hold_ttl_hours: int
+    key_only_intake: bool
     step_lease_s: int
     redrive_max: int
     idp_batch_s: float = 10.0
@@ -248,10 +267,15 @@ class Settings:
             onprem_reset_queue=_queue_name("ONPREM_RESET_QUEUE", values["ONPREM_RESET_QUEUE"]),
             auth_method_cutoff=_choice("AUTH_METHOD_CUTOFF", values["AUTH_METHOD_CUTOFF"], METHOD_CUTOFFS),
             auth_method_lookback_hours=_int("AUTH_METHOD_LOOKBACK_HOURS", values["AUTH_METHOD_LOOKBACK_HOURS"], 1),
-            storm_threshold=_int("STORM_THRESHOLD", values["STORM_THRESHOLD"], 1),
-            storm_window_minutes=_int("STORM_WINDOW_MINUTES", values["STORM_WINDOW_MINUTES"], 1),
-            open_incident_window_hours=_int("OPEN_INCIDENT_WINDOW_HOURS", values["OPEN_INCIDENT_WINDOW_HOURS"], 0),
+            block_sign_in=_choice("BLOCK_SIGN_IN", values["BLOCK_SIGN_IN"].strip(), SIGN_IN_BLOCKS),
+            remove_app_role_assignments=_bool("REMOVE_APP_ROLE_ASSIGNMENTS", values["REMOVE_APP_ROLE_ASSIGNMENTS"]),
+            storm_threshold=_int("STORM_THRESHOLD", values["STORM_THRESHOLD"], 1, MAX_STORM_THRESHOLD),
+            storm_window_minutes=_int("STORM_WINDOW_MINUTES", values["STORM_WINDOW_MINUTES"], 1, 24 * 60),
+            storm_source_quota=_int("STORM_SOURCE_QUOTA", values["STORM_SOURCE_QUOTA"], 0, MAX_STORM_THRESHOLD),
             min_risk_level=_choice("MIN_RISK_LEVEL", values["MIN_RISK_LEVEL"], RISK_LEVELS),
+            lookback_days=_int("LOOKBACK_DAYS", values["LOOKBACK_DAYS"], 1, 3650),
+            hold_ttl_hours=_int("HOLD_TTL_HOURS", values["HOLD_TTL_HOURS"], 1, 24 * 30),
+            key_only_intake=_bool("KEY_ONLY_INTAKE", values["KEY_ONLY_INTAKE"]),
             step_lease_s=_int("STEP_LEASE_SECONDS", values["STEP_LEASE_SECONDS"], 5),
             redrive_max=_int("REDRIVE_MAX", values["REDRIVE_MAX"], 0),
             idp_batch_s=float(_int("IDP_BATCH_SECONDS", values["IDP_BATCH_SECONDS"], 0)),

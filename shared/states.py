@@ -5,7 +5,9 @@ written to JSON and compared with rows read back exactly as the plain strings we
 (``IncidentState.DRY_RUN == "dry-run"``). Adding a state here is a storage-format change.
 
 Incident: ``new`` → ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``dry-run``;
-``held`` (approval, storm breaker, protected account) until an operator approves it.
+``held`` (approval, storm breaker, protected account) until enough operators approve it, one
+rejects it (``rejected``) or HOLD_TTL_HOURS pass without a decision (``expired``); both end the
+incident without a change in the tenant.
 Step (one ledger row): ``running`` (leased) → ``succeeded`` | ``skipped`` | ``planned``
 (dry-run) | ``failed``; ``retrying`` after a transient failure; ``held`` when the gate
 stopped the first step (not terminal: approval claims the row again).
@@ -23,6 +25,8 @@ class IncidentState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     DRY_RUN = "dry-run"
+    REJECTED = "rejected"  # an operator ended the held incident: nothing was changed
+    EXPIRED = "expired"  # held past HOLD_TTL_HOURS without a decision: nothing was changed
 
 
 class StepState(StrEnum):
@@ -49,7 +53,8 @@ class RunOutcome(StrEnum):
 
 #: An incident in one of these states never changes again.
 TERMINAL_INCIDENT_STATES: frozenset[IncidentState] = frozenset(
-    {IncidentState.SUCCEEDED, IncidentState.FAILED, IncidentState.DRY_RUN}
+    {IncidentState.SUCCEEDED, IncidentState.FAILED, IncidentState.DRY_RUN, IncidentState.REJECTED,
+     IncidentState.EXPIRED}
 )
 #: Nothing moves an incident in these states without an operator (terminal, or held).
 SETTLED_INCIDENT_STATES: frozenset[IncidentState] = TERMINAL_INCIDENT_STATES | {IncidentState.HELD}

@@ -3,16 +3,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import footholds
 from .ledger_protocol import load_json
 from .playbook import incident_order
+from .policy import approvals_of
 from .ports import LedgerPort
-from .states import StepState
+from .signin import BLOCKED, release_hint
+from .states import TERMINAL_INCIDENT_STATES, StepState
 
 _INCIDENT_FIELDS = (
     "incident_id", "user_id", "user_principal_name", "source", "risk_level", "state", "mode",
     "held_reason", "stopped_at", "stop_reason", "current_step", "created_at", "updated_at",
     "finished_at", "correlation_id", "approved", "action_required", "held_containment",
-    "privileged_roles", "roles_note", "risk_error", "final_risk_state",
+    "privileged_roles", "roles_note", "risk_error", "final_risk_state", "protected", "protection",
+    "approvals_required", "held_at", "submitted_via", "reject_reason", "rejected_at", "expired_at", "expiry_mail",
+    "display_name",
+    "sign_in", "sign_in_policy", "sign_in_note", "sign_in_error", "sign_in_restored_by", "sign_in_restored_at",
 )
 
 
@@ -41,7 +47,18 @@ def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dic
     view = {k: incident.get(k) for k in _INCIDENT_FIELDS if incident.get(k) not in (None, "")}
     view["user"] = incident.get("user_principal_name") or incident.get("user_id") or incident.get("user_key")
     view["alert_ids"] = [a for a in (incident.get("alert_ids") or "").split(",") if a]
+    # Who did what: the submitter, each approver, who rejected it.
+    if incident.get("submitted_by_oid") or incident.get("submitted_by_upn"):
+        view["submitted_by"] = {"object_id": incident.get("submitted_by_oid") or "",
+                                "upn": incident.get("submitted_by_upn") or "", "kind": incident.get("submitted_by_kind") or ""}
+    view["approvals"] = approvals_of(incident)
+    if incident.get("rejected_by_oid"):
+        view["rejected_by"] = {"object_id": incident["rejected_by_oid"], "upn": incident.get("rejected_by_upn") or ""}
     view["steps"] = [_step_view(name, rows.get(name)) for name in order]
+    found = footholds.summary(rows)
+    view["footholds"] = found
+    if view.get("sign_in") == BLOCKED and incident.get("state") in TERMINAL_INCIDENT_STATES:
+        view["sign_in_action"] = release_hint(incident["incident_id"])
     return view
 
 

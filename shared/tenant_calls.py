@@ -18,8 +18,9 @@ incident in a storm (coalesce.py):
 - ``detections``: the user's risk detections, from one read of the tenant's detections of the last
   RISK_DETECTION_LOOKBACK_DAYS (records of past events: their times, types and addresses do not
   change afterwards; their riskState shows the remediation);
-- ``security_info_audits``: the directory audit events about users' authentication methods, from
-  one read of the last 30 days (the log's retention), fresh as of the incident's containment.
+- ``user_audits``: the directory audit events the steps date footholds by (security-info changes,
+  consents) about or by the user, from one read of the tenant's such events in the last 30 days
+  (the log's retention), fresh as of the incident's containment (steps/audit_reads.py).
 
 A lone incident gets the per-user read it always had: a bulk read is made only when several
 incidents wait at once. The snapshot *starts* the two reads ``risk_before`` and ``detections`` need
@@ -35,12 +36,13 @@ from typing import Any, Callable, Mapping
 
 from .coalesce import SharedRead, WriteBatcher
 from .ports import GraphPort
-from .timestamps import parse_timestamp, utcnow
+from .timestamps import iso_seconds, parse_timestamp, utcnow
 
 logger = logging.getLogger(__name__)
 
 MAX_IDS = 60  # riskyUsers/dismiss: "The maximum count of users to dismiss in one call is 60."
 AUDIT_RETENTION = timedelta(days=30)
+AUDIT_MAX = 500  # a lone incident's per-user read, as steps/audit_reads.py asks it
 RECENT_RISK_CHANGES = timedelta(minutes=15)  # risk_now reads the users whose risk changed this recently
 READ_INTERVAL_S = 1.0  # at most one shared read of a kind per second (Identity Protection's pace)
 CONFIRM_QUIET_S = 0.3
@@ -78,8 +80,11 @@ def _by_user(items: list[dict[str, Any]], key: Callable[[dict[str, Any]], list[s
     return out
 
 
-def _audit_targets(event: dict[str, Any]) -> list[str]:
-    return [str(t.get("id")) for t in event.get("targetResources") or [] if isinstance(t, dict) and t.get("id")]
+def _audit_users(event: dict[str, Any]) -> list[str]:
+    """The users an audit event is about (its targets) or by (its initiator)."""
+    users = [str(t.get("id")) for t in event.get("targetResources") or [] if isinstance(t, dict) and t.get("id")]
+    initiator = ((event.get("initiatedBy") or {}).get("user") or {}).get("id")
+    return users + ([str(initiator)] if initiator else [])
 
 
 def _consume(task: "asyncio.Task[Any]") -> None:
@@ -135,10 +140,11 @@ class TenantCalls:
         return _by_user(items, lambda d: [str(d["userId"])] if d.get("userId") else [])
 
     async def _user_audits(self, user_id: str) -> list[dict[str, Any]]:
-        return await self.graph.list_security_info_audits(user_id)
+        since = iso_seconds(self.clock() - AUDIT_RETENTION)
+        return await self.graph.list_user_audits(user_id, since, max_items=AUDIT_MAX)
 
     async def _recent_audits(self) -> dict[str, list[dict[str, Any]]]:
-        return _by_user(await self.graph.list_security_info_audits_since(self.clock() - AUDIT_RETENTION), _audit_targets)
+        return _by_user(await self.graph.list_dating_audits_since(self.clock() - AUDIT_RETENTION), _audit_users)
 
     # -- what the steps ask ---------------------------------------------------------------------
 
@@ -170,10 +176,12 @@ class TenantCalls:
     async def detections(self, user_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
         return await self._detections.get(user_id.lower(), fresh_after)
 
-    async def security_info_audits(self, user_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
-        """Directory audit events about the user's security info, newest first."""
+    async def user_audits(self, user_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
+        """Directory audit events about or by the user in the last 30 days, newest first (a lone
+        incident: all of them, in one per-user read; several: the dating events of one shared read)."""
         events = await self._audits.get(user_id.lower(), fresh_after)
-        return sorted(events, key=lambda e: str(e.get("activityDateTime") or ""), reverse=True)
+        unique = {str(e.get("id")) if e.get("id") else str(i): e for i, e in enumerate(events)}
+        return sorted(unique.values(), key=lambda e: str(e.get("activityDateTime") or ""), reverse=True)
 
     def stats(self) -> dict[str, Any]:
         return {"confirm_calls": self.confirm.calls, "dismiss_calls": self.dismiss.calls,

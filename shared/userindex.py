@@ -7,7 +7,24 @@ object id (and the canonical UPN) once it has resolved the user.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .ports import LedgerPort
+
+
+def resolved_user_fields(user: dict[str, Any]) -> dict[str, Any]:
+    """What an incident records about its user once Graph resolved them (intake or the runner)."""
+    return {
+        "user_id": user["id"],
+        "user_principal_name": (user.get("userPrincipalName") or "").lower(),
+        "display_name": user.get("displayName") or "",
+        "on_prem_synced": bool(user.get("onPremisesSyncEnabled")),
+        # Where the password is mastered when Entra refuses a cloud reset (reset-password's hand-off).
+        "on_prem_immutable_id": bool(user.get("onPremisesImmutableId")),
+        "on_prem_sam_account_name": user.get("onPremisesSamAccountName") or "",
+        "on_prem_domain_name": user.get("onPremisesDomainName") or "",
+        "user_resolved": True,
+    }
 
 
 async def index_user_keys(ledger: LedgerPort, keys: list[str], incident_id: str, created_at: str) -> None:

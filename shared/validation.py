@@ -7,10 +7,12 @@ full: reasons name the field and a short, sanitised excerpt only.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 
 __all__ = [
     "ValidationError",
+    "clean_text",
     "is_guid",
     "normalize_guid",
     "normalize_upn",
@@ -71,4 +73,32 @@ def odata_quote(value: str) -> str:
         raise ValidationError(f"OData literal must be a string, got {type(value).__name__}")
     if any(ord(ch) < 0x20 for ch in value):
         raise ValidationError(f"OData literal contains control characters: {excerpt(value)}")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def clean_text(value: object, limit: int) -> str:
+    """Text with control and format characters (C0/C1, DEL, bidi overrides) removed, whitespace
+    runs collapsed to one space, cut to ``limit`` characters. For any free text that reaches a
+    ledger row, a log line or the SOC mail."""
+    if not isinstance(value, str):
+        return ""
+    kept = []
+    for ch in value:
+        category = unicodedata.category(ch)
+        if ch in "\t\r\n" or category == "Zs":
+            kept.append(" ")
+        elif category in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            continue
+        else:
+            kept.append(ch)
+    return " ".join("".join(kept).split())[:limit]
+
+
+def opath_quote(value: str) -> str:
+    """Quote a value for an Exchange OPATH ``-Filter`` (``GrantSendOnBehalfTo -eq '<DN>'``): single
+    quotes, any quote inside doubled (a distinguished name may hold one: ``CN=O'Brien,...``)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("OPATH literal must be a non-empty string")
+    if any(ord(ch) < 0x20 for ch in value):
+        raise ValidationError(f"OPATH literal contains control characters: {excerpt(value)}")
     return "'" + value.replace("'", "''") + "'"

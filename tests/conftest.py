@@ -2,4 +2,5 @@
 pytest_plugins = [
     "tests.plugins.azurite",
     "tests.plugins.simulator",
+    "tests.plugins.tenant_world",
 ]

@@ -21,7 +21,7 @@ DEV_ONLY = ("localdev", "bench", "tests", "tools")
 ADAPTER_MAY_IMPORT = {
     "shared", "shared.adapters", "shared.errors", "shared.ports", "shared.ledger_protocol", "shared.states",
     "shared.timestamps", "shared.retry", "shared.validation", "shared.logs", "shared.priority", "shared.securescore",
-    "shared.securescore.model",
+    "shared.securescore.model", "shared.storm", "shared.model",
 }
 
 

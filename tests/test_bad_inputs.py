@@ -60,6 +60,7 @@ def host(azurite, simulator, tmp_path_factory):
         "GRAPH_BASE_URL": simulator.url,
         "EXO_BASE_URL": simulator.url,
         **simulator.identity_env(),
+        **simulator.easyauth_env(),  # the host plays App Service Authentication (POST /api/incidents needs a token)
         **tenant_settings(SEED),
         "RESPONDER_MODE": "auto",  # a bad input that slipped through would act at once: visible in the simulator
         "PLAYBOOK_STEPS": "reset-password",  # the shortest valid playbook: good controls finish in seconds
@@ -89,9 +90,9 @@ def _post(url: str, data: bytes, headers: dict) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def post_incident(host, body: bytes, key: str | None = "function") -> tuple[int, dict]:
-    url = f"{host.url}/api/incidents" + (f"?code={host.function_key}" if key == "function" else "")
-    status, payload = _post(url, body, {"Content-Type": "application/json"})
+def post_incident(host, body: bytes, token: str | None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    status, payload = _post(f"{host.url}/api/incidents", body, headers)
     try:
         return status, json.loads(payload) if payload[:1] == b"{" else {}
     except ValueError:
@@ -297,10 +298,11 @@ async def test_defender_half_that_table_storage_cannot_hold_does_not_sink_the_re
 
 async def test_http_refuses_every_bad_body_with_a_reason_and_creates_nothing(host, storage, sim):
     tables, _ = storage
+    submitter = sim.client.operator_token(app="sentinel", roles=["Incident.Submit"])
     failures = []
     for case in cases_for("http"):
         expect = case["http"] if isinstance(case["http"], dict) else {"status": 400, "reason": case["http"]}
-        status, body = await asyncio.to_thread(post_incident, host, case_body(case))
+        status, body = await asyncio.to_thread(post_incident, host, case_body(case), submitter)
         error = body.get("error", "")
         if status != expect["status"] or not error or expect["reason"] not in error:
             failures.append(f"{case['name']}: {status} {error[:120]!r}, expected {expect['status']} with {expect['reason']!r}")
@@ -309,11 +311,14 @@ async def test_http_refuses_every_bad_body_with_a_reason_and_creates_nothing(hos
     assert tenant_requests(sim) == []
 
 
-async def test_http_without_a_function_key_is_401_before_the_body_is_read(host, storage):
+async def test_http_without_a_token_is_401_before_the_body_is_read(host, storage, sim):
+    reader = sim.client.operator_token("reader@contoso.onmicrosoft.com", ["Incident.Read"])
     for name in ("upn-odata-injection", "binary", "oversized-1mb"):
         case = next(c for c in SPEC["cases"] if c["name"] == name)
         status, _ = await asyncio.to_thread(post_incident, host, case_body(case), None)
         assert status == 401, name
+        status, body = await asyncio.to_thread(post_incident, host, case_body(case), reader)
+        assert status == 403 and "Incident.Submit" in body["error"], name  # a role check, not a body check
 
 
 # -- CLI -----------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from localdev.restamp import restamp
+from tests.helpers.storage import peek
+
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 
@@ -51,21 +54,29 @@ def test_status_without_any_storage_configured_says_so(tmp_path):
     assert out.returncode == 2 and "no storage configured" in out.stderr
 
 
-async def test_ingest_then_status_then_approve_against_azurite(azurite, fresh_storage):
+async def test_ingest_then_status_against_azurite_and_approve_only_through_the_api(azurite, fresh_storage, tmp_path):
     env = {"AzureWebJobsStorage": azurite.connection_string, "RESPONDER_MODE": "approval"}
-    out = responder("ingest", str(SAMPLES / "entra-diag-userriskevents-record-high.json"), "--json", env=env, check=True)
+    # The capture is from 2026-07: its times moved to now (intake refuses signals older than LOOKBACK_DAYS).
+    sample = tmp_path / "sample.json"
+    sample.write_bytes(restamp((SAMPLES / "entra-diag-userriskevents-record-high.json").read_bytes()))
+    out = responder("ingest", str(sample), "--json", env=env, check=True)
     report = json.loads(out.stdout)
     assert report["incidents"] == {"held": 1} and len(report["incident_ids"]) == 1
     incident_id = report["incident_ids"][0]
     status = json.loads(responder("status", incident_id, "--json", env=env, check=True).stdout)
     assert status["state"] == "held" and "approval" in status["held_reason"]
     assert [s["name"] for s in status["steps"]][:2] == ["snapshot", "reset-password"]
+    # No Graph here: protection is decided by the gate before any change.
+    assert status["protected"] == "unknown" and status["approvals"] == []
+    # A decision is made as a signed-in principal through the app's API, never straight in storage.
     approved = responder("approve", incident_id, env=env)
-    assert approved.returncode == 0 and "approved" in approved.stdout
+    assert approved.returncode == 2 and "no app to talk to" in approved.stderr
     _, queues = fresh_storage
-    messages = await queues.get_queue_client("step-snapshot").peek_messages(max_messages=5)
-    assert len(messages) == 1
-    again = responder("approve", incident_id, env=env)
-    assert again.returncode == 1 and "not held" in again.stdout
+    assert await peek(queues, "step-snapshot") == []
     listing = responder("status", env=env, check=True).stdout
-    assert incident_id in listing
+    assert incident_id in listing and "approvals 0/1" in listing
+
+
+def test_enable_sign_in_refuses_a_malformed_incident_id_before_calling_anything():
+    malformed = responder("enable-sign-in", "inc-../x", env={"RESPONDER_API_URL": "http://127.0.0.1:9", "RESPONDER_TOKEN": "x"})
+    assert malformed.returncode == 2 and "malformed incident id" in malformed.stderr

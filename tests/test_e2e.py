@@ -1,5 +1,5 @@
 """End to end through the local Functions host, real Azurite and the tenant simulator:
-queue → intake → every step → Table storage; poison handling; HTTP auth and approval;
+queue → intake → every step → Table storage; poison handling; HTTP identity and approval;
 and a scan of every log line, table row and queue body for the password and tokens."""
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def host(azurite, simulator, tmp_path_factory):
         "GRAPH_BASE_URL": simulator.url,
         "EXO_BASE_URL": simulator.url,
         **simulator.identity_env(),
+        **simulator.easyauth_env(),
         **tenant_settings(SEED),
         "RESPONDER_MODE": "auto",
         "LOCALDEV_QUEUE_LEASE_SECONDS": "30",
@@ -60,12 +61,12 @@ async def incident_for(tables, upn: str, states=("succeeded", "failed", "held"))
     return None
 
 
-def http(host, method: str, path: str, body: dict | None = None, key: str | None = "function") -> tuple[int, dict]:
-    url = f"{host.url}/api/{path}"
-    if key:
-        url += "?code=" + (host.function_key if key == "function" else key)
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+def http(host, method: str, path: str, body: dict | None = None, token: str | None = None,
+         key: str | None = None) -> tuple[int, dict]:
+    url = f"{host.url}/api/{path}" + (f"?code={key}" if key else "")
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -123,34 +124,43 @@ async def test_malformed_alert_goes_to_poison_with_an_error_row_and_the_host_kee
     assert (await wait_for(lambda: incident_for(tables, ADELE)))["state"] == "succeeded"
 
 
-async def test_http_requires_a_function_key_and_validates_the_body(host, storage):
-    status, _ = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": ADELE}, None)
-    assert status == 401
-    status, _ = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": ADELE}, "wrong-key")
-    assert status == 401
-    status, body = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_id": "not-a-guid"})
+async def test_http_requires_a_signed_in_principal_and_validates_the_body(host, storage, sim):
+    submitter = sim.client.operator_token(app="sentinel", roles=["Incident.Submit"])
+    reader = sim.client.operator_token("reader@contoso.onmicrosoft.com", ["Incident.Read"])
+    request = {"version": 1, "user_principal_name": ADELE}
+    assert (await asyncio.to_thread(http, host, "POST", "incidents", request))[0] == 401
+    assert (await asyncio.to_thread(http, host, "POST", "incidents", request, key=host.function_key))[0] == 401
+    status, body = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_id": "not-a-guid"}, submitter)
     assert status == 400 and "GUID" in body["error"]
-    status, body = await asyncio.to_thread(http, host, "GET", "incidents/inc-..%2F..")
+    status, body = await asyncio.to_thread(http, host, "GET", "incidents/inc-..%2F..", token=reader)
     assert status in (400, 404)
 
 
-async def test_break_glass_alert_is_held_and_runs_only_after_approval(host, storage, sim):
+async def test_break_glass_alert_is_held_and_runs_only_after_two_approvals(host, storage, sim):
     tables, _ = storage
-    status, body = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": GLASS})
+    submitter = sim.client.operator_token(app="sentinel", roles=["Incident.Submit"])
+    alice = sim.client.operator_token("alice@contoso.onmicrosoft.com", ["Incident.Read", "Incident.Approve"])
+    bob = sim.client.operator_token("bob@contoso.onmicrosoft.com", ["Incident.Approve"])
+    status, body = await asyncio.to_thread(http, host, "POST", "incidents", {"version": 1, "user_principal_name": GLASS},
+                                           submitter)
     assert status == 202 and body["outcome"] == "created"
+    assert body["protection"].startswith("protected: yes, because")  # known at intake, before any step ran
     incident_id = body["incident_id"]
     held = await wait_for(lambda: incident_for(tables, GLASS, ("held",)))
     assert held["incident_id"] == incident_id and "protected" in held["held_reason"]
     assert sim.client.mutations() == []
-    status, view = await asyncio.to_thread(http, host, "GET", f"incidents/{incident_id}")
+    status, view = await asyncio.to_thread(http, host, "GET", f"incidents/{incident_id}", token=alice)
     assert status == 200 and view["state"] == "held" and view["steps"][0]["state"] == "held"
 
-    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve")
+    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve", token=alice)
+    assert status == 202 and body["outcome"] == "approval-recorded"
+    assert sim.client.mutations() == []
+    status, body = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve", token=bob)
     assert status == 202 and body["outcome"] == "approved"
     # The break-glass account is an administrator: the identity only holds User Administrator,
     # so the reset is refused, and the failure says which role is missing.
     done = await wait_for(lambda: incident_for(tables, GLASS, ("succeeded", "failed")))
     assert done["state"] == "failed" and done["stopped_at"] == "reset-password"
     assert "Privileged Authentication Administrator" in done["stop_reason"]
-    status, _ = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve")
+    status, _ = await asyncio.to_thread(http, host, "POST", f"incidents/{incident_id}/approve", token=alice)
     assert status == 409  # not held any more

@@ -138,6 +138,10 @@ def test_azure_yaml_deploys_the_function_app_and_runs_the_post_provision_script(
     for shell in ("posix", "windows"):
         assert "infra/scripts/postprovision.py" in hook[shell]["run"]
         assert hook[shell]["continueOnError"] is False
+    verify = azd["hooks"]["postdeploy"]
+    for shell in ("posix", "windows"):
+        assert verify[shell]["run"].endswith("infra/scripts/postprovision.py --verify-auth")
+        assert verify[shell]["continueOnError"] is False
     # azd finds the app by this tag.
     assert "'azd-service-name': 'api'" in (INFRA / "modules" / "functionapp.bicep").read_text()
 

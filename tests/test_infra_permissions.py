@@ -39,9 +39,12 @@ def all_steps():
     return ALL_STEPS
 
 
-def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None = None) -> set[str]:
-    """Straight from the steps' declared calls: Graph permissions of these steps in this MFA mode."""
-    from shared.settings import MFA_MODES
+def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None = None,
+                           settings: dict[str, str] | None = None) -> set[str]:
+    """Straight from the steps' declared calls: Graph permissions of these steps in this MFA mode
+    (None: any) and, for calls made under another setting ("(BLOCK_SIGN_IN=until-close)"), with these
+    settings (None: any value; otherwise the defaults unless given)."""
+    from shared.settings import DEFAULTS, MFA_MODES
 
     wanted = set()
     for cls in all_steps():
@@ -53,6 +56,11 @@ def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None 
             other_modes = [m for m in MFA_MODES if m != mfa_mode and f"({m})" in call.what]
             if mfa_mode is not None and other_modes:
                 continue
+            setting, values = gen().call_condition(call.what)
+            if settings is not None and setting not in ("*", "MFA_MODE"):
+                current = str({**DEFAULTS, **settings}.get(setting, "")).strip().lower()
+                if current not in values:
+                    continue
             wanted.add(call.permission)
     return wanted
 
@@ -129,22 +137,53 @@ def test_bicep_grants_exactly_the_graph_permissions_the_steps_declare():
 
     default_steps = DEFAULTS["PLAYBOOK_STEPS"].split(",")
     union = set()
+    conditions = [{}, {"BLOCK_SIGN_IN": "until-close", "REMOVE_APP_ROLE_ASSIGNMENTS": "true"},
+                  {"BLOCK_SIGN_IN": "until-approved", "REMOVE_APP_ROLE_ASSIGNMENTS": "yes"}]
     for mode in MFA_MODES:
-        result = granted(appSettingOverrides={"MFA_MODE": mode, "SECURE_SCORE_NOTIFY": "true"})
-        want = step_graph_permissions(default_steps, mode) | component_graph_permissions(result["settings"])
-        assert sorted(result["graph"]) == sorted(want), f"MFA_MODE={mode}"
-        assert len(result["graph"]) == len(set(result["graph"])), "a role granted twice"
-        union |= set(result["graph"])
+        for extra in conditions:
+            overrides = {"MFA_MODE": mode, "SECURE_SCORE_NOTIFY": "true", **extra}
+            result = granted(mailSendScope="unscoped", appSettingOverrides=overrides)
+            want = step_graph_permissions(default_steps, mode, overrides) | component_graph_permissions(result["settings"])
+            assert sorted(result["graph"]) == sorted(want), f"{overrides}"
+            assert len(result["graph"]) == len(set(result["graph"])), "a role granted twice"
+            union |= set(result["graph"])
     # No more, no fewer: across the modes, every declared Graph permission and nothing else.
     assert union == step_graph_permissions() | component_graph_permissions()
+    # By default Mail.Send is never granted tenant-wide in Entra: Exchange RBAC for Applications
+    # grants it for NOTIFY_SENDER only (post-provision).
+    scoped = granted(appSettingOverrides={"SECURE_SCORE_NOTIFY": "true"})
+    assert set(scoped["graph"]) == (step_graph_permissions(default_steps, "ca-group", {})
+                                    | component_graph_permissions(scoped["settings"])) - {"Mail.Send"}
+    assert scoped["outputs"]["RESPONDER_MAIL_SEND_SCOPE"] == "exchange-rbac"
+    assert granted(mailSendScope="unscoped")["outputs"]["RESPONDER_MAIL_SEND_SCOPE"] == "unscoped"
 
 
 def test_default_deployment_grants_ca_group_mode_only():
     result = granted()
     assert "GroupMember.ReadWrite.All" in result["graph"]
     assert not {"Policy.Read.All", "Policy.ReadWrite.AuthenticationMethod"} & set(result["graph"])
+    # the optional sign-in block and app role assignment removal are off by default: not granted
+    assert not {"User.EnableDisableAccount.All", "AppRoleAssignment.ReadWrite.All"} & set(result["graph"])
+    assert {"DelegatedPermissionGrant.ReadWrite.All", "Directory.Read.All"} <= set(result["graph"])
     assert result["exchange"] == ["Exchange.ManageAsApp"]
-    assert sorted(result["roles"]) == ["Exchange Administrator", "User Administrator"]
+    # The Exchange cmdlets run under a custom role group, not the tenant-wide Exchange Administrator.
+    assert result["roles"] == ["User Administrator"]
+    assert sorted(granted(exchangePermissions="directory-role")["roles"]) == ["Exchange Administrator", "User Administrator"]
+    declared = {c for cls in all_steps() for call in cls.calls if call.service == "exo" for c in gen().cmdlets_in(call.what)}
+    assert set(result["outputs"]["RESPONDER_EXCHANGE_CMDLETS"].split(",")) == declared
+    assert {"Set-Mailbox", "Disable-InboxRule", "Remove-BlockedSenderAddress", "Get-MailboxAuditBypassAssociation",
+            "Set-MailboxAuditBypassAssociation"} <= declared
+
+
+def test_the_sign_in_block_and_app_role_removal_are_granted_only_when_switched_on():
+    block = granted(appSettingOverrides={"BLOCK_SIGN_IN": "until-approved"})
+    assert "User.EnableDisableAccount.All" in block["graph"] and "AppRoleAssignment.ReadWrite.All" not in block["graph"]
+    roles = granted(appSettingOverrides={"REMOVE_APP_ROLE_ASSIGNMENTS": "TRUE"})
+    assert "AppRoleAssignment.ReadWrite.All" in roles["graph"] and "User.EnableDisableAccount.All" not in roles["graph"]
+    # a playbook without revoke-app-consent holds no consent permission at all
+    steps = "snapshot,reset-password,enforce-mfa,clean-mailbox,remove-delegates,unblock-sender,mailbox-audit,close"
+    lean = granted(appSettingOverrides={"PLAYBOOK_STEPS": steps, "REMOVE_APP_ROLE_ASSIGNMENTS": "true"})
+    assert not {"DelegatedPermissionGrant.ReadWrite.All", "AppRoleAssignment.ReadWrite.All"} & set(lean["graph"])
 
 
 def test_a_smaller_playbook_gets_fewer_permissions():
@@ -152,14 +191,20 @@ def test_a_smaller_playbook_gets_fewer_permissions():
 
     steps = validate_order(["reset-password", "enforce-mfa", "unblock-sender"])
     result = granted(appSettingOverrides={"PLAYBOOK_STEPS": ",".join(steps)})
-    assert set(result["graph"]) == step_graph_permissions(list(steps), "ca-group") | component_graph_permissions(result["settings"])
+    # (Mail.Send, which the hold-expiry mail needs, is scoped by Exchange RBAC, never granted here.)
+    assert set(result["graph"]) == (step_graph_permissions(list(steps), "ca-group", {})
+                                    | component_graph_permissions(result["settings"])) - {"Mail.Send"}
     assert "Mail.Send" not in result["graph"] and "MailboxSettings.ReadWrite" not in result["graph"]
     assert result["exchange"] == ["Exchange.ManageAsApp"]  # unblock-sender runs blocked-sender cmdlets
-    assert sorted(result["roles"]) == ["Security Administrator", "User Administrator"]
+    assert result["roles"] == ["User Administrator"]
+    assert result["outputs"]["RESPONDER_EXCHANGE_CMDLETS"] == "Get-BlockedSenderAddress,Remove-BlockedSenderAddress"
+    fallback = granted(exchangePermissions="directory-role", appSettingOverrides={"PLAYBOOK_STEPS": ",".join(steps)})
+    assert sorted(fallback["roles"]) == ["Security Administrator", "User Administrator"]
 
     no_exchange = granted(appSettingOverrides={"PLAYBOOK_STEPS": "reset-password,enforce-mfa"})
     assert no_exchange["exchange"] == [] and no_exchange["roles"] == ["User Administrator"]
     assert no_exchange["outputs"]["RESPONDER_EXCHANGE_APP_ROLES"] == ""
+    assert no_exchange["outputs"]["RESPONDER_EXCHANGE_CMDLETS"] == ""
 
 
 def test_password_reset_role_is_a_choice():
@@ -189,6 +234,7 @@ def test_graph_roles_are_granted_through_the_graph_extension():
     assert ev.eval(cond, {}) is True and main_bicep(graphRolesVia="script").eval(cond, {}) is False
     # No permission is typed into Bicep: they all come from permissions.json.
     names = {g["permission"] for g in json.loads(PERMISSIONS_JSON.read_text())["graph"]} | {"Exchange.ManageAsApp"}
+    names |= {c["cmdlet"] for c in json.loads(PERMISSIONS_JSON.read_text())["exchangeCmdlets"]}
     for path in INFRA.rglob("*.bicep"):
         body = path.read_text()
         assert not [n for n in names if f"'{n}'" in body], f"{path.name} hard-codes a permission"
@@ -214,6 +260,7 @@ class FakeTenant:
     """Just enough Microsoft Graph and ARM for the script, with a request log."""
 
     MI = _id("mi")
+    MI_APP_ID = _id("app", "mi")
 
     def __init__(self, graph_roles=(), exchange_roles=(), directory_roles=()):
         all_graph = {g["permission"] for g in json.loads(PERMISSIONS_JSON.read_text())["graph"]}
@@ -271,7 +318,7 @@ class FakeTenant:
             sp = self.sps.get(m[1])
             return (200, sp) if sp else (404, {"error": {"code": "Request_ResourceNotFound"}})
         if path == f"/servicePrincipals/{self.MI}":
-            return 200, {"id": self.MI, "appId": _id("app", "mi"), "displayName": "id-test"}
+            return 200, {"id": self.MI, "appId": self.MI_APP_ID, "displayName": "func-test"}
         if path == f"/servicePrincipals/{self.MI}/appRoleAssignments":
             if method == "GET":
                 return 200, {"value": list(self.assignments)}
@@ -308,11 +355,14 @@ def azd_env(**params) -> dict[str, str]:
     """main.bicep's outputs as azd stores them, deploy-time values filled in as Azure would."""
     Runtime = bicep_eval().Runtime
     filled = {
-        "identity.outputs.principalId": FakeTenant.MI,
-        "identity.outputs.clientId": _id("client"),
+        "functionApp.outputs.principalId": FakeTenant.MI,
+        "functionApp.outputs.url": APP_URL,
+        "functionApp.outputs.name": "func-test",
+        "auth.outputs.clientId": _id("api"),
         "tenant().tenantId": _id("tenant"),
-        "eventHubs.outputs.diagnosticsRuleId": RULE_ID,
-        "eventHubs.outputs.id": RULE_ID.split("/authorizationRules")[0],
+        "entraExport.outputs.diagnosticsRuleId": RULE_ID,
+        "entraExport.outputs.id": RULE_ID.split("/authorizationRules")[0],
+        "eventHubs.outputs.id": "/subscriptions/s/resourceGroups/rg-test/providers/Microsoft.EventHub/namespaces/evhns-y",
     }
     env = {"AZURE_ENV_NAME": "test"}
     for name, value in granted(**params)["outputs"].items():
@@ -324,27 +374,124 @@ def azd_env(**params) -> dict[str, str]:
     return env
 
 
-def run_script(tenant: FakeTenant, env: dict[str, str], *args: str) -> int:
-    return load_script().main(list(args), env=env, transport=tenant)
+APP_URL = "https://func-test.azurewebsites.net"
+
+
+class FakeExchange:
+    """Exchange Online PowerShell as the script drives it: records each script it is given and
+    answers with the result line the real script prints."""
+
+    def __init__(self, in_scope: bool = True, missing: tuple[str, ...] = (), fail: str = "") -> None:
+        self.scripts: list[str] = []
+        self.in_scope, self.missing, self.fail = in_scope, list(missing), fail
+
+    def __call__(self, script: str) -> tuple[int, str, str]:
+        self.scripts.append(script)
+        if self.fail:
+            return 1, "", self.fail
+        wanted = re.search(r"\$wanted = @\((.*)\)", script)
+        cmdlets = re.findall(r"'([^']+)'", wanted[1]) if wanted else []
+        result = {"servicePrincipal": "created" if len(self.scripts) == 1 else "exists", "roleGroup": "created",
+                  "cmdlets": {c: "Mail Recipients" for c in cmdlets if c not in self.missing}, "missing": self.missing,
+                  "mailSend": {"scope": "x", "inScope": self.in_scope} if "Application Mail.Send" in script else None}
+        return 0, "connected\nBREACH-RESPONDER-RESULT " + json.dumps(result) + "\n", ""
+
+
+class FakeApp:
+    """The function app's front door: 401 for anonymous and forged requests unless told otherwise."""
+
+    def __init__(self, anonymous: int = 401, forged: int = 401) -> None:
+        self.anonymous, self.forged = anonymous, forged
+        self.calls: list[tuple[str, dict]] = []
+
+    def __call__(self, url: str, headers: dict[str, str]) -> int:
+        self.calls.append((url, headers))
+        return self.forged if "X-MS-CLIENT-PRINCIPAL" in headers else self.anonymous
+
+
+def run_script(tenant: FakeTenant, env: dict[str, str], *args: str, exo: FakeExchange | None = None,
+               app: FakeApp | None = None) -> int:
+    return load_script().main(list(args), env=env, transport=tenant, exo=exo or FakeExchange(), probe=app or FakeApp())
 
 
 def test_script_grants_exchange_and_directory_roles_then_changes_nothing(capsys):
-    env = azd_env()
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
     # main.bicep (Graph extension) has granted the Graph roles before the hook runs.
     tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
-    assert run_script(tenant, env) == 0
+    exchange = FakeExchange()
+    assert run_script(tenant, env, exo=exchange) == 0
     assert tenant.held(EXCHANGE_APP_ID) == {"Exchange.ManageAsApp"}
-    assert tenant.held_directory_roles() == {"Exchange Administrator", "User Administrator"}
+    assert tenant.held_directory_roles() == {"User Administrator"}  # no tenant-wide Exchange role
     assert not [w for w in tenant.writes() if "appRoleAssignments" in w[1] and w[2]["resourceId"] == tenant.sps[GRAPH_APP_ID]["id"]]
-    assert len(tenant.writes()) == 3
+    assert len(tenant.writes()) == 2
+    [script] = exchange.scripts
+    assert f"New-ServicePrincipal -AppId '{FakeTenant.MI_APP_ID}' -ObjectId '{FakeTenant.MI}'" in script
+    for cmdlet in env["RESPONDER_EXCHANGE_CMDLETS"].split(","):
+        assert f"'{cmdlet}'" in script
+    assert "Add-RoleGroupMember -Identity 'Breach Responder'" in script
+    assert "PrimarySmtpAddress -eq ''responder@contoso.com''" in script and "-Role 'Application Mail.Send'" in script
     tenant.log.clear()
-    assert run_script(tenant, env) == 0  # idempotent
+    assert run_script(tenant, env, exo=exchange) == 0  # idempotent
     assert tenant.writes() == []
-    assert "made 0 change(s)" in capsys.readouterr().out
+    assert "made 1 change(s)" in capsys.readouterr().out.splitlines()[-1]  # the (idempotent) Exchange script only
+
+
+def test_script_removes_tenant_wide_grants_only_once_exchange_rbac_covers_them(capsys):
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
+    earlier = env["RESPONDER_GRAPH_APP_ROLES"].split(",") + ["Mail.Send"]
+    # Not in scope yet: the Entra Mail.Send grant stays, and the operator is told.
+    tenant = FakeTenant(graph_roles=earlier, directory_roles=["User Administrator", "Exchange Administrator"])
+    assert run_script(tenant, env, exo=FakeExchange(in_scope=False)) == 1
+    assert "Mail.Send" in tenant.held(GRAPH_APP_ID)
+    captured = capsys.readouterr()
+    assert "not in scope for responder@contoso.com" in captured.err
+    assert "remove directory role Exchange Administrator (replaced by the Exchange role group" in captured.out
+    # The role group covered every cmdlet: Exchange Administrator went already.
+    assert tenant.held_directory_roles() == {"User Administrator"}
+    # In scope: Mail.Send leaves Entra.
+    assert run_script(tenant, env, exo=FakeExchange(in_scope=True)) == 0
+    assert "Mail.Send" not in tenant.held(GRAPH_APP_ID)
+    out = capsys.readouterr().out
+    assert "remove the tenant-wide Microsoft Graph Mail.Send (scoped to responder@contoso.com" in out
+
+
+def test_script_keeps_exchange_administrator_when_a_cmdlet_has_no_role(capsys):
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
+    tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","),
+                        directory_roles=["User Administrator", "Exchange Administrator"])
+    assert run_script(tenant, env, exo=FakeExchange(missing=("Remove-BlockedSenderAddress",))) == 1
+    assert "Exchange Administrator" in tenant.held_directory_roles()
+    assert "no Exchange role holds Remove-BlockedSenderAddress" in capsys.readouterr().err
+
+
+def test_script_without_exchange_powershell_says_what_to_do(capsys):
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
+    tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
+    assert run_script(tenant, env, exo=FakeExchange(fail="pwsh (PowerShell 7) is not installed")) == 1
+    err = capsys.readouterr().err
+    assert "EXCHANGE_PERMISSIONS directory-role" in err and "pwsh (PowerShell 7) is not installed" in err
+
+
+def test_script_asks_for_notify_sender_before_scoping_mail_send(capsys):
+    env = azd_env()  # NOTIFY_SENDER unset
+    tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
+    assert run_script(tenant, env) == 1
+    assert "NOTIFY_SENDER is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("anonymous, forged", [(200, 401), (401, 200), (404, 404)])
+def test_script_fails_when_app_service_authentication_is_not_in_front(capsys, anonymous, forged):
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
+    tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
+    app = FakeApp(anonymous=anonymous, forged=forged)
+    assert run_script(tenant, env, app=app) == 1
+    assert "App Service Authentication is not in front" in capsys.readouterr().err
+    assert [url for url, _ in app.calls] == [f"{APP_URL}/api/incidents"] * 2
+    assert load_script().main(["--verify-auth"], env=env, transport=tenant, probe=FakeApp()) == 0
 
 
 def test_script_grants_graph_roles_when_asked_to(capsys):
-    env = azd_env(graphRolesVia="script")
+    env = azd_env(graphRolesVia="script", appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
     tenant = FakeTenant()
     assert run_script(tenant, env) == 0
     assert tenant.held(GRAPH_APP_ID) == set(env["RESPONDER_GRAPH_APP_ROLES"].split(","))
@@ -352,7 +499,7 @@ def test_script_grants_graph_roles_when_asked_to(capsys):
 
 
 def test_script_reports_a_graph_role_bicep_did_not_grant(capsys):
-    env = azd_env()
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
     roles = env["RESPONDER_GRAPH_APP_ROLES"].split(",")
     tenant = FakeTenant(graph_roles=roles[1:])
     assert run_script(tenant, env) == 1
@@ -361,7 +508,7 @@ def test_script_reports_a_graph_role_bicep_did_not_grant(capsys):
 
 
 def test_script_streams_entra_risk_to_the_event_hub_once(capsys):
-    env = azd_env(enableStreams=True)
+    env = azd_env(enableStreams=True, appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
     tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
     assert run_script(tenant, env) == 0
     (setting,) = tenant.diagnostic_settings.values()
@@ -377,12 +524,13 @@ def test_script_streams_entra_risk_to_the_event_hub_once(capsys):
 
 
 def test_script_prunes_only_when_asked(capsys):
-    env = azd_env(appSettingOverrides={"PLAYBOOK_STEPS": "reset-password,enforce-mfa"})
-    tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(",") + ["Mail.Send"],
+    env = azd_env(exchangePermissions="directory-role", mailSendScope="unscoped",
+                  appSettingOverrides={"PLAYBOOK_STEPS": "reset-password,enforce-mfa"})
+    tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(",") + ["MailboxSettings.ReadWrite"],
                         exchange_roles=["Exchange.ManageAsApp"],
                         directory_roles=["User Administrator", "Exchange Administrator"])
     assert run_script(tenant, env) == 0
-    assert "Mail.Send" in tenant.held(GRAPH_APP_ID) and "Exchange Administrator" in tenant.held_directory_roles()
+    assert "MailboxSettings.ReadWrite" in tenant.held(GRAPH_APP_ID) and "Exchange Administrator" in tenant.held_directory_roles()
     assert "--prune removes it" in capsys.readouterr().out
     assert run_script(tenant, env, "--prune") == 0
     assert tenant.held(GRAPH_APP_ID) == set(env["RESPONDER_GRAPH_APP_ROLES"].split(","))
@@ -391,14 +539,16 @@ def test_script_prunes_only_when_asked(capsys):
 
 
 def test_script_dry_run_changes_nothing(capsys):
-    env = azd_env(enableStreams=True)
+    env = azd_env(enableStreams=True, appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
     tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
-    assert run_script(tenant, env, "--dry-run") == 0
-    assert tenant.writes() == []
+    exchange, app = FakeExchange(), FakeApp()
+    assert run_script(tenant, env, "--dry-run", exo=exchange, app=app) == 0
+    assert tenant.writes() == [] and exchange.scripts == [] and app.calls == []
     out = capsys.readouterr().out
     assert "would grant Office 365 Exchange Online Exchange.ManageAsApp" in out
     assert "would assign directory role User Administrator" in out
     assert "would stream Entra RiskyUsers, UserRiskEvents" in out
+    assert "would configure in Exchange Online PowerShell: role group 'Breach Responder'" in out
     assert "would make 4 change(s)" in out
 
 
@@ -409,7 +559,7 @@ def test_script_without_provision_outputs_says_so(capsys):
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_script_names_the_missing_admin_role_on_403(capsys, status):
-    env = azd_env()
+    env = azd_env(appSettingOverrides={"NOTIFY_SENDER": "responder@contoso.com"})
     tenant = FakeTenant(graph_roles=env["RESPONDER_GRAPH_APP_ROLES"].split(","))
 
     def denying(method, url, body):
@@ -417,5 +567,5 @@ def test_script_names_the_missing_admin_role_on_403(capsys, status):
             return status, {"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges"}}
         return tenant(method, url, body)
 
-    assert load_script().main([], env=env, transport=denying) == 1
+    assert load_script().main([], env=env, transport=denying, exo=FakeExchange(), probe=FakeApp()) == 1
     assert "Privileged Role Administrator" in capsys.readouterr().err

@@ -91,9 +91,9 @@ def expected_app_settings() -> dict[str, str]:
 
 
 def deployed(**params) -> dict:
-    """The app settings main.bicep gives the function app (module functionApp, param appSettings)."""
+    """The app settings main.bicep gives the function app (module functionAppSettings, param appSettings)."""
     ev = main_bicep(**params)
-    return ev.eval(ev.module_params("functionApp")["appSettings"], {})
+    return ev.eval(ev.module_params("functionAppSettings")["appSettings"], {})
 
 
 # -- infra/app-settings.json ------------------------------------------------------------------
@@ -155,10 +155,9 @@ def test_derived_settings_are_exactly_the_documented_ones():
 
 def test_storage_connection_is_identity_based():
     settings = deployed()
-    client_id = settings["AZURE_CLIENT_ID"]
-    assert client_id == "identity.outputs.clientId"  # the user-assigned identity (DefaultAzureCredential)
+    # The system-assigned identity: no client id anywhere (DefaultAzureCredential and the host use it by default).
+    assert "AZURE_CLIENT_ID" not in settings and not [k for k in settings if k.endswith("__clientId")]
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
-    assert settings["AzureWebJobsStorage__clientId"] == client_id
     for service in ("blob", "queue", "table"):
         assert settings[f"AzureWebJobsStorage__{service}ServiceUri"] == f"storage.outputs.{service}Endpoint"
     assert "AzureWebJobsStorage" not in settings and "AzureWebJobsStorage__accountName" not in settings
@@ -170,7 +169,7 @@ def test_storage_connection_is_identity_based():
 def test_application_insights_uses_entra_auth():
     settings = deployed()
     assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "monitoring.outputs.connectionString"
-    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == f"ClientId={settings['AZURE_CLIENT_ID']};Authorization=AAD"
+    assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"  # system-assigned form
     monitoring = (INFRA / "modules" / "monitoring.bicep").read_text()
     assert "DisableLocalAuth: true" in monitoring
     assert "'3913510d-42f4-4e42-8a64-420c390055eb'" in (INFRA / "modules" / "rbac.bicep").read_text()  # Monitoring Metrics Publisher
@@ -179,13 +178,17 @@ def test_application_insights_uses_entra_auth():
 def test_every_binding_connection_is_configured():
     conns = connection_names()
     on, off = deployed(enableStreams=True), deployed(enableStreams=False)
+    assert {"ENTRA_EVENTHUB", "DEFENDER_EVENTHUB"} <= conns  # one connection per stream: two namespaces
     for conn in conns - {"AzureWebJobsStorage"}:
-        for prop in ("fullyQualifiedNamespace", "credential", "clientId"):
-            assert f"{conn}__{prop}" in on, f"{conn}__{prop} missing with streams on"
-        assert on[f"{conn}__credential"] == "managedidentity"
-        assert on[f"{conn}__clientId"] == on["AZURE_CLIENT_ID"]
+        # identity-based with the system-assigned identity: the namespace is all the host needs
+        assert [k for k in on if k.startswith(f"{conn}__")] == [f"{conn}__fullyQualifiedNamespace"]
         assert str(on[f"{conn}__fullyQualifiedNamespace"]).endswith(".servicebus.windows.net")
         assert not [k for k in off if k.startswith(f"{conn}__")], "streams off: no Event Hubs connection"
+    # The Entra export hub (SAS for Azure Monitor) and the Defender hub (no SAS) are in different namespaces.
+    assert str(on["ENTRA_EVENTHUB__fullyQualifiedNamespace"]).startswith("evhns-entra-")
+    assert not str(on["DEFENDER_EVENTHUB__fullyQualifiedNamespace"]).startswith("evhns-entra-")
+    both = deployed(enableStreams=True, defenderStreamLocalAuth=True)
+    assert both["ENTRA_EVENTHUB__fullyQualifiedNamespace"] == both["DEFENDER_EVENTHUB__fullyQualifiedNamespace"]
     # Streams off: the Event Hub triggers are disabled rather than failing on a missing namespace.
     for function in bindings()["eventHubFunctions"]:
         assert off[f"AzureWebJobs.{function}.Disabled"] == "true"

@@ -13,7 +13,9 @@ SAMPLES = Path(__file__).parent / "fixtures" / "samples"
 
 
 def make():
-    settings = Settings.from_env({"RESPONDER_MODE": "auto", "MIN_RISK_LEVEL": "medium"})
+    # The fixtures are captures from 2026-07: LOOKBACK_DAYS is widened so the ingestion path, not the
+    # age bound (tests/test_operator_identity.py), is what these tests exercise.
+    settings = Settings.from_env({"RESPONDER_MODE": "auto", "MIN_RISK_LEVEL": "medium", "LOOKBACK_DAYS": "3650"})
     return Deps(settings=settings, ledger=FakeLedger(), queues=FakeQueues(), graph=None)
 
 

@@ -6,6 +6,7 @@ from shared.intake import submit
 from shared.model import IncidentRequest
 from shared.policy import risk_passes
 from shared.settings import Settings
+from shared.timestamps import iso
 from tests.helpers.fakes import FakeLedger, FakeQueues
 
 
@@ -47,12 +48,23 @@ async def test_a_lost_first_enqueue_is_repaired_by_the_redelivered_alert():
     assert len(deps.queues.on("step-snapshot")) == 1
 
 
-async def test_alert_after_the_open_window_opens_a_new_incident():
-    deps = make(OPEN_INCIDENT_WINDOW_HOURS="1")
+async def test_an_alert_attaches_to_a_running_incident_however_old_it_is():
+    deps = make()
     first = await submit(deps, req())
-    deps.ledger.open["a@contoso.com"]["created_at"] = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
-    second = await submit(deps, req())
-    assert second.outcome == "created" and second.incident_id != first.incident_id
+    deps.ledger.incidents[first.incident_id]["state"] = "running"
+    deps.ledger.incidents[first.incident_id]["created_at"] = (datetime.now(timezone.utc) - timedelta(days=3)).isoformat()
+    second = await submit(deps, req(alert_ids=("late",)))
+    assert second.outcome == "attached" and second.incident_id == first.incident_id
+
+
+async def test_an_alert_never_attaches_to_an_incident_that_is_over():
+    deps = make()
+    for end in ("succeeded", "failed", "rejected", "expired"):
+        first = await submit(deps, req(f"{end}@contoso.com"))
+        deps.ledger.incidents[first.incident_id].update(state=end, finished_at=iso(datetime.now(timezone.utc) - timedelta(hours=1)))
+        newer = await submit(deps, req(f"{end}@contoso.com", alert_ids=("new",)))
+        assert newer.outcome == "created" and newer.incident_id != first.incident_id, end
+        assert "new" not in deps.ledger.incidents[first.incident_id]["alert_ids"]
 
 
 async def test_approval_mode_holds_every_new_incident():

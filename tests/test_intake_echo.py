@@ -1,6 +1,7 @@
 """Intake against the responder's own echo (issue 12 item 9), with fakes: one open-or-recent incident
 per user whatever key the source used, the responder's own confirmCompromised ignored, and after a
-close only a signal newer than the close opens a new incident."""
+close only a signal newer than the close opens a new incident (an older one is ignored: alerts
+attach only to incidents that are not over)."""
 from datetime import datetime, timedelta, timezone
 
 from shared.deps import Deps
@@ -70,8 +71,11 @@ async def test_after_the_close_only_a_newer_signal_opens_a_new_incident():
     closed_at = datetime.now(timezone.utc) - timedelta(minutes=10)
     await close(deps, first.incident_id, closed_at)
     old = IncidentRequest(user_id=USER_ID, user_principal_name=UPN, source="graph-riskyusers",
-                          detected_at=iso(closed_at - timedelta(minutes=30)))
-    assert (await submit(deps, old)).outcome == "attached"
+                          detected_at=iso(closed_at - timedelta(minutes=30)), alert_ids=("late-replay",))
+    replayed = await submit(deps, old)
+    # never attached to a finished incident: the old signal is ignored, the record stays as it ended
+    assert replayed.outcome == "ignored" and "before the end" in replayed.reason
+    assert "late-replay" not in deps.ledger.incidents[first.incident_id]["alert_ids"]
     new = IncidentRequest(user_id=USER_ID, user_principal_name=UPN, source="graph-riskyusers",
                           detected_at=iso(closed_at + timedelta(minutes=5)))
     result = await submit(deps, new)

@@ -17,11 +17,14 @@ async def ledger(fresh_storage):
     return ledger
 
 
-async def test_storm_counter_counts_every_concurrent_incident(ledger):
+async def test_storm_reservations_are_atomic_under_concurrency(ledger):
     now = datetime.now(timezone.utc)
-    await asyncio.gather(*(ledger.record_new_incident_for_storm(f"inc-s{i}", now) for i in range(40)))
-    assert await ledger.count_recent_incidents(now, 10, 1000) == 40
-    assert await ledger.count_recent_incidents(now, 10, 25) == 25
+    decisions = await asyncio.gather(*(ledger.reserve_incident(now, window_minutes=10, threshold=25, source="http",
+                                                               source_quota=0) for _ in range(40)))
+    assert sum(d.granted for d in decisions) == 25
+    assert sum(d.tripped_now for d in decisions) == 1  # exactly one reservation trips the breaker
+    state = await ledger.storm_state()
+    assert state.tripped and len(state.reservations) == 25
 
 
 async def test_evidence_sections_are_stored_together_and_read_back(ledger):

@@ -430,7 +430,9 @@ def test_defender_evidence_with_own_severity_needs_no_info() -> None:
     ({"EntityType": "MailMessage"}, "ignored", "MailMessage is not a user"),
     ({"EntityType": "Ip"}, "ignored", "Ip is not a user"),
     ({"EntityType": None}, "ignored", "null is not a user"),
-    ({"EvidenceRole": "Related"}, "ignored", "Related, not Impacted"),
+    ({"EvidenceRole": "Related"}, "ignored", "context (Related), not an Impacted user"),
+    ({"EvidenceRole": None}, "ignored", "context (no role), not an Impacted user"),
+    ({"EvidenceRole": "   "}, "ignored", "context (no role), not an Impacted user"),
     ({"AlertId": None}, "rejected", "AlertId is missing"),
     ({"AlertId": "a" * 300}, "rejected", "not a usable alert id"),
 ])

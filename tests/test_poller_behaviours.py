@@ -117,6 +117,7 @@ async def test_polling_after_a_remediation_opens_no_second_incident(world):
     full = [d for d in (await deps.graph.list_risk_detections(ADELE_ID)) if d["riskEventType"] == "adminConfirmedUserCompromised"]
     as_emitted = {**full[0], "riskState": "confirmedCompromised"}  # what the stream carried when it fired
     report = await ingest_payload(deps, json.dumps({"records": [{"time": as_emitted["detectedDateTime"],
+                                                                 "tenantId": SEED["tenant"]["id"],
                                                                  "category": "UserRiskEvents", "properties": as_emitted}]}),
                                   source="entra-diagnostics", where="test")
     assert [o.outcome for o in report.outcomes] in (["ignored"], ["attached"])

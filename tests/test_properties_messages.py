@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import tempfile
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from unittest import mock
@@ -36,12 +37,12 @@ from shared.deps import Deps
 from shared.model import RISK_LEVELS, SOURCES, IncidentRequest, MessageError, StepTask
 from shared.normalize import PayloadError, parse_payload
 from shared.playbook import STEP_NAMES
-from shared.policy import risk_passes
+from shared.policy import refusal, risk_passes
 from shared.settings import Settings
 from shared.timestamps import parse_timestamp
 from shared.validation import is_guid, normalize_upn
 from tests.helpers.bad_inputs import all_bad_bodies
-from tests.helpers.fakes import FakeGraph, FakeLedger, FakeQueues
+from tests.helpers.fakes import FakeClock, FakeGraph, FakeLedger, FakeQueues
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def test_every_corpus_case_is_refused_by_the_parser_its_entry_point_uses():
         if name.startswith("step-"):
             task = step_from(body)  # a task for another step parses; its handler refuses it (step-for-another-step)
             assert task is None or task.step != "reset-password", name
-        elif not name.startswith(("entra-", "defender-")):
+        elif not name.startswith(("entra-", "defender-", "intake-")):  # intake-*: a valid message intake refuses
             assert incident_from(body) is None, name
         payload_from(body)
 
@@ -343,9 +344,21 @@ def test_text_with_a_lone_surrogate_is_a_message_error_not_a_unicode_error():
 # -- the handlers: never raise, quarantine what is bad, call nothing for it ------------------------
 
 
+class AnyUserGraph(FakeGraph):
+    """A tenant where every key names a user: an object id resolves to user-<id>@contoso.com, a UPN
+    to a stable id. (A request naming an id and a UPN therefore names two users, as a random
+    pair does.)"""
+
+    def _user(self, key: str) -> dict:
+        if is_guid(key):
+            return {"id": key.lower(), "userPrincipalName": f"user-{key.lower()}@contoso.com"}
+        return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, key.lower())), "userPrincipalName": key}
+
+
 def _deps() -> Deps:
     settings_ = Settings.from_env({"RESPONDER_MODE": "auto"})
-    return Deps(settings=settings_, ledger=FakeLedger(), queues=FakeQueues(), graph=FakeGraph())
+    return Deps(settings=settings_, ledger=FakeLedger(), queues=FakeQueues(), graph=AnyUserGraph(),
+                clock=FakeClock(datetime.now(timezone.utc)))
 
 
 def _run_alert(body: bytes) -> Deps:
@@ -369,17 +382,37 @@ def _assert_quarantined(deps: Deps, queue: str, body: bytes) -> None:
 @FAST
 @given(st.one_of(st.binary(max_size=300), valid_request_dicts().map(lambda d: json.dumps(d).encode()),
                  st.just(b""), st.sampled_from([b for _, b in BAD_BODIES if len(b) < 60_000])))
-def test_the_alerts_handler_never_raises_quarantines_bad_messages_and_never_calls_graph(body):
+def test_the_alerts_handler_never_raises_quarantines_bad_messages_and_never_calls_graph_for_them(body):
     deps = _run_alert(body)
-    assert deps.graph.calls == []
     try:
         IncidentRequest.from_json(body)
     except MessageError:
+        assert deps.graph.calls == []
         _assert_quarantined(deps, "alerts", body)
         assert deps.ledger.incidents == {}
     else:
+        _check_outcome(deps, body)
+
+
+def _check_outcome(deps: Deps, body: bytes) -> None:
+    """A valid message: refused and parked with its reason, or an incident unless policy ignores it."""
+    refused = expected_refusal(deps, body)
+    if refused:
+        _assert_quarantined(deps, "alerts", body)
+        assert refused in deps.ledger.errors[0]["reason"] and deps.ledger.incidents == {}
+    else:
         assert deps.ledger.errors == [] and not any(q.endswith("-poison") for q, _, _ in deps.queues.sent)
         assert len(deps.ledger.incidents) == expected_incidents(deps, body)
+
+
+def expected_refusal(deps: Deps, body: bytes) -> str:
+    """What intake refuses a queue caller for ("" = nothing): policy's refusals, then an id and a
+    UPN that resolve to two users."""
+    request = IncidentRequest.from_json(body)
+    refused = refusal(request, deps.settings, deps.clock(), "queue")
+    if refused:
+        return refused
+    return "different users" if request.user_id and request.user_principal_name else ""
 
 
 def expected_incidents(deps: Deps, body: bytes) -> int:
@@ -394,13 +427,13 @@ def expected_incidents(deps: Deps, body: bytes) -> int:
 def test_the_alerts_handler_survives_mutated_requests(data):
     body = data.draw(mutated(data.draw(valid_request_dicts()), INCIDENT_FIELDS))
     deps = _run_alert(body)
-    assert deps.graph.calls == []
     try:
-        expected = expected_incidents(deps, body)
+        IncidentRequest.from_json(body)
     except MessageError:
+        assert deps.graph.calls == []
         _assert_quarantined(deps, "alerts", body)
     else:
-        assert deps.ledger.errors == [] and len(deps.ledger.incidents) == expected
+        _check_outcome(deps, body)
 
 
 class _Runner:

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from localdev.restamp import restamp
 from localdev.stack import SEED_FILE, tenant_settings
 from shared.adapters.credentials import build_credential
 from shared.adapters.exchange import ExchangeAdapter
@@ -26,7 +27,8 @@ from tests.helpers.fakes import FakeLedger, FakeQueues
 
 SEED = json.loads(SEED_FILE.read_text())
 GLASS = next(u for u in SEED["users"] if u["userPrincipalName"].startswith("breakglass"))
-DEMO_BATCH = (SEED_FILE.parent.parent / "samples" / "entra-userriskevents-demo.json").read_bytes()
+# The demo's capture, its times moved to now (intake refuses signals older than LOOKBACK_DAYS).
+DEMO_BATCH = restamp((SEED_FILE.parent.parent / "samples" / "entra-userriskevents-demo.json").read_bytes())
 
 
 @pytest.fixture

@@ -3,16 +3,21 @@ import json
 
 import pytest
 
+from shared.approval import approve
 from shared.deps import Deps
 from shared.errors import PermanentError, TransientError
 from shared.gate import protection_gate
-from shared.intake import approve, submit
+from shared.intake import submit
 from shared.model import IncidentRequest, StepTask
+from shared.principal import Principal
 from shared.settings import Settings
 from shared.steps import StepRunner
 from shared.steps.base import Step, StepResult
 from shared.steps.reset_password import ResetPassword
 from tests.helpers.fakes import FakeGraph, FakeLedger, FakeQueues
+
+ALICE = Principal("a1a1a1a1-0000-4000-8000-000000000001", "alice@contoso.onmicrosoft.com", frozenset({"Incident.Approve"}))
+BOB = Principal("b2b2b2b2-0000-4000-8000-000000000002", "bob@contoso.onmicrosoft.com", frozenset({"Incident.Approve"}))
 
 USER = {"id": "6e7b768e-07e2-4810-8459-485f84f8f204", "userPrincipalName": "adele.vance@contoso.onmicrosoft.com",
         "displayName": "Adele Vance", "onPremisesSyncEnabled": None}
@@ -34,7 +39,9 @@ def make(mode="auto", **env):
 
 
 async def start(deps, user=USER):
-    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name=user["userPrincipalName"]))
+    """Submit as `responder ingest` does (no Graph at intake): the runner resolves the user and asks the gate."""
+    without_graph = Deps(settings=deps.settings, ledger=deps.ledger, queues=deps.queues, graph=None, clock=deps.clock)
+    result = await submit(without_graph, IncidentRequest(user_id=None, user_principal_name=user["userPrincipalName"]))
     tasks = [StepTask(**{k: v for k, v in t.items() if k not in ("schema", "version")}) for t in deps.queues.on("step-reset-password")]
     return result, tasks
 
@@ -112,16 +119,36 @@ async def test_permanent_error_fails_the_step_and_stops_the_incident_with_the_re
     assert deps.ledger.step_state(result.incident_id, "reset-password") == "failed"
 
 
-async def test_protected_group_member_is_held_without_any_change_then_runs_after_approval():
+async def test_protected_group_member_is_held_without_any_change_then_runs_after_two_different_approvals():
     deps, runner = make()
     result, tasks = await start(deps, GLASS)
     assert await runner.run(tasks[0]) == "held"
     assert deps.graph.count("reset_password") == 0 and deps.graph.count("revoke_sessions") == 0
-    assert deps.ledger.incidents[result.incident_id]["state"] == "held"
-    assert (await approve(deps, result.incident_id)).outcome == "approved"
+    incident = deps.ledger.incidents[result.incident_id]
+    assert incident["state"] == "held" and incident["approvals_required"] == 2
+    assert incident["protection"].startswith("protected: yes, because the account is a member of PROTECTED_GROUP_ID")
+    assert (await approve(deps, result.incident_id, ALICE)).outcome == "approval-recorded"
+    assert (await approve(deps, result.incident_id, ALICE)).outcome == "already-approved"
+    assert deps.ledger.incidents[result.incident_id]["state"] == "held" and len(deps.queues.on("step-reset-password")) == 1
+    assert (await approve(deps, result.incident_id, BOB)).outcome == "approved"
     task = StepTask(**{k: v for k, v in deps.queues.on("step-reset-password")[-1].items() if k not in ("schema", "version")})
     assert await runner.run(task) == "ran"
     assert deps.graph.count("reset_password") == 1
+
+
+async def test_one_approval_of_a_protected_account_does_not_get_past_the_gate():
+    """Even when something released the incident after one approval, the gate before the write
+    step counts the approvers again and holds it."""
+    deps, runner = make()
+    result, tasks = await start(deps, GLASS)
+    assert await runner.run(tasks[0]) == "held"
+    deps.ledger.incidents[result.incident_id]["approvals_required"] = 1  # as if intake had not known
+    assert (await approve(deps, result.incident_id, ALICE)).outcome == "approved"
+    task = StepTask(**{k: v for k, v in deps.queues.on("step-reset-password")[-1].items() if k not in ("schema", "version")})
+    assert await runner.run(task) == "held"
+    incident = deps.ledger.incidents[result.incident_id]
+    assert "1 of 2 so far" in incident["held_reason"] and incident["approvals_required"] == 2
+    assert deps.graph.count("reset_password") == 0
 
 
 async def test_explicit_protected_user_list_holds_too():
@@ -173,10 +200,26 @@ async def test_password_never_reaches_ledger_or_queues():
 
 async def test_unknown_user_fails_permanently_with_not_found():
     deps, runner = make()
-    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name="ghost@contoso.onmicrosoft.com"))
+    # Intake with Graph refuses an unknown user outright; without Graph (responder ingest) the runner finds out.
+    refused = await submit(deps, IncidentRequest(user_id=None, user_principal_name="ghost@contoso.onmicrosoft.com"))
+    assert refused.outcome == "refused" and "no such user" in refused.reason and deps.ledger.incidents == {}
+    result, tasks = await start(deps, {"userPrincipalName": "ghost@contoso.onmicrosoft.com"})
+    assert await runner.run(tasks[0]) == "stopped"
+    assert "404" in deps.ledger.incidents[result.incident_id]["stop_reason"]
+
+
+async def test_an_id_and_a_upn_of_two_different_users_never_reach_a_step():
+    deps, runner = make()
+    mixed = IncidentRequest(user_id=GLASS["id"], user_principal_name=USER["userPrincipalName"])
+    refused = await submit(deps, mixed)
+    assert refused.outcome == "refused" and "different users" in refused.reason and deps.ledger.incidents == {}
+    # Without Graph at intake, the runner's resolution stops it before any change.
+    without_graph = Deps(settings=deps.settings, ledger=deps.ledger, queues=deps.queues, graph=None)
+    result = await submit(without_graph, mixed)
     task = StepTask(**{k: v for k, v in deps.queues.on("step-reset-password")[0].items() if k not in ("schema", "version")})
     assert await runner.run(task) == "stopped"
-    assert "404" in deps.ledger.incidents[result.incident_id]["stop_reason"]
+    assert "different users" in deps.ledger.incidents[result.incident_id]["stop_reason"]
+    assert deps.graph.count("reset_password") == 0 and deps.graph.count("revoke_sessions") == 0
 
 
 class RecordingStep(Step):

@@ -30,8 +30,8 @@ HOSTAPP = Path(__file__).resolve().parent / "fixtures" / "securescore" / "hostap
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def get(url: str, key: str) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers={"x-functions-key": key})
+def get(url: str, token: str | None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=30) as response:
@@ -61,7 +61,9 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
         "EXO_BASE_URL": sim.url,
         "RESPONDER_MODE": "auto",
         **tenant_settings(json.loads(SEED_FILE.read_text())),
+        **sim.easyauth_env(),  # the trend is not public: Incident.Read through App Service Authentication
     }
+    reader = sim.client.operator_token("reader@contoso.onmicrosoft.com", ["Incident.Read"])
     with start_host(HOSTAPP, env=env, log_path=tmp_path / "host.log") as host:
         assert trigger_snapshot(host.url, host.master_key), (tmp_path / "host.log").read_text()[-3000:]
 
@@ -85,7 +87,7 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
         calls = [r for r in sim.client.requests() if r.get("path", "").endswith("/security/secureScores")]
         assert [(r["status"], r["query"].get("$top")) for r in calls[2:]] == [(502, "1")] * failures + [(200, "1")]
 
-        status, headers, body = get(f"{host.url}/api/securescore?days=30", host.function_key)
+        status, headers, body = get(f"{host.url}/api/securescore?days=30", reader)
         assert status == 200 and headers["Content-Type"].startswith("application/json")
         data = json.loads(body)
         assert len(data["days"]) == 30 and data["stored_days"] == 90
@@ -94,15 +96,17 @@ def test_snapshot_trend_and_chart_end_to_end(azurite, sim_identity_env, tmp_path
         assert regression["delta"] < -5 and {c["control"] for c in regression["controls"]} >= {"MFARegistrationV2"}
         assert data["latest"]["date"] == max(rows)
 
-        status, headers, body = get(f"{host.url}/api/securescore/chart.svg?days=90", host.function_key)
+        status, headers, body = get(f"{host.url}/api/securescore/chart.svg?days=90", reader)
         assert status == 200 and headers["Content-Type"].startswith("image/svg+xml")
         root = ET.fromstring(body)
         points = [c for c in root.iter(f"{SVG}circle") if "day" in (c.get("class") or "").split()]
         assert len(points) == 90
         assert [c.get("data-date") for c in points if "regression" in c.get("class")] == [regression["date"]]
 
-        assert get(f"{host.url}/api/securescore?days=0", host.function_key)[0] == 400
-        assert get(f"{host.url}/api/securescore", "wrong-key")[0] == 401
+        assert get(f"{host.url}/api/securescore?days=0", reader)[0] == 400
+        assert get(f"{host.url}/api/securescore", None)[0] == 401
+        submitter = sim.client.operator_token(app="sentinel", roles=["Incident.Submit"])
+        assert get(f"{host.url}/api/securescore", submitter)[0] == 403
 
     summary = stored_summary(azurite.connection_string)
     assert summary["days"] == 90 and summary["date"] == max(rows)

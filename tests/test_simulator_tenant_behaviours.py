@@ -68,6 +68,9 @@ def test_directory_roles_are_read_with_a_transitive_member_of_cast_and_consisten
 
 
 def test_role_assignments_and_eligibility_are_read_with_their_own_permissions(sim, gtoken):
+    # Directory.Read.All (granted for revoke-app-consent's reads) reads role assignments too: without it,
+    # RoleManagement.Read.Directory is what the responder lacks.
+    sim.client.set_permissions(denied=["Directory.Read.All"])
     query = {"$filter": f"principalId eq '{ADMIN_ID}'"}
     status, _, body = graph(sim, gtoken, "GET", "/v1.0/roleManagement/directory/roleAssignments", query=query)
     assert status == 403  # RoleManagement.Read.Directory is not granted to the responder

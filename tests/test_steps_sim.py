@@ -35,6 +35,8 @@ FIRST_EFFECT = {
     "reset-password": {"service": "graph", "method": "PATCH", "path_contains": "/users/"},
     "enforce-mfa": {"service": "graph", "method": "POST", "path_contains": "/members/$ref"},
     "clean-mailbox": {"service": "graph", "method": "PATCH", "path_contains": "/messageRules/"},
+    "remove-delegates": {"service": "exo", "cmdlet": "Remove-MailboxPermission"},
+    "revoke-app-consent": {"service": "graph", "method": "DELETE", "path_contains": "/oauth2PermissionGrants/"},
     "unblock-sender": {"service": "exo", "cmdlet": "Remove-BlockedSenderAddress"},
     "mailbox-audit": {"service": "exo", "cmdlet": "Set-Mailbox"},
     "close": {"service": "graph", "method": "POST", "path_contains": "/sendMail"},
@@ -88,8 +90,10 @@ async def drive(deps, runner, stop_before: str | None = None) -> list[tuple[str,
             done.append((task.step, await runner.run(task)))
 
 
-async def open_incident(deps, upn=ADELE) -> str:
-    result = await submit(deps, IncidentRequest(user_id=None, user_principal_name=upn))
+async def open_incident(deps, upn=ADELE, *, graph_at_intake: bool = True) -> str:
+    """Submit as the worker does (Graph resolves the user at intake), or as `responder ingest` does (no Graph)."""
+    intake = deps if graph_at_intake else Deps(settings=deps.settings, ledger=deps.ledger, queues=deps.queues)
+    result = await submit(intake, IncidentRequest(user_id=None, user_principal_name=upn))
     assert result.outcome == "created"
     return result.incident_id
 
@@ -263,7 +267,7 @@ async def test_a_5xx_on_a_write_is_repeated_only_after_the_tenant_shows_it_did_n
 async def test_the_user_is_read_once_when_the_snapshot_resolves_the_incident(world):
     deps, runner, sim = world
     sim.client.clear_requests()
-    await open_incident(deps)
+    await open_incident(deps, graph_at_intake=False)
     await drive(deps, runner, stop_before="reset-password")
     user_reads = [r for r in sim.client.requests(service="graph", method="GET")
                   if re.fullmatch(r"/v1\.0/users/[^/]+", r["path"].split("?")[0])]
@@ -285,6 +289,7 @@ async def test_the_organisation_config_is_read_once_per_worker_not_per_incident(
 async def test_a_5xx_on_the_read_only_group_check_is_retried_in_process(world):
     deps, runner, sim = world
     incident_id = await open_incident(deps)
+    sim.client.clear_requests()  # (intake asked the gate once already)
     sim.client.fault_once(service="graph", method="POST", path_contains="checkMemberGroups", status=503, count=1)
     ran = await drive(deps, runner, stop_before="reset-password")
     assert ran == [("snapshot", "ran")]  # no TransientError: the gate's read was simply repeated

@@ -125,7 +125,7 @@ def storm():
                                       "detectedDateTime": iso(utcnow() - timedelta(minutes=40)), "activity": "signin"}]
         graph.auth_methods[u["id"]] = [{"@odata.type": "#microsoft.graph.phoneAuthenticationMethod", "id": "p",
                                         "phoneNumber": "+1 555", "phoneType": "mobile"}]
-    settings = Settings.from_env({"RESPONDER_MODE": "auto", "STORM_THRESHOLD": "500", "MFA_GROUP_ID": "g",
+    settings = Settings.from_env({"RESPONDER_MODE": "auto", "STORM_THRESHOLD": "500", "STORM_SOURCE_QUOTA": "0", "MFA_GROUP_ID": "g",
                                   "SOC_MAILBOX": "soc@contoso.onmicrosoft.com",
                                   "NOTIFY_SENDER": "responder@contoso.onmicrosoft.com", "IDP_BATCH_SECONDS": "1"})
     exchange = FakeExchange()
@@ -167,7 +167,7 @@ async def test_a_storm_confirms_dismisses_and_reads_risk_in_a_few_shared_calls(s
         evidence = await deps.ledger.list_evidence(incident["incident_id"])
         assert evidence["risky_user"]["riskState"] == "atRisk" and evidence["risk_detections"]
         assert parse_timestamp(incident["first_risk_at"]) == parse_timestamp(evidence["risk_detections"][0]["detectedDateTime"])
-    audits = graph.count("list_security_info_audits") + graph.count("list_security_info_audits_since")
+    audits = graph.count("list_user_audits") + graph.count("list_dating_audits_since")
     assert 1 <= audits <= 4  # one shared read of the directory audit log, not one per incident
 
 

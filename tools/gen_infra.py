@@ -52,6 +52,8 @@ EXCHANGE_ADMIN = "Exchange Administrator"
 SECURITY_ADMIN = "Security Administrator"  # suffices for the blocked-sender cmdlets only
 
 TRUE_VALUES = ["1", "true", "yes", "on"]
+# Graph permissions RBAC for Applications in Exchange Online can grant with a management scope.
+EXCHANGE_RBAC_SCOPED = frozenset({"Mail.Send"})
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,10 @@ def _securescore_calls(mod: Any) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _declared_calls(mod: Any) -> list[tuple[str, str, str, str]]:
+    return [(c.what, c.permission, "*", "*") for c in mod.CALLS if c.service == "graph"]
+
+
 # A component's module may declare ``CALLS = (Call(...), ...)`` like a step; until it does,
 # its loader reads the shape the module has today.
 COMPONENTS: tuple[Component, ...] = (
@@ -107,7 +113,26 @@ COMPONENTS: tuple[Component, ...] = (
               "polling reconciler: riskyUsers and alerts_v2 since the watermark"),
     Component("secure_score", "SECURE_SCORE_SCHEDULE", "shared.securescore.service", _securescore_calls,
               "daily Secure Score snapshot and regression mail"),
+    Component("hold_expiry", "HOLD_EXPIRY_SCHEDULE", "shared.approval", _declared_calls,
+              "held incidents nobody decided on within HOLD_TTL_HOURS expire, with a SOC mail"),
 )
+
+# The Exchange cmdlets named in a step's declared calls ("Get-InboxRule -IncludeHidden /
+# Disable-InboxRule", "Get-/Set-MailboxAuditBypassAssociation"): what the custom Exchange role
+# group the post-provision step builds must hold, and nothing else.
+_CMDLET = re.compile(r"\b((?:Get|Set|New|Remove|Enable|Disable|Add|Test)-(?:/(?:Get|Set|New|Remove|Enable|Disable|Add)-)?[A-Z][A-Za-z]+)")
+
+
+def cmdlets_in(what: str) -> list[str]:
+    names: list[str] = []
+    for match in _CMDLET.findall(what):
+        if "/" in match:  # Get-/Set-Noun
+            first, rest = match.split("/", 1)
+            verb2, noun = rest.split("-", 1)
+            names += [first + noun, f"{verb2}-{noun}"]
+        else:
+            names.append(match)
+    return list(dict.fromkeys(names))
 
 
 # -- reading the code ---------------------------------------------------------------------
@@ -196,14 +221,26 @@ class Grant:
         return {key: self.name, "uses": seen}
 
 
-def mfa_condition(what: str) -> tuple[str, tuple[str, ...]]:
-    """Calls made only in one MFA mode say so in their description: "... (ca-group)"."""
+CONDITION = re.compile(r"\(([A-Z][A-Z0-9_]+)=([a-z0-9/\-]+)\)")
+
+
+def call_condition(what: str) -> tuple[str, tuple[str, ...]]:
+    """When a call is made, from its description: "... (ca-group)" or "... (per-user)" for the two
+    MFA modes, "... (SETTING=value/value)" for any other setting ("true" = any true spelling);
+    ("*", ("*",)) when it is made always."""
     from shared.settings import MFA_MODES
 
+    match = CONDITION.search(what)
+    if match:
+        values = tuple(match.group(2).split("/"))
+        return match.group(1), tuple(TRUE_VALUES) if values == ("true",) else values
     for mode in MFA_MODES:
         if f"({mode})" in what:
             return "MFA_MODE", (mode,)
     return "*", ("*",)
+
+
+mfa_condition = call_condition  # the name issue 12 used
 
 
 def exchange_role_for(what: str) -> str:
@@ -218,6 +255,7 @@ def build_model() -> dict[str, Any]:
     bindings = read_bindings(app)
     graph: dict[str, Grant] = {}
     exchange: dict[str, Grant] = {}
+    cmdlets: dict[str, Grant] = {}
     roles: dict[str, Grant] = {}
     steps: list[dict[str, Any]] = []
 
@@ -225,7 +263,7 @@ def build_model() -> dict[str, Any]:
         rows = []
         for call in cls.calls:
             if call.service == "graph":
-                setting, values = mfa_condition(call.what)
+                setting, values = call_condition(call.what)
                 use = Use("step", cls.name, call.what, setting, values)
                 graph.setdefault(call.permission, Grant(call.permission)).add(use)
                 if call.permission == PASSWORD_RESET_PERMISSION:
@@ -237,6 +275,8 @@ def build_model() -> dict[str, Any]:
                                      f"Exchange Online admin API calls need {EXCHANGE_APP_ROLE}")
                 use = Use("step", cls.name, call.what)
                 exchange.setdefault(call.permission, Grant(call.permission)).add(use)
+                for cmdlet in cmdlets_in(call.what):
+                    cmdlets.setdefault(cmdlet, Grant(cmdlet)).add(Use("step", cls.name, call.what))
             else:
                 raise SystemExit(f"{cls.name}: unknown service {call.service!r} in {call}")
             rows.append({"service": call.service, "what": call.what, "permission": call.permission})
@@ -266,6 +306,7 @@ def build_model() -> dict[str, Any]:
         "components": components,
         "graph": [graph[k] for k in sorted(graph)],
         "exchange": [exchange[k] for k in sorted(exchange)],
+        "cmdlets": [cmdlets[k] for k in sorted(cmdlets)],
         "roles": [roles[k] for k in sorted(roles)],
         "bindings": bindings,
         "tables": declared_tables(),
@@ -280,11 +321,16 @@ def permissions_json(model: dict[str, Any]) -> str:
                       "components bound in function_app; do not edit",
         "graphAppId": GRAPH_APP_ID,
         "exchangeAppId": EXCHANGE_APP_ID,
-        "graph": [g.as_json() for g in model["graph"]],
+        # exchangeRbac: a permission Exchange RBAC for Applications can grant scoped to mailboxes
+        # (main.bicep leaves it to the post-provision step when MAIL_SEND_SCOPE=exchange-rbac).
+        "graph": [{**g.as_json(), "exchangeRbac": g.name in EXCHANGE_RBAC_SCOPED} for g in model["graph"]],
         "exchange": [g.as_json() for g in model["exchange"]],
+        "exchangeCmdlets": [g.as_json("cmdlet") for g in model["cmdlets"]],
         "directoryRoles": [
             {**g.as_json("role"),
-             "supersededBy": EXCHANGE_ADMIN if g.name == SECURITY_ADMIN else ""}
+             "supersededBy": EXCHANGE_ADMIN if g.name == SECURITY_ADMIN else "",
+             # an Exchange role: replaced by the custom role group unless EXCHANGE_PERMISSIONS=directory-role
+             "exchange": g.name in (EXCHANGE_ADMIN, SECURITY_ADMIN)}
             for g in model["roles"]
         ],
         "passwordResetRolePlaceholder": PASSWORD_RESET_ROLE_PLACEHOLDER,
@@ -336,7 +382,7 @@ def _uses_text(grant: Grant) -> tuple[str, str]:
         if label not in by:
             by.append(label)
         condition = "always" if use.when_setting == "*" else \
-            f"{use.when_setting}={'true' if list(use.when_values) == TRUE_VALUES else '|'.join(use.when_values)}"
+            f"{use.when_setting}={'true' if list(use.when_values) == TRUE_VALUES else ' or '.join(use.when_values)}"
         when.setdefault(use.by, condition)
     if set(when.values()) == {"always"}:
         return _md_list(by), "always"
@@ -351,19 +397,26 @@ def permissions_md(model: dict[str, Any]) -> str:
     w("<!-- Generated by tools/gen_infra.py; do not edit. Run `.venv/bin/python tools/gen_infra.py` after")
     w("     changing a step's `calls`; tests/test_infra_permissions.py fails while this file is stale. -->")
     w("")
-    w("Everything the function app's **user-assigned managed identity** is granted, and why. The source")
+    w("Everything the function app's **system-assigned managed identity** is granted, and why. The source")
     w("is each playbook step's declared calls (`calls = (Call(service, what, permission), ...)` in")
     w("`shared/steps/*.py`) plus the components that call Graph on a timer. The deployment grants a")
     w("permission only while a step in `PLAYBOOK_STEPS` (or an active component) needs it, and only in")
-    w("the `MFA_MODE` that uses it; `infra/generated/permissions.json` carries the same table to Bicep.")
+    w("the `MFA_MODE` (or other setting, e.g. `BLOCK_SIGN_IN`) that uses it; `infra/generated/permissions.json`")
+    w("carries the same table to Bicep.")
     w("")
     w("| kind | granted by |")
     w("|---|---|")
     w("| Microsoft Graph app roles | `infra/modules/graph-app-roles.bicep` (Bicep Microsoft Graph extension); "
-      "with `GRAPH_ROLES_VIA=script`, `infra/scripts/postprovision.py` |")
+      "with `GRAPH_ROLES_VIA=script`, `infra/scripts/postprovision.py`. Not `Mail.Send`: see below |")
+    w("| `Mail.Send`, scoped to `NOTIFY_SENDER` | `infra/scripts/postprovision.py`: Exchange RBAC for Applications "
+      "(\"Application Mail.Send\" with a management scope), and the tenant-wide Entra grant removed "
+      "(`MAIL_SEND_SCOPE=unscoped` keeps the Entra app role instead) |")
     w(f"| `{EXCHANGE_APP_ROLE}` (Office 365 Exchange Online) | `infra/scripts/postprovision.py` |")
+    w("| Exchange Online role group `Breach Responder` (custom roles holding only the cmdlets below) | "
+      "`infra/scripts/postprovision.py` (Exchange Online PowerShell); `EXCHANGE_PERMISSIONS=directory-role` "
+      "assigns Exchange Administrator instead |")
     w("| Entra directory roles | `infra/scripts/postprovision.py` |")
-    w("| Azure RBAC roles | `infra/modules/rbac.bicep` |")
+    w("| Azure RBAC roles | `infra/modules/rbac.bicep`, `infra/modules/eventhubs.bicep` (per hub) |")
     w("")
     w("## Microsoft Graph application permissions")
     w("")
@@ -383,6 +436,21 @@ def permissions_md(model: dict[str, Any]) -> str:
         calls = "<br>".join(f"`{u.what}` ({u.by})" for u in grant.uses)
         w(f"| `{grant.name}` | {by} | {calls} |")
     w("")
+    w("## Exchange Online role group (custom)")
+    w("")
+    w("Exchange Online runs a cmdlet for an app only if the app's RBAC allows it. Instead of the")
+    w("tenant-wide Exchange Administrator role, the post-provision step adds the app's service principal")
+    w("(`New-ServicePrincipal`) to a custom role group `Breach Responder` whose roles are copies of the")
+    w("built-in roles that hold these cmdlets (found with `Get-ManagementRole -Cmdlet`), with every other")
+    w("cmdlet removed (`Remove-ManagementRoleEntry`). Parameters are not narrowed: the cmdlets need their")
+    w("identity and switch parameters, and Exchange offers no per-value restriction beyond a scope.")
+    w("")
+    w("| cmdlet | needed by |")
+    w("|---|---|")
+    for grant in model["cmdlets"]:
+        by, _ = _uses_text(grant)
+        w(f"| `{grant.name}` | {by} |")
+    w("")
     w("## Entra directory roles")
     w("")
     w("| role | needed by | why |")
@@ -397,11 +465,12 @@ def permissions_md(model: dict[str, Any]) -> str:
                    "held for approval), Privileged Authentication Administrator covers every user")
         elif grant.name == SECURITY_ADMIN:
             name = SECURITY_ADMIN
-            why = ("the blocked-sender cmdlets; assigned only when no enabled step needs "
-                   f"{EXCHANGE_ADMIN}, which covers them too")
+            why = ("only with `EXCHANGE_PERMISSIONS=directory-role`: the blocked-sender cmdlets; assigned only when no "
+                   f"enabled step needs {EXCHANGE_ADMIN}, which covers them too")
         else:
             name = grant.name
-            why = "the Exchange Online cmdlets run through the admin API (mailbox, inbox rules, audit)"
+            why = ("only with `EXCHANGE_PERMISSIONS=directory-role`: the Exchange Online cmdlets run through the admin API "
+                   "(mailbox, inbox rules, audit); by default the custom role group above replaces it")
         w(f"| {name} | {by} | {why} |")
     w("")
     w("## Azure RBAC roles (resource scope)")
@@ -437,14 +506,41 @@ def permissions_md(model: dict[str, Any]) -> str:
             for call in component["calls"]:
                 w(f"| {call['service']} | `{call['what']}` | `{call['permission']}` | {call['when'] or 'always'} |")
             w("")
-    w("## Manual hardening")
+    w("## Who may call the app")
     w("")
-    w("- `Mail.Send` lets an app send as any mailbox. Scope it to `NOTIFY_SENDER` with an Exchange")
-    w("  application access policy (Exchange Online PowerShell, once):")
-    w("  `New-ApplicationAccessPolicy -AppId <AZURE_CLIENT_ID> -PolicyScopeGroupId <mail-enabled group with")
-    w("  NOTIFY_SENDER> -AccessRight RestrictAccess -Description \"Breach Responder notifications\"`.")
+    w("App Service Authentication (Entra ID) fronts every route; the app checks the app roles of the")
+    w("responder's app registration (`infra/modules/auth.bicep`; assignment required):")
+    w("")
+    w("| app role | allows |")
+    w("|---|---|")
+    w("| `Incident.Submit` | `POST /api/incidents` (users and applications, e.g. a Logic App's managed identity) |")
+    w("| `Incident.Read` | `GET /api/incidents[/{id}]`, `GET /api/storm`, `GET /api/securescore[/chart.svg]` |")
+    w("| `Incident.Approve` | `POST /api/incidents/{id}/approve` and `/reject`, `POST /api/storm/reset` |")
+    w("")
+    w("## Left as they are, and why")
+    w("")
     w("- Directory roles are tenant-wide. Where a restricted administrative unit fits, assign User")
-    w("  Administrator on that unit instead of the tenant.")
+    w("  Administrator on that unit instead of the tenant (protected accounts are held anyway).")
+    w("- The Entra export Event Hubs namespace keeps SAS (local) auth: Azure Monitor diagnostic settings")
+    w("  deliver only through a namespace authorization rule (MicrosoftDocs/azure-docs#119932). It holds")
+    w("  the Entra hub alone; the Defender hub is in a namespace with local auth off.")
+    w("")
+    w("## Why the consent and sign-in permissions are these")
+    w("")
+    w("- `DelegatedPermissionGrant.ReadWrite.All` (revoke-app-consent): `DELETE /oauth2PermissionGrants/{id}`")
+    w("  needs it (or `Directory.ReadWrite.All`); no narrower permission deletes a grant. It can also *create*")
+    w("  grants, so it is only granted while `revoke-app-consent` is in `PLAYBOOK_STEPS`.")
+    w("- `Directory.Read.All` (snapshot, revoke-app-consent): the least-privileged application permission")
+    w("  Microsoft documents for listing a user's `oauth2PermissionGrants` and `appRoleAssignments` and reading")
+    w("  service principals; read-only.")
+    w("- `AppRoleAssignment.ReadWrite.All`: the only permission that deletes a user's app role assignment; with it")
+    w("  an app can grant itself any application permission (a path to Global Administrator). It is granted only")
+    w("  with `REMOVE_APP_ROLE_ASSIGNMENTS=true`; by default those assignments are listed for review instead.")
+    w("- `User.EnableDisableAccount.All` (reset-password, close): the least-privileged permission for")
+    w("  `accountEnabled` (with `User.Read.All`), granted only when `BLOCK_SIGN_IN` is `until-close` or")
+    w("  `until-approved`. The operator's `enable-sign-in` (queue `operator-actions`) uses the same grant.")
+    w("- Mailbox delegates, SendAs, SendOnBehalf, trusted senders and `Search-UnifiedAuditLog` run through the")
+    w("  Exchange admin API: `Exchange.ManageAsApp` and the Exchange Administrator role, nothing new.")
     w("")
     return "\n".join(out)
 
@@ -455,7 +551,7 @@ AZURE_RBAC: tuple[tuple[str, str, str], ...] = (
     ("Storage Queue Data Contributor", "storage account", "queue triggers, `alerts` and `step-<name>` queues"),
     ("Storage Table Data Contributor", "storage account", "the ledger tables"),
     ("Monitoring Metrics Publisher", "Application Insights", "telemetry with Entra auth (local auth is off)"),
-    ("Azure Event Hubs Data Receiver", "Event Hubs namespace (streams on)", "the Event Hub triggers"),
+    ("Azure Event Hubs Data Receiver", "each stream hub (streams on), not the namespace", "the Event Hub triggers"),
     ("Key Vault Secrets User", "Key Vault (when deployed)", "Key Vault references in app settings"),
 )
 

@@ -1,17 +1,23 @@
-// Event Hubs for the alert streams: one hub per stream trigger (Entra ID Protection
-// diagnostics: RiskyUsers/UserRiskEvents; Defender XDR streaming: AlertInfo/AlertEvidence).
-// The function app reads with its managed identity (Azure Event Hubs Data Receiver, below);
-// the EVENTHUB__* app settings are identity-based. Microsoft Entra diagnostic settings can
-// only deliver through a namespace SAS authorization rule, hence one dedicated rule
-// (entra-diagnostics) and local auth left on; nothing else uses keys.
+// One Event Hubs namespace for alert streams, with one hub per stream trigger routed to it.
+// main.bicep deploys it twice when streams are on:
+// - the streams namespace (local auth OFF): the Defender XDR streaming hub. Nothing can use a
+//   key here; the app reads with its identity;
+// - the Entra export namespace (local auth ON): only the Entra ID Protection hub, because
+//   Azure Monitor diagnostic settings (how Entra exports RiskyUsers/UserRiskEvents) deliver
+//   through a namespace SAS authorization rule and cannot use Entra ID auth
+//   (MicrosoftDocs/azure-docs#119932). Its one rule (entra-diagnostics) is what the Entra
+//   diagnostic setting streams through; the namespace holds nothing else.
+// The app's identity is Azure Event Hubs Data Receiver on each hub (not the namespace).
 param name string
 param location string
 param tags object
 param skuName string
-@description('Hub names (the values of the triggers\' %..._EVENTHUB_NAME% settings).')
+@description('Hub names (the values of the triggers\' %..._EVENTHUB_NAME% settings) this namespace holds.')
 param hubNames array
 @description('Managed identity that reads the hubs (the function app).')
 param readerPrincipalId string
+@description('Keep SAS (local) auth for an exporter that cannot use Entra ID (Azure Monitor diagnostic settings).')
+param localAuthForExport bool = false
 
 @minValue(1)
 @maxValue(7)
@@ -34,7 +40,7 @@ resource namespace 'Microsoft.EventHub/namespaces@2024-01-01' = {
   properties: {
     minimumTlsVersion: '1.2'
     publicNetworkAccess: 'Enabled'
-    disableLocalAuth: false
+    disableLocalAuth: !localAuthForExport
   }
 }
 
@@ -51,7 +57,7 @@ resource hubs 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = [
 
 // Used only by the Entra diagnostic setting the post-provision script creates (Azure Monitor
 // requires Manage, Send and Listen on the rule it streams through).
-resource diagnosticsRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = {
+resource diagnosticsRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-01-01' = if (localAuthForExport) {
   parent: namespace
   name: 'entra-diagnostics'
   properties: {
@@ -63,15 +69,18 @@ resource diagnosticsRule 'Microsoft.EventHub/namespaces/authorizationRules@2024-
   }
 }
 
-resource readerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(namespace.id, readerPrincipalId, eventHubsDataReceiver)
-  scope: namespace
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataReceiver)
-    principalId: readerPrincipalId
-    principalType: 'ServicePrincipal'
+resource readerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (hubName, i) in hubNames: {
+    name: guid(hubs[i].id, readerPrincipalId, eventHubsDataReceiver)
+    scope: hubs[i]
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventHubsDataReceiver)
+      principalId: readerPrincipalId
+      principalType: 'ServicePrincipal'
+    }
   }
-}
+]
 
 output id string = namespace.id
-output diagnosticsRuleId string = diagnosticsRule.id
+output name string = namespace.name
+output diagnosticsRuleId string = localAuthForExport ? diagnosticsRule.id : ''

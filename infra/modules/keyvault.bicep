@@ -1,6 +1,6 @@
 // Optional Key Vault (RBAC mode, purge protection) for secrets an operator may add later,
 // read by the app through Key Vault references (@Microsoft.KeyVault(...) app settings,
-// resolved with the user-assigned identity: keyVaultReferenceIdentity in functionapp.bicep).
+// resolved with the app's system-assigned identity, the default for Key Vault references).
 param name string
 param location string
 param tags object

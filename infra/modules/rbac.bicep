@@ -1,7 +1,8 @@
 // Azure RBAC for the function app's managed identity on the storage account and Application
 // Insights (Event Hubs and Key Vault assign theirs in their own modules), and optionally for
-// an operator running the responder CLI. Names are guid(scope, principal, role): stable, so
-// re-provisioning never duplicates an assignment.
+// an operator running the responder CLI (status, inject, poison read tables and queues; approvals
+// go through the app's API with the app roles of auth.bicep). Names are guid(scope, principal,
+// role): stable, so re-provisioning never duplicates an assignment.
 param principalId string
 param storageAccountName string
 param appInsightsName string

@@ -3,14 +3,30 @@
 
 What it does, each step idempotent (read what exists, create only what is missing):
 1. Exchange Online: the app role ``Exchange.ManageAsApp`` on "Office 365 Exchange Online" for
-   the function app's managed identity (when an enabled step runs Exchange cmdlets).
+   the function app's (system-assigned) managed identity (when an enabled step runs cmdlets).
 2. Microsoft Graph app roles: only checked here (main.bicep grants them through the Microsoft
    Graph Bicep extension), or granted here when ``GRAPH_ROLES_VIA=script``.
 3. Entra directory roles (tenant scope): User Administrator or Privileged Authentication
-   Administrator for password resets, Exchange Administrator (or Security Administrator when
-   only the blocked-sender cmdlets are used).
-4. Streams on (``ENABLE_STREAMS=true``): the Entra ID diagnostic setting that streams
+   Administrator for password resets; Exchange Administrator only with
+   ``EXCHANGE_PERMISSIONS=directory-role``.
+4. Exchange Online RBAC, in Exchange Online PowerShell (``pwsh`` with the ExchangeOnlineManagement
+   module; the signed-in user needs Organization Management or Exchange Administrator):
+   - the identity as an Exchange service principal (``New-ServicePrincipal``);
+   - ``EXCHANGE_PERMISSIONS=role-group`` (default): a role group "Breach Responder" of custom
+     management roles derived from the built-in roles that hold the cmdlets the enabled steps
+     run (``Get-ManagementRole -Cmdlet``), each cut down to those cmdlets; the identity is its
+     member. No tenant-wide Exchange Administrator.
+   - ``MAIL_SEND_SCOPE=exchange-rbac`` (default): RBAC for Applications "Application Mail.Send"
+     with a management scope holding only NOTIFY_SENDER, checked with
+     ``Test-ServicePrincipalAuthorization``; once it is in scope, the tenant-wide Entra
+     ``Mail.Send`` grant is removed (RBAC for Applications grants add to Entra's, so the scope
+     means nothing while the Entra grant exists).
+5. Streams on (``ENABLE_STREAMS=true``): the Entra ID diagnostic setting that streams
    ``RiskyUsers`` and ``UserRiskEvents`` to the Entra hub; it prints the Defender XDR step.
+6. App Service Authentication: an anonymous request and one carrying a forged
+   ``X-MS-CLIENT-PRINCIPAL`` must both get 401 from the function app (Microsoft once documented
+   that Easy Auth did not block unauthenticated callers on Flex Consumption: this checks it).
+   ``--verify-auth`` runs only this check (the postdeploy hook).
 
 Exactly what to grant comes from the provisioning outputs (``RESPONDER_*`` in the azd
 environment), which main.bicep computes from infra/generated/permissions.json: the permissions
@@ -27,8 +43,11 @@ values with ``azd env get-values`` when they are not in the environment).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -52,12 +71,25 @@ MANAGED_DIRECTORY_ROLES = (
 )
 REQUIRED = (
     "RESPONDER_IDENTITY_PRINCIPAL_ID",
-    "RESPONDER_IDENTITY_CLIENT_ID",
     "RESPONDER_GRAPH_APP_ID",
     "RESPONDER_EXCHANGE_APP_ID",
 )
+ROLE_GROUP = "Breach Responder"
+MAIL_SCOPE = "Breach Responder notify sender"
+MAIL_ROLE = "Application Mail.Send"
+# Built-in roles preferred as parents of the custom roles (the narrowest that hold our cmdlets).
+PREFERRED_PARENTS = ("Mail Recipients", "Transport Hygiene", "Security Admin", "View-Only Configuration",
+                     "View-Only Audit Logs", "Audit Logs", "Organization Configuration")
+RESULT_MARK = "BREACH-RESPONDER-RESULT "
+EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,63}$")
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+CMDLET = re.compile(r"^[A-Z][a-z]+-[A-Za-z]+$")
 
 Transport = Callable[[str, str, Any], tuple[int, Any]]
+# Runs an Exchange Online PowerShell script: (exit code, stdout, stderr).
+ExoRunner = Callable[[str], tuple[int, str, str]]
+# A plain HTTP request to the function app: (url, headers) -> status.
+Probe = Callable[[str, dict[str, str]], int]
 
 
 class Failure(Exception):
@@ -75,7 +107,6 @@ def truthy(value: str | None) -> bool:
 @dataclass
 class Config:
     principal_id: str
-    client_id: str
     tenant_id: str
     environment: str
     graph_app_id: str
@@ -91,6 +122,12 @@ class Config:
     eventhub_namespace_id: str
     mode: str
     function_app: str
+    api_url: str = ""
+    api_client_id: str = ""
+    exchange_permissions: str = "role-group"
+    exchange_cmdlets: list[str] = field(default_factory=list)
+    mail_send_scope: str = "none"
+    notify_sender: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Config":
@@ -99,7 +136,6 @@ class Config:
             raise Failure(f"missing {', '.join(missing)}: run `azd provision` first (the values are its outputs)")
         return cls(
             principal_id=env["RESPONDER_IDENTITY_PRINCIPAL_ID"],
-            client_id=env["RESPONDER_IDENTITY_CLIENT_ID"],
             tenant_id=env.get("AZURE_TENANT_ID", ""),
             environment=env.get("AZURE_ENV_NAME", "breach-responder"),
             graph_app_id=env["RESPONDER_GRAPH_APP_ID"],
@@ -115,6 +151,12 @@ class Config:
             eventhub_namespace_id=env.get("EVENTHUB_NAMESPACE_ID", ""),
             mode=env.get("RESPONDER_MODE", "approval"),
             function_app=env.get("FUNCTION_APP_NAME", ""),
+            api_url=env.get("RESPONDER_API_URL") or env.get("FUNCTION_APP_URL", ""),
+            api_client_id=env.get("RESPONDER_API_CLIENT_ID", ""),
+            exchange_permissions=env.get("RESPONDER_EXCHANGE_PERMISSIONS", "role-group"),
+            exchange_cmdlets=csv(env.get("RESPONDER_EXCHANGE_CMDLETS")),
+            mail_send_scope=env.get("RESPONDER_MAIL_SEND_SCOPE", "none"),
+            notify_sender=env.get("NOTIFY_SENDER", ""),
         )
 
 
@@ -238,8 +280,9 @@ def identity_service_principal(api: Api, principal_id: str, attempts: int = 12, 
 
 
 def ensure_app_roles(api: Api, principal_id: str, resource_app_id: str, wanted: list[str], *,
-                     grant: bool, prune: bool, label: str) -> list[str]:
-    """Make the identity hold exactly ``wanted`` app roles of one resource app. Returns problems."""
+                     grant: bool, prune: bool, label: str, elsewhere: tuple[str, ...] = ()) -> list[str]:
+    """Make the identity hold exactly ``wanted`` app roles of one resource app. Returns problems.
+    ``elsewhere``: roles another step of this script decides about (left alone here)."""
     resource = api.get(f"{GRAPH}/servicePrincipals(appId='{q(resource_app_id)}')?$select=id,displayName,appRoles")
     by_value = {r["value"]: r for r in resource.get("appRoles", []) if "Application" in r.get("allowedMemberTypes", [])}
     by_id = {r["id"]: r["value"] for r in resource.get("appRoles", [])}
@@ -261,7 +304,7 @@ def ensure_app_roles(api: Api, principal_id: str, resource_app_id: str, wanted: 
                   {"principalId": principal_id, "resourceId": resource["id"], "appRoleId": by_value[value]["id"]},
                   f"grant {label} {value}")
     for value, assignment in sorted(held.items()):
-        if value in wanted:
+        if value in wanted or value in elsewhere:
             continue
         if prune:
             api.write("DELETE", f"{GRAPH}/servicePrincipals/{q(principal_id)}/appRoleAssignments/{q(assignment['id'])}",
@@ -326,14 +369,237 @@ def ensure_entra_stream(api: Api, config: Config) -> None:
               f"(diagnostic setting {name})")
 
 
+# -- Exchange Online RBAC (PowerShell) -------------------------------------------------------
+
+def ps_quote(value: str) -> str:
+    """A PowerShell single-quoted string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def exchange_script(app_id: str, object_id: str, display_name: str, cmdlets: list[str], notify_sender: str) -> str:
+    """The idempotent Exchange Online PowerShell that builds the role group and the Mail.Send scope.
+    It prints one line ``BREACH-RESPONDER-RESULT {json}`` with what it found and did."""
+    if not (GUID.match(app_id) and GUID.match(object_id)):
+        raise Failure("the identity's app id / object id are not GUIDs")
+    bad = [c for c in cmdlets if not CMDLET.match(c)]
+    if bad:
+        raise Failure(f"not cmdlet names: {bad}")
+    if notify_sender and not EMAIL.match(notify_sender):
+        raise Failure(f"NOTIFY_SENDER is not a mail address: {notify_sender!r}")
+    lines = [
+        "$ErrorActionPreference = 'Stop'",
+        "$result = [ordered]@{ servicePrincipal = ''; roleGroup = ''; roles = @(); cmdlets = [ordered]@{}; missing = @(); "
+        "mailSend = $null }",
+        "Import-Module ExchangeOnlineManagement",
+        "Connect-ExchangeOnline -ShowBanner:$false",
+        "try {",
+        f"  $sp = Get-ServicePrincipal -Identity {ps_quote(app_id)} -ErrorAction SilentlyContinue",
+        f"  if (-not $sp) {{ $sp = New-ServicePrincipal -AppId {ps_quote(app_id)} -ObjectId {ps_quote(object_id)} "
+        f"-DisplayName {ps_quote(display_name)}; $result.servicePrincipal = 'created' }} "
+        "else { $result.servicePrincipal = 'exists' }",
+    ]
+    if cmdlets:
+        lines += [
+            "  # A custom role per built-in parent that holds our cmdlets, cut down to exactly those cmdlets.",
+            f"  $wanted = @({', '.join(ps_quote(c) for c in cmdlets)})",
+            f"  $prefer = @({', '.join(ps_quote(p) for p in PREFERRED_PARENTS)})",
+            "  $byParent = [ordered]@{}",
+            "  foreach ($cmdlet in $wanted) {",
+            "    $roles = @(Get-ManagementRole -Cmdlet $cmdlet | Where-Object { -not $_.IsEndUserRole })",
+            "    if ($roles.Count -eq 0) { $result.missing += $cmdlet; continue }",
+            "    $parent = $prefer | Where-Object { $roles.Name -contains $_ } | Select-Object -First 1",
+            "    if (-not $parent) { $parent = $roles[0].Name }",
+            "    if (-not $byParent.Contains($parent)) { $byParent[$parent] = @() }",
+            "    $byParent[$parent] += $cmdlet",
+            "    $result.cmdlets[$cmdlet] = $parent",
+            "  }",
+            "  $custom = @()",
+            "  foreach ($parent in $byParent.Keys) {",
+            "    $name = 'Breach Responder - ' + $parent",
+            "    if (-not (Get-ManagementRole -Identity $name -ErrorAction SilentlyContinue)) { New-ManagementRole -Name $name -Parent $parent | Out-Null }",
+            "    $keep = $byParent[$parent]",
+            "    Get-ManagementRoleEntry ($name + '\\*') | Where-Object { $keep -notcontains $_.Name } | "
+            "ForEach-Object { Remove-ManagementRoleEntry -Identity ($name + '\\' + $_.Name) -Confirm:$false }",
+            "    $custom += $name",
+            "  }",
+            f"  $group = Get-RoleGroup -Identity {ps_quote(ROLE_GROUP)} -ErrorAction SilentlyContinue",
+            f"  if (-not $group) {{ New-RoleGroup -Name {ps_quote(ROLE_GROUP)} -Roles $custom -Description "
+            "'Breach Responder: only the cmdlets its steps run' | Out-Null; $result.roleGroup = 'created' } else {",
+            "    foreach ($role in $custom) { if (-not (Get-ManagementRoleAssignment -Role $role -RoleAssignee "
+            f"{ps_quote(ROLE_GROUP)} -ErrorAction SilentlyContinue)) {{ New-ManagementRoleAssignment -Role $role "
+            f"-SecurityGroup {ps_quote(ROLE_GROUP)} | Out-Null }} }}",
+            "    $result.roleGroup = 'exists' }",
+            f"  if (-not (Get-RoleGroupMember -Identity {ps_quote(ROLE_GROUP)} | Where-Object {{ $_.Identity -eq $sp.Identity "
+            f"-or $_.Name -eq $sp.Name }})) {{ Add-RoleGroupMember -Identity {ps_quote(ROLE_GROUP)} -Member $sp.Identity }}",
+            "  $result.roles = $custom",
+        ]
+    if notify_sender:
+        scope_filter = f"PrimarySmtpAddress -eq '{notify_sender}'"
+        lines += [
+            "  # RBAC for Applications: Mail.Send only as NOTIFY_SENDER.",
+            f"  $filter = {ps_quote(scope_filter)}",
+            f"  $scope = Get-ManagementScope -Identity {ps_quote(MAIL_SCOPE)} -ErrorAction SilentlyContinue",
+            f"  if (-not $scope) {{ New-ManagementScope -Name {ps_quote(MAIL_SCOPE)} -RecipientRestrictionFilter $filter | Out-Null }} "
+            f"elseif ($scope.RecipientFilter -ne $filter) {{ Set-ManagementScope -Identity {ps_quote(MAIL_SCOPE)} "
+            "-RecipientRestrictionFilter $filter }",
+            f"  $assigned = Get-ManagementRoleAssignment -Role {ps_quote(MAIL_ROLE)} -RoleAssignee $sp.Identity -ErrorAction SilentlyContinue",
+            f"  if (-not $assigned) {{ New-ManagementRoleAssignment -App $sp.ObjectId -Role {ps_quote(MAIL_ROLE)} "
+            f"-CustomResourceScope {ps_quote(MAIL_SCOPE)} | Out-Null }}",
+            f"  $test = @(Test-ServicePrincipalAuthorization -Identity $sp.Identity -Resource {ps_quote(notify_sender)} | "
+            f"Where-Object {{ $_.RoleName -eq {ps_quote(MAIL_ROLE)} }})",
+            "  $result.mailSend = [ordered]@{ scope = $filter; inScope = [bool]($test | Where-Object { $_.InScope -eq $true }) }",
+        ]
+    lines += [
+        "} finally { Disconnect-ExchangeOnline -Confirm:$false | Out-Null }",
+        f"{ps_quote(RESULT_MARK)} + ($result | ConvertTo-Json -Depth 5 -Compress)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pwsh_runner(script: str) -> tuple[int, str, str]:
+    """Run a script in PowerShell 7 (interactive sign-in to Exchange Online happens there)."""
+    pwsh = shutil.which("pwsh")
+    if pwsh is None:
+        return 127, "", "pwsh (PowerShell 7) is not installed"
+    done = subprocess.run([pwsh, "-NoProfile", "-Command", "-"], input=script, capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _exo_result(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            try:
+                return json.loads(line[len(RESULT_MARK):])
+            except ValueError:
+                return None
+    return None
+
+
+def ensure_exchange_rbac(api: Api, config: Config, sp: dict[str, Any], exo: ExoRunner | None) -> list[str]:
+    """The Exchange role group and the Mail.Send scope (Exchange Online PowerShell); then, and only
+    then, the tenant-wide grants they replace are removed. Returns problems."""
+    log = api.log
+    cmdlets = config.exchange_cmdlets if config.exchange_permissions == "role-group" else []
+    scoped_mail = config.mail_send_scope == "exchange-rbac"
+    if not cmdlets and not scoped_mail:
+        log("  nothing to do (EXCHANGE_PERMISSIONS=directory-role or no cmdlets; Mail.Send not scoped here)")
+        return []
+    if scoped_mail and not config.notify_sender:
+        return ["Mail.Send is needed but NOTIFY_SENDER is empty: set it (azd env set NOTIFY_SENDER ...) so the "
+                "grant can be scoped to that mailbox"]
+    script = exchange_script(sp.get("appId", ""), config.principal_id, sp.get("displayName") or "breach-responder",
+                             cmdlets, config.notify_sender if scoped_mail else "")
+    what = []
+    if cmdlets:
+        what.append(f"role group {ROLE_GROUP!r} with only {', '.join(cmdlets)}")
+    if scoped_mail:
+        what.append(f"{MAIL_ROLE} scoped to {config.notify_sender}")
+    api.changes.append("Exchange Online RBAC: " + "; ".join(what))
+    if api.dry_run:
+        log(f"  would configure in Exchange Online PowerShell: {'; '.join(what)}")
+        return []
+    log(f"  configuring in Exchange Online PowerShell (sign in when asked): {'; '.join(what)}")
+    code, stdout, stderr = (exo or pwsh_runner)(script)
+    result = _exo_result(stdout) if code == 0 else None
+    if result is None:
+        reason = (stderr or stdout).strip().splitlines()[-1:] or ["no result"]
+        return [f"Exchange Online PowerShell failed ({reason[0][:300]}). It needs PowerShell 7 with the "
+                "ExchangeOnlineManagement module and a user with Organization Management; without them, "
+                "`azd env set EXCHANGE_PERMISSIONS directory-role` and `azd env set MAIL_SEND_SCOPE unscoped`, then "
+                "`azd provision` (tenant-wide roles instead)"]
+    problems: list[str] = []
+    log(f"  service principal: {result.get('servicePrincipal')}")
+    if cmdlets:
+        missing = result.get("missing") or []
+        for cmdlet, parent in (result.get("cmdlets") or {}).items():
+            log(f"  ok: {cmdlet} (custom role from {parent})")
+        if missing:
+            problems.append(f"no Exchange role holds {', '.join(missing)}: the role group cannot cover them")
+        else:
+            _drop_directory_roles(api, config.principal_id, ("Exchange Administrator", "Security Administrator"),
+                                  f"replaced by the Exchange role group {ROLE_GROUP!r}")
+    if scoped_mail:
+        mail = result.get("mailSend") or {}
+        if mail.get("inScope") is True:
+            log(f"  ok: {MAIL_ROLE} in scope for {config.notify_sender} only")
+            _drop_graph_role(api, config, "Mail.Send", f"scoped to {config.notify_sender} by Exchange RBAC for Applications")
+        else:
+            problems.append(f"{MAIL_ROLE} is not in scope for {config.notify_sender} yet (Test-ServicePrincipalAuthorization); "
+                            "the tenant-wide Entra Mail.Send grant stays until it is: re-run this script")
+    return problems
+
+
+def _drop_directory_roles(api: Api, principal_id: str, names: tuple[str, ...], why: str) -> None:
+    filter_ = urllib.parse.quote(f"principalId eq '{principal_id}'")
+    assignments = api.list(f"{GRAPH}/roleManagement/directory/roleAssignments?$filter={filter_}")
+    for name in names:
+        filter_ = urllib.parse.quote(f"displayName eq '{name}'")
+        found = api.list(f"{GRAPH}/roleManagement/directory/roleDefinitions?$filter={filter_}&$select=id,displayName")
+        held = [a for a in assignments if found and a.get("roleDefinitionId") == found[0]["id"]]
+        for assignment in held:
+            api.write("DELETE", f"{GRAPH}/roleManagement/directory/roleAssignments/{q(assignment['id'])}", None,
+                      f"remove directory role {name} ({why})")
+
+
+def _drop_graph_role(api: Api, config: Config, value: str, why: str) -> None:
+    resource = api.get(f"{GRAPH}/servicePrincipals(appId='{q(config.graph_app_id)}')?$select=id,appRoles")
+    role_ids = {r["id"] for r in resource.get("appRoles", []) if r.get("value") == value}
+    for assignment in api.list(f"{GRAPH}/servicePrincipals/{q(config.principal_id)}/appRoleAssignments"):
+        if assignment.get("resourceId") == resource["id"] and assignment.get("appRoleId") in role_ids:
+            api.write("DELETE", f"{GRAPH}/servicePrincipals/{q(config.principal_id)}/appRoleAssignments/{q(assignment['id'])}",
+                      None, f"remove the tenant-wide Microsoft Graph {value} ({why})")
+
+
+# -- App Service Authentication ---------------------------------------------------------------
+
+def urllib_probe(url: str, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def forged_principal(tenant_id: str) -> str:
+    """An X-MS-CLIENT-PRINCIPAL nobody signed: Easy Auth must never let it through."""
+    claims = [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": "00000000-0000-4000-8000-000000000001"},
+              {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": tenant_id},
+              {"typ": "roles", "val": "Incident.Read"}, {"typ": "roles", "val": "Incident.Approve"}]
+    return base64.b64encode(json.dumps({"auth_typ": "aad", "claims": claims, "name_typ": "", "role_typ": ""}).encode()).decode()
+
+
+def verify_easy_auth(api: Api, config: Config, probe: Probe | None) -> list[str]:
+    """Anonymous and forged-principal requests must get 401 from App Service Authentication."""
+    if not config.api_url:
+        return ["FUNCTION_APP_URL is unknown: cannot check App Service Authentication"]
+    if api.dry_run:
+        api.log("  would check that anonymous and forged-principal requests get 401")
+        return []
+    probe = probe or urllib_probe
+    url = config.api_url.rstrip("/") + "/api/incidents"
+    anonymous = probe(url, {})
+    forged = probe(url, {"X-MS-CLIENT-PRINCIPAL": forged_principal(config.tenant_id),
+                         "X-MS-CLIENT-PRINCIPAL-ID": "00000000-0000-4000-8000-000000000001",
+                         "X-MS-CLIENT-PRINCIPAL-IDP": "aad"})
+    if anonymous == 401 and forged == 401:
+        api.log("  ok: anonymous and forged-principal requests get 401")
+        return []
+    return [f"App Service Authentication is not in front of {config.api_url}: an anonymous request got {anonymous} and "
+            f"a forged X-MS-CLIENT-PRINCIPAL got {forged}, not 401. Do not use this deployment until it is (check "
+            "Authentication on the function app; Flex Consumption once did not block unauthenticated callers)"]
+
+
 # -- main ---------------------------------------------------------------------------------
 
-def run(config: Config, api: Api, *, prune: bool) -> list[str]:
+def run(config: Config, api: Api, *, prune: bool, exo: ExoRunner | None = None, probe: Probe | None = None) -> list[str]:
     """Everything, in order. Returns problems that need a person (empty: all done)."""
     log = api.log
     problems: list[str] = []
     sp = identity_service_principal(api, config.principal_id)
-    log(f"Managed identity: {sp.get('displayName', '')} (client id {config.client_id}, object id {config.principal_id})")
+    log(f"Managed identity: {sp.get('displayName', '')} (client id {sp.get('appId', '')}, object id {config.principal_id})")
 
     log("Exchange Online application permission:")
     if config.exchange_roles or prune:
@@ -344,7 +610,8 @@ def run(config: Config, api: Api, *, prune: bool) -> list[str]:
 
     log(f"Microsoft Graph application permissions ({'granted here' if config.graph_roles_via == 'script' else 'granted by main.bicep; checking'}):")
     problems += ensure_app_roles(api, config.principal_id, config.graph_app_id, config.graph_roles,
-                                 grant=config.graph_roles_via == "script", prune=prune, label="Microsoft Graph")
+                                 grant=config.graph_roles_via == "script", prune=prune, label="Microsoft Graph",
+                                 elsewhere=("Mail.Send",) if config.mail_send_scope == "exchange-rbac" else ())
 
     log("Entra directory roles:")
     ensure_directory_roles(api, config.principal_id, config.directory_roles, prune=prune)
@@ -359,10 +626,10 @@ def run(config: Config, api: Api, *, prune: bool) -> list[str]:
     else:
         log("  off (ENABLE_STREAMS=false): alerts come from the polling reconciler, the alerts queue and POST /api/incidents")
 
-    if "Mail.Send" in config.graph_roles:
-        log("Reminder: Mail.Send can send as any mailbox; scope it to NOTIFY_SENDER with an application")
-        log(f"  access policy (Exchange Online PowerShell): New-ApplicationAccessPolicy -AppId {config.client_id} "
-            "-PolicyScopeGroupId <group containing NOTIFY_SENDER> -AccessRight RestrictAccess")
+    log("Exchange Online RBAC:")
+    problems += ensure_exchange_rbac(api, config, sp, exo)
+    log("App Service Authentication:")
+    problems += verify_easy_auth(api, config, probe)
     log(f"RESPONDER_MODE={config.mode}" + (
         ": incidents wait for `responder approve` / POST /api/incidents/{id}/approve before any change. "
         "When the approvals look right: `azd env set RESPONDER_MODE auto && azd provision`."
@@ -370,10 +637,13 @@ def run(config: Config, api: Api, *, prune: bool) -> list[str]:
     return problems
 
 
-def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None, transport: Transport | None = None) -> int:
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None, transport: Transport | None = None,
+         exo: ExoRunner | None = None, probe: Probe | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tenant-level grants for Breach Responder (after azd provision).")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     parser.add_argument("--prune", action="store_true", help="also remove grants no enabled step needs")
+    parser.add_argument("--verify-auth", action="store_true",
+                        help="only check that App Service Authentication refuses anonymous and forged requests (postdeploy)")
     args = parser.parse_args(argv)
     if env is None:
         env = dict(os.environ)
@@ -383,7 +653,10 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None, tr
     try:
         config = Config.from_env(env)
         api = Api(transport or urllib_transport(config.tenant_id), dry_run=args.dry_run)
-        problems = run(config, api, prune=prune)
+        if args.verify_auth:
+            problems = verify_easy_auth(api, config, probe)
+        else:
+            problems = run(config, api, prune=prune, exo=exo, probe=probe)
     except Failure as exc:
         print(f"postprovision: {exc}", file=sys.stderr)
         return 1

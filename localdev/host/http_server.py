@@ -3,6 +3,9 @@
 * ``/{routePrefix}/{route}`` -> HTTP-triggered functions, with route parameters, method
   filtering (405) and keys: ``anonymous`` is open; ``function`` accepts the function or the
   master key, ``admin`` only the master key, from ``?code=`` or ``x-functions-key`` (401).
+  Client-sent ``X-MS-CLIENT-PRINCIPAL*`` / ``X-MS-TOKEN-*`` headers never reach a function; with
+  ``LOCALDEV_EASYAUTH_ISSUER`` set, App Service Authentication runs first (easyauth.py: no valid
+  Entra bearer token → 401; a valid one → the principal headers).
 * ``POST /admin/functions/{name}`` with ``{"input": "..."}`` and the master key runs a
   non-HTTP function now (202), like the real host's admin API; ``?wait=true`` (local only)
   waits and answers 200 ``{"id", "status": "Succeeded"}`` or 500 ``{"status": "Failed"}``.
@@ -25,6 +28,7 @@ import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .easyauth import STRIPPED_PREFIXES, EasyAuth, EasyAuthConfig, TokenRefused
 from .functions import HTTP_TRIGGER, FunctionInfo, enum_value
 from .invocation import FunctionTimeout, Invoker
 from .routes import RouteError, RouteTemplate, compile_route, sort_routes
@@ -79,6 +83,8 @@ class HttpFrontEnd:
     def __init__(self, host: HostControl, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.host = host
         self.max_body_bytes = max_body_bytes
+        config = EasyAuthConfig.from_env(host.environ)
+        self.easy_auth: Optional[EasyAuth] = EasyAuth(config) if config else None
         self.routes: list = []
         for info in host.functions:
             if info.trigger_type != HTTP_TRIGGER:
@@ -170,6 +176,15 @@ class HttpFrontEnd:
         info = route.info
         if info.is_disabled(self.host.environ) or info.name in self.host.function_errors:
             return self._text(404, "Not Found")
+        principal: dict = {}
+        if self.easy_auth is not None and not self.easy_auth.excluded(request.path):
+            try:
+                principal = self.easy_auth.principal_headers(
+                    await self.easy_auth.validate(request.headers.get("Authorization")))
+            except TokenRefused as exc:
+                logger.info("HTTP %s %s: Easy Auth refused the request: %s", request.method, request.path, exc)
+                return web.Response(status=401, text="401 Unauthorized: " + str(exc), content_type="text/plain",
+                                    headers={"WWW-Authenticate": 'Bearer realm="local Easy Auth"'})
         if not self._authorized(request, route.auth_level):
             return self._text(401, "Unauthorized")
         if request.content_length is not None and request.content_length > self.max_body_bytes:
@@ -180,7 +195,10 @@ class HttpFrontEnd:
             return self._text(413, "Request Entity Too Large")
         headers: dict = {}
         for key, value in request.headers.items():
+            if key.lower().startswith(STRIPPED_PREFIXES):
+                continue  # only the platform sets these
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        headers.update(principal)
         req = func.HttpRequest(
             method=request.method,
             url=str(request.url),

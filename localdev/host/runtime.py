@@ -34,6 +34,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue.aio import QueueServiceClient
 
+from .easyauth import EasyAuthConfig
 from .functions import (
     EVENT_HUB_TRIGGER,
     HTTP_TRIGGER,
@@ -189,6 +190,19 @@ class LocalHost:
             q.max_dequeue_count, q.message_encoding, self.config.route_prefix,
             f"{self.config.function_timeout}s" if self.config.function_timeout else "none",
         )
+        try:
+            easy_auth = EasyAuthConfig.from_env(self.environ)
+        except ValueError as exc:
+            raise HostStartError(str(exc)) from exc
+        # As on the platform, WEBSITE_AUTH_ENABLED tells the app whether App Service Authentication
+        # fronts it (shared/principal.py trusts the principal headers only then); the host owns it.
+        wanted = "True" if easy_auth else "False"
+        if self.environ.get("WEBSITE_AUTH_ENABLED", wanted) != wanted:
+            logger.warning("WEBSITE_AUTH_ENABLED=%s ignored: the host sets it (%s: Easy Auth %s)",
+                           self.environ["WEBSITE_AUTH_ENABLED"], wanted, "on" if easy_auth else "off")
+        self.environ["WEBSITE_AUTH_ENABLED"] = wanted
+        if easy_auth:
+            logger.info("Easy Auth: on (issuer %s, audiences %s)", easy_auth.issuer, ", ".join(easy_auth.audiences))
         self.function_key = self.environ.get("LOCALDEV_FUNCTION_KEY") or secrets.token_urlsafe(32)
         self.master_key = self.environ.get("LOCALDEV_MASTER_KEY") or secrets.token_urlsafe(32)
 
@@ -478,6 +492,8 @@ class LocalHost:
 
     async def _cleanup(self) -> None:
         await self._stop_http()
+        if self.http is not None and self.http.easy_auth is not None:
+            await self.http.easy_auth.close()
         for task in self._loop_tasks:
             task.cancel()
         for queue in self._queues:

@@ -7,7 +7,7 @@
 dir-write-tenant=1800`` (or ``NAME.window_s=...``) overrides one quota, repeatable.
 
 Binds (port 0 = a free port), writes {"url", "port", "pid", "identity_endpoint", "identity_header",
-"tenant_id"} to the ready file (mode 0600) once listening, logs one line, and runs until SIGTERM/SIGINT.
+"tenant_id", "api_client_id"} to the ready file (mode 0600) once listening, logs one line, and runs until SIGTERM/SIGINT.
 The identity header secret can also come from the environment variable BREACH_SIM_IDENTITY_HEADER
 (preferred over the flag: command lines are visible to other local users); otherwise one is generated.
 """
@@ -79,7 +79,8 @@ async def _serve(args: argparse.Namespace, seed: dict | None, faults: dict | Non
     if args.ready_file:
         _write_ready(args.ready_file, {
             "url": sim.url, "port": sim.port, "pid": os.getpid(), "identity_endpoint": sim.identity_endpoint,
-            "identity_header": sim.identity_header, "tenant_id": sim.core.state.tenant_id})
+            "identity_header": sim.identity_header, "tenant_id": sim.core.state.tenant_id,
+            "api_client_id": sim.core.operator_issuer.api_client_id})
     try:
         await stop.wait()
     finally:

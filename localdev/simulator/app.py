@@ -4,6 +4,8 @@ One port serves:
   /v1.0/... and /beta/...                      Microsoft Graph (audience https://graph.microsoft.com)
   POST /adminapi/beta/{tenant}/InvokeCommand   Exchange Online admin API (audience https://outlook.office365.com)
   GET /msi/token                               App Service managed-identity endpoint (azure-identity / MSAL)
+  GET /{tenant}/v2.0/.well-known/openid-configuration, /{tenant}/discovery/v2.0/keys
+                                               the operator token issuer (identity.py; Easy Auth validates against it)
   /_sim/...                                    control API (no auth; loopback only)
 
 Every Graph/EXO/token request (each $batch item separately) goes into a bounded request log with
@@ -22,7 +24,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
 
-from . import control, exo
+from . import control, exo, identity
 from .core import CORE_KEY, REDACTED, SECRET_KEYS, WWW_AUTHENTICATE, RequestLog, SimulatorCore, TokenStore, redact
 from .faults import Decision
 from .graph import ROUTER, GraphRequest, GraphResponse
@@ -521,6 +523,7 @@ def create_app(core: SimulatorCore) -> web.Application:
     app[CORE_KEY] = core
     r = app.router
     control.add_routes(r)
+    identity.add_routes(r)
     r.add_get("/msi/token", msi_token)
     r.add_post("/adminapi/beta/{tenant}/InvokeCommand", exo_entry)
     r.add_route("*", r"/{version:(?:v1\.0|beta)}/{tail:.*}", graph_entry)

@@ -199,6 +199,15 @@ class SimulatorClient:
         """DELETE /_sim/tokens: every issued token becomes invalid (401)."""
         self._control("DELETE", "/_sim/tokens")
 
+    def operator_token(self, upn: str | None = None, roles: list[str] | tuple[str, ...] = (), *, app: str | None = None,
+                       **overrides: Any) -> str:
+        """POST /_sim/operator-token: a signed Entra-style access token for a dev principal (a user by
+        UPN, or an application by name) holding ``roles`` of the responder's app registration.
+        ``overrides``: audience, lifetime_s (negative = expired), not_before_s, tenant, object_id."""
+        body: dict[str, Any] = {"roles": list(roles), **overrides}
+        body["upn" if upn else "app"] = upn or app
+        return self._control("POST", "/_sim/operator-token", body=body)["access_token"]
+
 
 class SimulatorProcess(ChildProcess):
     """A simulator running as a subprocess (see `start_simulator`)."""
@@ -212,6 +221,7 @@ class SimulatorProcess(ChildProcess):
         self.url = ""
         self.port = 0
         self.tenant_id = ""
+        self.api_client_id = ""
         self.identity_endpoint = ""
         self.client: SimulatorClient
 
@@ -231,12 +241,23 @@ class SimulatorProcess(ChildProcess):
         self.url = info["url"]
         self.port = int(info["port"])
         self.tenant_id = info.get("tenant_id", "")
+        self.api_client_id = info.get("api_client_id", "")
         self.identity_endpoint = self.url + "/msi/token"
         self.client = SimulatorClient(self.url)
 
     def identity_env(self) -> dict[str, str]:
         """Environment variables that point azure-identity's ManagedIdentityCredential at the simulator."""
         return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity_header}
+
+    def easyauth_env(self) -> dict[str, str]:
+        """Settings that make the local host play App Service Authentication with this simulator as
+        the Entra ID issuer (localdev/host/easyauth.py), like authsettingsV2 in infra."""
+        return {
+            "LOCALDEV_EASYAUTH_ISSUER": f"{self.url}/{self.tenant_id}/v2.0",
+            "LOCALDEV_EASYAUTH_CLIENT_ID": self.api_client_id,
+            "LOCALDEV_EASYAUTH_ALLOWED_AUDIENCES": f"api://{self.api_client_id}",
+            "LOCALDEV_EASYAUTH_ALLOWED_TENANTS": self.tenant_id,
+        }
 
     def get_token(self, resource: str = GRAPH_RESOURCE) -> str:
         """Fetch a bearer token from the simulator's MSI endpoint."""

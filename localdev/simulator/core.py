@@ -12,6 +12,7 @@ import hashlib
 import logging
 import secrets
 import time
+import uuid
 from typing import Any, Mapping
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from aiohttp import web
 from .faults import FaultInjector
 from .limits import Limits
 from .odata import GraphError, iso, utcnow
+from .signing import OperatorIssuer
 from .state import TenantState, load_seed
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,10 @@ class SimulatorCore:
         self.tokens = TokenStore()
         self.identity_header = identity_header or secrets.token_urlsafe(24)
         self.started = time.time()
+        api = self.seed.get("operatorApi") or {}
+        self.operator_issuer = OperatorIssuer(
+            self.state.tenant_id,
+            str(api.get("clientId") or uuid.uuid5(uuid.UUID(self.state.tenant_id), "app/breach-responder-api")))
 
     def reset(self, seed: Mapping[str, Any] | None = None) -> None:
         """Rebuild the tenant from `seed`, else from the seed file (re-read) or the initial seed."""

@@ -15,9 +15,12 @@ Documented choices:
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any, Callable, Mapping
 
+from .access import MAILBOX_RIGHTS
 from .odata import exo_time, parse_iso
 from .state import TenantState, User
 
@@ -165,7 +168,9 @@ def mailbox_row(st: TenantState, user: User) -> dict:
         "WhenMailboxCreated": exo_time(parse_iso(mb.get("WhenMailboxCreated"))),
         "MessageCopyForSentAsEnabled": False,
         "MessageCopyForSendOnBehalfEnabled": False,
-        "GrantSendOnBehalfTo": [],
+        # Over the admin API the entries are object ids (public clients compare them with Graph user ids: assumed).
+        "GrantSendOnBehalfTo": list(st.access.send_on_behalf.get(user.id, [])),
+        "DistinguishedName": distinguished_name(st, user),
         "ProhibitSendQuota": "99 GB (106,300,440,576 bytes)",
         "ProhibitSendReceiveQuota": "100 GB (107,374,182,400 bytes)",
         "IssueWarningQuota": "98 GB (105,226,698,752 bytes)",
@@ -177,6 +182,12 @@ def mailbox_row(st: TenantState, user: User) -> dict:
         "EmailAddresses": [f"SMTP:{mail}", f"smtp:{alias}@{st.domain.replace('.onmicrosoft.com', '')}.mail.onmicrosoft.com"],
         "Identity": user.id,
     }
+
+
+def distinguished_name(st: TenantState, user: User) -> str:
+    alias = user.props.get("mailNickname") or user.upn.split("@")[0]
+    return (f"CN={alias},OU={st.domain},OU=Microsoft Exchange Hosted Organizations,DC=EURPRD01,DC=PROD,"
+            "DC=OUTLOOK,DC=COM")
 
 
 def bypass_row(st: TenantState, user: User) -> dict:
@@ -191,8 +202,7 @@ def bypass_row(st: TenantState, user: User) -> dict:
         "Identity": alias,
         "Id": alias,
         "IsValid": True,
-        "DistinguishedName": f"CN={alias},OU={org},OU=Microsoft Exchange Hosted Organizations,DC=EURPRD01,DC=PROD,"
-                             "DC=OUTLOOK,DC=COM",
+        "DistinguishedName": distinguished_name(st, user),
         "ObjectClass@odata.type": "#Collection(String)",
         "ObjectClass": ["top", "person", "organizationalPerson", "user"],
         "WhenChangedUTC@data.type": "System.DateTime",
@@ -326,11 +336,36 @@ def remove_blocked(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
     return [], []
 
 
+_SOB_FILTER = re.compile(r"^\s*GrantSendOnBehalfTo\s+-eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+
+
+def _filter_mailboxes(st: TenantState, text: Any) -> list[User]:
+    """``-Filter "GrantSendOnBehalfTo -eq '<DN>'"`` (filter-properties.md: the value must be a distinguished
+    name or canonical DN; a multi-valued property matches when it contains the value). Other filters: 400."""
+    match = _SOB_FILTER.match(str(text or ""))
+    if not match:
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.Management.Tasks.ThrowTerminatingErrorException",
+                       f"The simulator supports only -Filter \"GrantSendOnBehalfTo -eq '<DN>'\"; got {str(text)[:80]!r}.")
+    value = match.group(1).replace("''", "'")
+    if not value.upper().startswith("CN="):
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.Data.InvalidFilterException",
+                       f"Cannot bind parameter 'Filter' to the target. Exception setting \"Filter\": \"The value "
+                       f"\"{value}\" could not be converted to type Microsoft.Exchange.Data.Directory.ADObjectId: the "
+                       "GrantSendOnBehalfTo filter requires a distinguished name.\"")
+    trustee = next((u for u in st.users.values() if u.mailbox is not None
+                    and distinguished_name(st, u).lower() == value.lower()), None)
+    if trustee is None:
+        return []
+    return [u for u in st.users.values() if u.mailbox is not None and trustee.id in st.access.send_on_behalf.get(u.id, [])]
+
+
 def get_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
     if p.get("Identity") is not None:
         user = _mailbox(st, p["Identity"])
         ctx["user"] = user.id
         return [mailbox_row(st, user)], []
+    if p.get("Filter") is not None:
+        return [mailbox_row(st, u) for u in _filter_mailboxes(st, p["Filter"])], []
     rows = [mailbox_row(st, u) for u in st.users.values() if u.mailbox is not None]
     size = p.get("ResultSize")
     warnings = []
@@ -350,6 +385,58 @@ def get_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
 
 
 _SET_MAILBOX_BOOLS = ("DeliverToMailboxAndForward", "AuditEnabled")
+_NO_CHANGE = "The command completed successfully but no settings of '{identity}' have been modified."
+# Who the unified audit log records for the app's own cmdlets (the app's service principal: assumed shape).
+_APP_USER = "ServicePrincipal_4cdc8f8d-68f6-5b2e-ade5-cb72e81a3ea8"
+
+
+def _upn(st: TenantState, user_id: str) -> str:
+    user = st.users.get(user_id)
+    return user.upn if user else user_id
+
+
+def _recipient(st: TenantState, ref: Any) -> User:
+    """A recipient named by id, UPN, SMTP address, alias or display name (``"must be a mailbox, mail user or
+    mail-enabled security group"``): 404 ManagementObjectNotFoundException otherwise."""
+    user = st.find_mailbox(str(ref)) if isinstance(ref, str) else None
+    if user is None:
+        raise not_found(ref)
+    return user
+
+
+def _hash_items(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    return [str(i) for i in items if i is not None and str(i) != ""]
+
+
+def _multi_value(st: TenantState, name: str, value: Any, current: list[str], resolve: Callable[[Any], str]) -> list[str]:
+    """A multi-valued parameter (Set-Mailbox.md, -GrantSendOnBehalfTo; Set-MailboxJunkEmailConfiguration.md):
+    ``{"@odata.type": "#Exchange.GenericHashTable", "Add": ..., "Remove": ...}`` adds or removes without touching
+    other entries; a plain value or list replaces them; null empties them. An object without the hashtable
+    marker is not a hashtable over the admin API (public clients always send it): 400."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        if value.get("@odata.type") != "#Exchange.GenericHashTable":
+            raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException",
+                           f"Cannot process argument transformation on parameter '{name}'. Cannot convert the value of "
+                           "type \"System.Collections.Generic.Dictionary\" to type \"MultiValuedProperty\".")
+        out = list(current)
+        for key, items in value.items():
+            verb = key.lower()
+            if verb == "@odata.type":
+                continue
+            if verb not in ("add", "remove"):
+                raise ExoError(400, "BadRequest", "System.ArgumentException",
+                               f"The hashtable key '{key}' isn't valid for parameter '{name}': use Add or Remove.")
+            for item in _hash_items(items):
+                resolved = resolve(item)
+                if verb == "add" and all(resolved.lower() != c.lower() for c in out):
+                    out.append(resolved)
+                elif verb == "remove":
+                    out = [c for c in out if c.lower() != resolved.lower()]
+        return out
+    return [resolve(item) for item in _hash_items(value)]
 
 
 def set_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
@@ -377,9 +464,22 @@ def set_mailbox(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
             changes["ForwardingAddress"] = target.display_name
     if "AuditLogAgeLimit" in p:
         changes["AuditLogAgeLimit"] = str(p["AuditLogAgeLimit"])
+    warnings: list[str] = []
+    if "GrantSendOnBehalfTo" in p:
+        current = list(st.access.send_on_behalf.get(user.id, []))
+        wanted = _multi_value(st, "GrantSendOnBehalfTo", p["GrantSendOnBehalfTo"], current,
+                              lambda ref: _recipient(st, ref).id)
+        if wanted != current:
+            st.access.send_on_behalf[user.id] = wanted
+            st.mutate("send_on_behalf_changed", user, before=[_upn(st, t) for t in current],
+                      after=[_upn(st, t) for t in wanted])
+            st.access.audit_admin("Set-Mailbox", str(p["Identity"]), _APP_USER,
+                                  {"Identity": p["Identity"], "GrantSendOnBehalfTo": p["GrantSendOnBehalfTo"]})
+        elif not changes:
+            warnings.append(_NO_CHANGE.format(identity=p["Identity"]))
     if changes:
         st.set_mailbox(user, changes)
-    return [], []
+    return [], warnings
 
 
 def _rules_for(user: User, include_hidden: bool) -> list[dict]:
@@ -490,13 +590,238 @@ def set_bypass(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
     return [], []
 
 
+# ---------------------------------------------------------------------- mailbox and recipient permissions
+
+def _access_rights(value: Any, allowed: tuple[str, ...], name: str = "AccessRights") -> list[str]:
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    rights = [str(i).strip() for i in items if str(i).strip()]
+    if not rights:
+        raise missing_parameter(name)
+    canon = {a.lower(): a for a in allowed}
+    bad = [r for r in rights if r.lower() not in canon]
+    if bad:
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException",
+                       f"Cannot process argument transformation on parameter '{name}'. Cannot convert value \"{bad[0]}\" "
+                       f"to type \"Microsoft.Exchange.Management.RecipientTasks.MailboxRights\". Error: \"Unable to match "
+                       f"the identifier name {bad[0]} to a valid enumerator name. Specify one of the following enumerator "
+                       f"names and try again: {', '.join(allowed)}\"")
+    return [canon[r.lower()] for r in rights]
+
+
+def get_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    # Get-MailboxPermission.md: "The value $null or a non-existent value for the Identity parameter returns
+    # *all* objects as if you ran the Get- command without the Identity parameter."
+    trustee = _recipient(st, p["User"]) if p.get("User") not in (None, "") else None
+    if p.get("Identity") in (None, ""):
+        return [r for u in st.users.values() if u.mailbox is not None for r in st.access.mailbox_rows(u, trustee)], []
+    user = _mailbox(st, p["Identity"])
+    ctx["user"] = user.id
+    return st.access.mailbox_rows(user, trustee), []
+
+
+def add_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    for name in ("Identity", "User", "AccessRights"):
+        if p.get(name) in (None, ""):
+            raise missing_parameter(name)
+    user, trustee = _mailbox(st, p["Identity"]), _recipient(st, p["User"])
+    ctx["user"] = user.id
+    rights = _access_rights(p["AccessRights"], MAILBOX_RIGHTS)
+    aces = st.access.mailbox_aces.setdefault(user.id, [])
+    ace = next((a for a in aces if a["trustee"] == trustee.id), None)
+    if ace is None:
+        aces.append({"trustee": trustee.id, "rights": rights})
+    else:
+        ace["rights"] = list(dict.fromkeys(ace["rights"] + rights))
+    st.mutate("mailbox_permission_added", user, trustee=trustee.upn, rights=rights)
+    st.access.audit_admin("Add-MailboxPermission", str(p["Identity"]), _APP_USER,
+                          {"Identity": p["Identity"], "User": p["User"], "AccessRights": rights,
+                           "InheritanceType": p.get("InheritanceType", "All")})
+    return [st.access._ace_row(user, trustee.upn, rights, False, False)], []
+
+
+def remove_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    for name in ("Identity", "User", "AccessRights"):
+        if p.get(name) in (None, ""):
+            raise missing_parameter(name)
+    user, trustee = _mailbox(st, p["Identity"]), _recipient(st, p["User"])
+    ctx["user"] = user.id
+    rights = _access_rights(p["AccessRights"], MAILBOX_RIGHTS)
+    aces = st.access.mailbox_aces.get(user.id, [])
+    ace = next((a for a in aces if a["trustee"] == trustee.id), None)
+    if ace is None or not {r.lower() for r in rights} & {r.lower() for r in ace["rights"]}:
+        # Remove-MailboxPermission.md quotes this text; public clients find it in the result, not as an HTTP error.
+        return [], [f"Can't remove the access control entry on the object \"{p['Identity']}\" for the user account "
+                    "because the ACE doesn't exist on the object."]
+    ace["rights"] = [r for r in ace["rights"] if r.lower() not in {x.lower() for x in rights}]
+    if not ace["rights"]:
+        aces.remove(ace)
+    st.mutate("mailbox_permission_removed", user, trustee=trustee.upn, rights=rights)
+    st.access.audit_admin("Remove-MailboxPermission", str(p["Identity"]), _APP_USER,
+                          {"Identity": p["Identity"], "User": p["User"], "AccessRights": rights,
+                           "InheritanceType": p.get("InheritanceType", "All")})
+    return [], []
+
+
+def get_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("AccessRights") not in (None, ""):
+        _access_rights(p["AccessRights"], ("SendAs",))  # "The only valid value for this parameter is SendAs."
+    if p.get("Identity") not in (None, ""):
+        user = _recipient(st, p["Identity"])
+        ctx["user"] = user.id
+        rows = st.access.recipient_rows(user)
+    else:
+        rows = [r for u in st.users.values() if u.mailbox is not None for r in st.access.recipient_rows(u)]
+    if p.get("Trustee") not in (None, ""):
+        trustee = _recipient(st, p["Trustee"])
+        rows = [r for r in rows if r["Trustee"].lower() == trustee.upn.lower()]
+    return rows, []
+
+
+def add_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    for name in ("Identity", "Trustee", "AccessRights"):
+        if p.get(name) in (None, ""):
+            raise missing_parameter(name)
+    _access_rights(p["AccessRights"], ("SendAs",))
+    user, trustee = _recipient(st, p["Identity"]), _recipient(st, p["Trustee"])
+    ctx["user"] = user.id
+    entries = st.access.send_as.setdefault(user.id, [])
+    if all(e["trustee"] != trustee.id for e in entries):
+        entries.append({"trustee": trustee.id})
+        st.mutate("recipient_permission_added", user, trustee=trustee.upn, rights=["SendAs"])
+        st.access.audit_admin("Add-RecipientPermission", str(p["Identity"]), _APP_USER,
+                              {"Identity": p["Identity"], "Trustee": p["Trustee"], "AccessRights": "SendAs"})
+    return [st.access._sendas_row(user, trustee.upn)], []
+
+
+def remove_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    for name in ("Identity", "Trustee", "AccessRights"):
+        if p.get(name) in (None, ""):
+            raise missing_parameter(name)
+    _access_rights(p["AccessRights"], ("SendAs",))
+    user, trustee = _recipient(st, p["Identity"]), _recipient(st, p["Trustee"])
+    ctx["user"] = user.id
+    entries = st.access.send_as.get(user.id, [])
+    entry = next((e for e in entries if e["trustee"] == trustee.id), None)
+    if entry is None:
+        # Wording differs from Remove-MailboxPermission's (public clients match "because the ACE isn't present").
+        return [], [f"Can't remove the access control entry on the object '{p['Identity']}' for account "
+                    f"'{p['Trustee']}' because the ACE isn't present."]
+    entries.remove(entry)
+    st.mutate("recipient_permission_removed", user, trustee=trustee.upn, rights=["SendAs"])
+    st.access.audit_admin("Remove-RecipientPermission", str(p["Identity"]), _APP_USER,
+                          {"Identity": p["Identity"], "Trustee": p["Trustee"], "AccessRights": "SendAs"})
+    return [], []
+
+
+# ---------------------------------------------------------------------- junk-mail configuration
+
+def junk_row(st: TenantState, user: User) -> dict:
+    config = st.access.junk.get(user.id) or {}
+    return {"Identity": st.access.alias(user), "Enabled": config.get("Enabled", True),
+            "TrustedListsOnly": config.get("TrustedListsOnly", False), "ContactsTrusted": config.get("ContactsTrusted", False),
+            "TrustedSendersAndDomains": list(config.get("TrustedSendersAndDomains", [])),
+            "BlockedSendersAndDomains": list(config.get("BlockedSendersAndDomains", [])),
+            "TrustedRecipientsAndDomains": list(config.get("TrustedRecipientsAndDomains", [])),
+            "IsValid": True, "ObjectState": "Unchanged"}
+
+
+def get_junk(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("Identity") in (None, ""):
+        raise missing_parameter("Identity")
+    user = _mailbox(st, p["Identity"])
+    ctx["user"] = user.id
+    return [junk_row(st, user)], []
+
+
+def set_junk(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    if p.get("Identity") in (None, ""):
+        raise missing_parameter("Identity")
+    user = _mailbox(st, p["Identity"])
+    ctx["user"] = user.id
+    config = st.access.junk.setdefault(user.id, junk_row(st, user))
+    before = {k: list(v) if isinstance(v, list) else v for k, v in config.items()}
+    for name in ("TrustedSendersAndDomains", "BlockedSendersAndDomains"):
+        if name not in p:
+            continue
+        wanted = _multi_value(st, name, p[name], list(config.get(name, [])), lambda ref: str(ref).strip())
+        if name == "TrustedSendersAndDomains":
+            added = [w for w in wanted if w.lower() not in {c.lower() for c in config.get(name, [])}]
+            # "You can't add sender email addresses from the same domain as the recipient's email address."
+            own = [a for a in added if "@" in a and a.rsplit("@", 1)[1].lower() == user.domain]
+            if own:
+                raise ExoError(400, "BadRequest", "Microsoft.Exchange.Data.DataValidationException",
+                               f"You can't add '{own[0]}' to the safe senders list: senders in your own domain are "
+                               "already trusted (all mailboxes in the global address list are).")
+        config[name] = wanted
+    for name in ("Enabled", "TrustedListsOnly", "ContactsTrusted"):
+        if name in p:
+            config[name] = _bool(p, name)
+    if config == before:
+        return [], [_NO_CHANGE.format(identity=p["Identity"])]
+    st.mutate("junk_email_changed", user, before=before, after=dict(config))
+    st.access.audit_admin("Set-MailboxJunkEmailConfiguration", str(p["Identity"]), _APP_USER,
+                          {k: v for k, v in p.items() if k not in ("Confirm",)})
+    return [], []
+
+
+# ---------------------------------------------------------------------- unified audit log
+
+_MAX_RESULT_SIZE = 5000
+
+
+def search_unified_audit_log(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    """Search-UnifiedAuditLog.md: StartDate and EndDate are required (UTC); ResultSize 100 by default, at most
+    5000; records of the ExchangeAdmin type (the ones modelled), newest first, AuditData a JSON string."""
+    for name in ("StartDate", "EndDate"):
+        if p.get(name) in (None, ""):
+            raise missing_parameter(name)
+    start, end = parse_iso(str(p["StartDate"])), parse_iso(str(p["EndDate"]))
+    if start is None or end is None:
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException",
+                       "Cannot process argument transformation on parameter 'StartDate' or 'EndDate': not a date.")
+    size = p.get("ResultSize", 100)
+    try:
+        limit = int(size)
+    except (TypeError, ValueError):
+        raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException",
+                       f"Cannot process argument transformation on parameter 'ResultSize'. Cannot convert value \"{size}\" "
+                       "to type \"System.Int32\".") from None
+    if not 1 <= limit <= _MAX_RESULT_SIZE:
+        raise ExoError(400, "BadRequest", "System.Management.Automation.ParameterBindingValidationException",
+                       f"Cannot validate argument on parameter 'ResultSize'. The {limit} argument is greater than the "
+                       f"maximum allowed range of {_MAX_RESULT_SIZE}.")
+    record_type = p.get("RecordType")
+    if record_type not in (None, "") and str(record_type).lower() != "exchangeadmin":
+        return [], []
+    operations = p.get("Operations")
+    ops = {o.strip().lower() for o in (operations if isinstance(operations, list) else str(operations or "").split(","))
+           if o.strip()}
+    objects = {str(o).lower() for o in (p.get("ObjectIds") or [])} if isinstance(p.get("ObjectIds"), list) else \
+        {o.strip().lower() for o in str(p.get("ObjectIds") or "").split(",") if o.strip()}
+    found = []
+    for record in reversed(st.access.unified_audit):
+        when = parse_iso(record["CreationTime"] + "Z")
+        if when is None or not start <= when <= end:
+            continue
+        if ops and record["Operation"].lower() not in ops:
+            continue
+        if objects and str(record["ObjectId"]).lower() not in objects:
+            continue
+        found.append(record)
+    found = found[:limit]
+    rows = [{"RecordType": "ExchangeAdmin", "CreationDate": r["CreationTime"], "UserIds": r["UserId"],
+             "Operations": r["Operation"], "AuditData": json.dumps(r), "ResultIndex": i + 1, "ResultCount": len(found),
+             "Identity": r["Id"], "IsValid": True, "ObjectState": "Unchanged"} for i, r in enumerate(found)]
+    return rows, []
+
+
 _COMMON = ("ErrorAction", "WarningAction", "Confirm", "Verbose", "Debug")
 CMDLETS: dict[str, tuple[tuple[str, ...], Callable[[TenantState, Mapping[str, Any], dict], Result]]] = {
     "Get-BlockedSenderAddress": (("SenderAddress",), get_blocked),
     "Remove-BlockedSenderAddress": (("SenderAddress", "Reason"), remove_blocked),
     "Get-Mailbox": (("Identity", "ResultSize", "RecipientTypeDetails", "Filter"), get_mailbox),
     "Set-Mailbox": (("Identity", "ForwardingSmtpAddress", "ForwardingAddress", "DeliverToMailboxAndForward",
-                     "AuditEnabled", "AuditLogAgeLimit", "Force"), set_mailbox),
+                     "AuditEnabled", "AuditLogAgeLimit", "Force", "GrantSendOnBehalfTo"), set_mailbox),
     "Get-InboxRule": (("Mailbox", "Identity", "IncludeHidden", "BypassScopeCheck", "DescriptionTimeFormat",
                        "DescriptionTimeZone", "SweepRules"), get_inbox_rule),
     "Disable-InboxRule": (("Identity", "Mailbox", "Force", "AlwaysDeleteOutlookRulesBlob", "WhatIf"),
@@ -506,6 +831,26 @@ CMDLETS: dict[str, tuple[tuple[str, ...], Callable[[TenantState, Mapping[str, An
     "Get-OrganizationConfig": ((), get_org_config),
     "Get-MailboxAuditBypassAssociation": (("Identity", "ResultSize"), get_bypass),
     "Set-MailboxAuditBypassAssociation": (("Identity", "AuditBypassEnabled"), set_bypass),
+    "Get-MailboxPermission": (("Identity", "User", "Owner", "ResultSize", "SoftDeletedMailbox", "GroupMailbox",
+                               "IncludeSoftDeletedUserPermissions", "IncludeUnresolvedPermissions",
+                               "IncludeUserWithDisplayName", "ReadFromDomainController"), get_mailbox_permission),
+    "Add-MailboxPermission": (("Identity", "User", "AccessRights", "InheritanceType", "AutoMapping", "Deny",
+                               "GroupMailbox", "IgnoreDefaultScope"), add_mailbox_permission),
+    "Remove-MailboxPermission": (("Identity", "User", "AccessRights", "InheritanceType", "Deny", "BypassMasterAccountSid",
+                                  "GroupMailbox", "IgnoreDefaultScope", "SoftDeletedMailbox", "WhatIf"),
+                                 remove_mailbox_permission),
+    "Get-RecipientPermission": (("Identity", "Trustee", "AccessRights", "ResultSize", "ReadFromDomainController",
+                                 "IncludeTrusteeWithPrimarySmtpAddress"), get_recipient_permission),
+    "Add-RecipientPermission": (("Identity", "Trustee", "AccessRights", "Deny", "WhatIf"), add_recipient_permission),
+    "Remove-RecipientPermission": (("Identity", "Trustee", "AccessRights", "Deny", "MultiTrustees", "WhatIf"),
+                                   remove_recipient_permission),
+    "Get-MailboxJunkEmailConfiguration": (("Identity", "ResultSize"), get_junk),
+    "Set-MailboxJunkEmailConfiguration": (("Identity", "TrustedSendersAndDomains", "BlockedSendersAndDomains",
+                                           "Enabled", "TrustedListsOnly", "ContactsTrusted", "IgnoreDefaultScope",
+                                           "WhatIf"), set_junk),
+    "Search-UnifiedAuditLog": (("StartDate", "EndDate", "RecordType", "Operations", "ObjectIds", "UserIds", "ResultSize",
+                                "SessionId", "SessionCommand", "Formatted", "FreeText", "IPAddresses", "SiteIds"),
+                               search_unified_audit_log),
 }
 _CMDLETS_LOWER = {name.lower(): name for name in CMDLETS}
 

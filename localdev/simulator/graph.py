@@ -86,6 +86,13 @@ P_ROLE_ELIGIBILITY = ("RoleEligibilitySchedule.Read.Directory", "RoleManagement.
                       "RoleManagement.Read.All", "RoleEligibilitySchedule.ReadWrite.Directory",
                       "RoleManagement.ReadWrite.Directory")
 P_AUDIT = ("AuditLog.Read.All",)
+# user-list-oauth2permissiongrants.md / oauth2permissiongrant-list|get|delete.md / user-list-approleassignments.md /
+# user-delete-approleassignments.md / serviceprincipal-get.md (application permissions, least privileged first)
+P_GRANTS_READ = ("Directory.Read.All", "DelegatedPermissionGrant.ReadWrite.All", "Directory.ReadWrite.All")
+P_GRANTS_WRITE = ("DelegatedPermissionGrant.ReadWrite.All", "Directory.ReadWrite.All")
+P_APP_ROLES_READ = ("Directory.Read.All", "AppRoleAssignment.ReadWrite.All", "Directory.ReadWrite.All")
+P_APP_ROLES_WRITE = ("AppRoleAssignment.ReadWrite.All",)
+P_SP_READ = ("Application.Read.All", "Directory.Read.All", "Application.ReadWrite.All", "Directory.ReadWrite.All")
 P_SCORES = ("SecurityEvents.Read.All", "SecurityEvents.ReadWrite.All")
 
 PASSWORD_SYMBOLS = set("@#$%^&*-_!+=[]{}|\\:',.?/`~\"();<> ")
@@ -292,6 +299,8 @@ def patch_user(st: TenantState, rq: GraphRequest) -> GraphResponse:
     enabled = body.get("accountEnabled")
     if "accountEnabled" in body and not isinstance(enabled, bool):
         raise bad_request("Invalid value specified for property 'accountEnabled' of resource 'User'.")
+    if "accountEnabled" in body and st.account_enabled_refusal(user):
+        raise bad_request(st.account_enabled_refusal(user) or "")
     if password is not None:
         st.set_password(user, password, bool(force))
     elif force is not None:
@@ -424,6 +433,111 @@ def list_directory_audits(st: TenantState, rq: GraphRequest) -> GraphResponse:
     if next_link:
         body["@odata.nextLink"] = next_link
     body["value"] = [copy.deepcopy(a) for a in page]
+    return GraphResponse(200, body)
+
+
+# ---------------------------------------------------------------------- consent grants, app roles, apps
+
+def list_user_grants(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """user-list-oauth2permissiongrants.md: only the grants "specifically for the given user"; delegated
+    permissions granted on behalf of all users are not included."""
+    rq.require(P_GRANTS_READ)
+    user = _user(st, rq, rq.params["user"])
+    items = [st.access.render_grant(g) for g in st.access.grants.values()
+             if g["consentType"] == "Principal" and g["principalId"] == user.id]
+    return GraphResponse(200, {"@odata.context": rq.context("oauth2PermissionGrants"), "value": items})
+
+
+_GRANT_FILTER = ("clientId", "consentType", "principalId", "resourceId", "id")
+
+
+def list_grants(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_GRANTS_READ)
+    pred = compile_filter(rq.query.get("$filter"), _GRANT_FILTER)
+    items = [st.access.render_grant(g) for g in st.access.grants.values() if pred(g)]
+    page, next_link = paginate(items, rq.query, rq.base_url, rq.path, 100, 999)
+    body: dict[str, Any] = {"@odata.context": rq.context("oauth2PermissionGrants")}
+    if next_link:
+        body["@odata.nextLink"] = next_link
+    body["value"] = page
+    return GraphResponse(200, body)
+
+
+def _grant(st: TenantState, rq: GraphRequest) -> dict:
+    grant = st.access.grants.get(rq.params["grant"])
+    if grant is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{rq.params['grant']}' does not exist or one of "
+                         "its queried reference-property objects are not present.")
+    if grant.get("principalId"):
+        rq.user_id = grant["principalId"]
+    return grant
+
+
+def get_grant(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_GRANTS_READ)
+    body = {"@odata.context": rq.context("oauth2PermissionGrants/$entity")}
+    body.update(st.access.render_grant(_grant(st, rq)))
+    return GraphResponse(200, body)
+
+
+def delete_grant(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """oauth2permissiongrant-delete.md: 204, no body. The directory audit records "Remove delegated permission
+    grant" by the app."""
+    rq.require(P_GRANTS_WRITE)
+    grant = _grant(st, rq)
+    del st.access.grants[grant["id"]]
+    user = st.users.get(grant.get("principalId") or "")
+    st.mutate("oauth2_grant_deleted", user, id=grant["id"], clientId=grant["clientId"], scope=grant["scope"],
+              consentType=grant["consentType"])
+    resource = st.access.service_principals.get(grant["resourceId"], {})
+    st.access.app_audit("Remove delegated permission grant",
+                        {"id": grant["resourceId"], "displayName": resource.get("displayName"), "type": "ServicePrincipal"})
+    return GraphResponse(204)
+
+
+def list_app_role_assignments(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """user-list-approleassignments.md: "also returns app roles assigned to groups that the user is a direct
+    member of"."""
+    rq.require(P_APP_ROLES_READ)
+    user = _user(st, rq, rq.params["user"])
+    items = [copy.deepcopy(a) for a in st.access.app_roles.get(user.id, [])]
+    for gid in st.groups_of(user.id):
+        items.extend(copy.deepcopy(a) for a in st.access.app_roles.get(gid, []))
+    pred = compile_filter(rq.query.get("$filter"), ("resourceId", "appRoleId", "principalType"))
+    return GraphResponse(200, {"@odata.context": rq.context(f"users('{user.id}')/appRoleAssignments"),
+                               "value": [a for a in items if pred(a)]})
+
+
+def delete_app_role_assignment(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """user-delete-approleassignments.md: 204; AppRoleAssignment.ReadWrite.All."""
+    rq.require(P_APP_ROLES_WRITE)
+    user = _user(st, rq, rq.params["user"])
+    rows = st.access.app_roles.get(user.id, [])
+    row = next((a for a in rows if a["id"] == rq.params["assignment"]), None)
+    if row is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{rq.params['assignment']}' does not exist or one "
+                         "of its queried reference-property objects are not present.")
+    rows.remove(row)
+    st.mutate("app_role_assignment_deleted", user, id=row["id"], resourceId=row["resourceId"], appRoleId=row["appRoleId"])
+    st.access.app_audit("Remove app role assignment from user",
+                        {"id": user.id, "displayName": user.display_name, "type": "User",
+                         "userPrincipalName": user.upn}, category="UserManagement")
+    return GraphResponse(204)
+
+
+_SP_PROPERTIES = {p.lower(): p for p in ("id", "appId", "displayName", "appOwnerOrganizationId", "publisherName",
+                                          "servicePrincipalType")}
+
+
+def get_service_principal(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    rq.require(P_SP_READ)
+    sp = st.access.service_principals.get(rq.params["sp"].lower()) or st.access.service_principals.get(rq.params["sp"])
+    if sp is None:
+        raise GraphError(404, "Request_ResourceNotFound", f"Resource '{rq.params['sp']}' does not exist or one of its "
+                         "queried reference-property objects are not present.")
+    select = parse_select(rq.query, _SP_PROPERTIES, "servicePrincipal")
+    body: dict[str, Any] = {"@odata.context": rq.context("servicePrincipals/$entity")}
+    body.update({k: sp.get(k) for k in (select or _SP_PROPERTIES.values())})
     return GraphResponse(200, body)
 
 
@@ -884,6 +998,13 @@ ROUTES: list[Route] = [
     Route("GET", ("roleManagement", "directory", "roleAssignments"), list_role_assignments),
     Route("GET", ("roleManagement", "directory", "roleEligibilityScheduleInstances"), list_role_eligibility),
     Route("GET", ("auditLogs", "directoryAudits"), list_directory_audits),
+    Route("GET", ("users", "{user}", "oauth2PermissionGrants"), list_user_grants),
+    Route("GET", ("oauth2PermissionGrants",), list_grants),
+    Route("GET", ("oauth2PermissionGrants", "{grant}"), get_grant),
+    Route("DELETE", ("oauth2PermissionGrants", "{grant}"), delete_grant),
+    Route("GET", ("users", "{user}", "appRoleAssignments"), list_app_role_assignments),
+    Route("DELETE", ("users", "{user}", "appRoleAssignments", "{assignment}"), delete_app_role_assignment),
+    Route("GET", ("servicePrincipals", "{sp}"), get_service_principal),
     Route("GET", ("groups", "{group}"), get_group),
     Route("GET", ("groups", "{group}", "members"), list_members),
     Route("POST", ("groups", "{group}", "members", "$ref"), add_member),

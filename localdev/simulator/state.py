@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .access import AccessState, SeedError
 from .odata import exo_time, iso, parse_iso, resolve_relative_times, utcnow
 from .securescores import generate_secure_scores
 
@@ -102,10 +103,6 @@ AUDIT_METHOD_NAMES = {
     "microsoftAuthenticator": "Authenticator App with Notification and Code", "fido2": "Passkey (FIDO2)",
     "temporaryAccessPass": "Temporary Access Pass", "windowsHelloForBusiness": "Windows Hello for Business",
 }
-
-
-class SeedError(ValueError):
-    """The seed is not usable."""
 
 
 def load_seed(path: str | Path | None = None) -> dict:
@@ -226,6 +223,7 @@ class TenantState:
         self.blocked: dict[str, dict] = {}
         self.outbox: list[dict] = []
         self.audits: list[dict] = []  # auditLogs/directoryAudits, oldest first
+        self.access = AccessState(self)  # mailbox rights, junk mail, consent grants, the unified audit log
         # Verified domains and how they authenticate (Managed or Federated).
         self.domains: dict[str, str] = {self.domain.lower(): "Managed"}
         for dom in seed.get("domains", []):
@@ -239,6 +237,7 @@ class TenantState:
             self._add_user(spec)
         for spec in seed.get("groups", []):
             self._add_group(spec)
+        self.access.finish(seed)
         for row in seed.get("blockedSenders", []):
             addr = row["SenderAddress"]
             self.blocked[addr.lower()] = {
@@ -310,6 +309,7 @@ class TenantState:
             for rule_spec in visible + hidden:
                 self._add_rule(user, rule_spec)
             user.client_rules = [dict(r) for r in spec.get("outlookClientRules", [])]
+        self.access.load_user(user, spec)
         for event in spec.get("auditEvents", []):
             self.add_audit(user, event)
         risk = spec.get("risk")
@@ -477,6 +477,13 @@ class TenantState:
         return [{"displayName": name, "roleTemplateId": ROLE_TEMPLATES[name],
                  "directoryRoleId": str(uuid.uuid5(uuid.UUID(self.tenant_id), "directoryRole/" + name))}
                 for name in names]
+
+    def account_enabled_refusal(self, user: User) -> str | None:
+        """Why Entra refuses to change ``accountEnabled`` (assumed: like any on-premises-mastered property)."""
+        if user.synced:
+            return ("Unable to update the specified properties for on-premises mastered Directory Sync objects or "
+                    "objects currently undergoing migration.")
+        return None
 
     def password_refusal(self, user: User) -> str | None:
         """Why Entra refuses a cloud password reset of ``user`` (None when it can be reset here)."""
@@ -861,6 +868,9 @@ class TenantState:
             "blocked_senders": list(self.blocked.values()),
             "org_config": {"AuditDisabled": self.org_config.get("AuditDisabled")},
             "outbox": list(self.outbox),
+            "oauth2_grants": [self.access.render_grant(g) for g in self.access.grants.values()],
+            "service_principals": list(self.access.service_principals.values()),
+            "unified_audit": [dict(r) for r in self.access.unified_audit],
             "alerts": [{"id": a["id"], "title": a.get("title"), "status": a.get("status"),
                         "lastUpdateDateTime": a.get("lastUpdateDateTime")} for a in self.alerts],
             "mutations": list(self.mutations),
@@ -921,6 +931,7 @@ class TenantState:
             "audit_events": [{"activityDisplayName": a["activityDisplayName"], "resultReason": a["resultReason"],
                               "activityDateTime": a["activityDateTime"]}
                              for a in self.audits if a["targetResources"][0]["id"] == user.id],
+            **self.access.dump_user(user),
         }
 
 

@@ -198,6 +198,12 @@ class GraphAdapter:
             permission="User-PasswordProfile.ReadWrite.All",
         )
 
+    async def set_account_enabled(self, user_id: str, enabled: bool) -> None:
+        """Block (False) or allow (True) sign-in. Least privilege: User.EnableDisableAccount.All
+        (with User.Read.All, which the app has anyway)."""
+        await self.request("PATCH", f"/users/{_seg(user_id)}", body={"accountEnabled": enabled},
+                           permission="User.EnableDisableAccount.All")
+
     async def revoke_sessions(self, user_id: str) -> bool:
         result = await self.request(
             "POST", f"/users/{_seg(user_id)}/revokeSignInSessions", permission="User.RevokeSessions.All"
@@ -233,15 +239,29 @@ class GraphAdapter:
             permission="RoleEligibilitySchedule.Read.Directory",
         )
 
-    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
-        """Directory audit events about the user's security info (registrations, changes, deletions), newest first."""
-        return await self.list_all(
-            "/auditLogs/directoryAudits",
-            query={"$filter": f"targetResources/any(t: t/id eq {odata_quote(user_id)}) and "
-                              "loggedByService eq 'Authentication Methods'"},
-            permission="AuditLog.Read.All",
-            max_items=max_items,
-        )
+    async def list_user_audits(self, user_id: str, since: str, max_items: int = 500) -> list[dict[str, Any]]:
+        """Directory audit events about the user or by the user since ``since`` (ISO 8601), newest
+        first: one request (``targetResources/any(...) or initiatedBy/user/id eq ...``). The list page
+        names both properties but shows no combined example; if Graph refuses the combination (400),
+        the two halves are read separately and merged (docs/tenant-behaviours.md)."""
+        quoted = odata_quote(user_id)
+        target = f"targetResources/any(t: t/id eq {quoted})"
+        actor = f"initiatedBy/user/id eq {quoted}"
+        window = f"activityDateTime ge {since}"
+        try:
+            return await self.list_all("/auditLogs/directoryAudits",
+                                       query={"$filter": f"({target} or {actor}) and {window}"},
+                                       permission="AuditLog.Read.All", max_items=max_items)
+        except PermanentError as exc:
+            if exc.status != 400:
+                raise
+            logger.info("directoryAudits refused the combined filter (%s); reading target and actor separately",
+                        exc.code or exc.status)
+        halves = [await self.list_all("/auditLogs/directoryAudits", query={"$filter": f"{part} and {window}"},
+                                      permission="AuditLog.Read.All", max_items=max_items) for part in (target, actor)]
+        merged = {event.get("id"): event for half in halves for event in half}
+        events = sorted(merged.values(), key=lambda e: str(e.get("activityDateTime") or ""), reverse=True)
+        return events[:max_items]
 
     # -- groups / MFA ----------------------------------------------------------------------
 
@@ -321,6 +341,67 @@ class GraphAdapter:
             permission="MailboxSettings.ReadWrite",
         )
 
+    # -- consent grants and app role assignments ------------------------------------------
+
+    async def list_user_grants(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's own delegated permission grants (consentType Principal); Graph leaves out the
+        tenant-wide (AllPrincipals) ones."""
+        return await self.list_all(f"/users/{_seg(user_id)}/oauth2PermissionGrants", permission="Directory.Read.All")
+
+    async def list_admin_grants(self, client_id: str) -> list[dict[str, Any]]:
+        """Tenant-wide (AllPrincipals) delegated permission grants of one client app (its service principal id)."""
+        return await self.list_all(
+            "/oauth2PermissionGrants",
+            query={"$filter": f"clientId eq {odata_quote(client_id)} and consentType eq 'AllPrincipals'"},
+            permission="Directory.Read.All",
+        )
+
+    async def get_grant(self, grant_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"/oauth2PermissionGrants/{_seg(grant_id)}", permission="Directory.Read.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_grant(self, grant_id: str) -> bool:
+        """Delete one delegated permission grant; False when it was already gone (404).
+        Least privilege: DelegatedPermissionGrant.ReadWrite.All (the only narrower-than-directory one)."""
+        try:
+            await self.request("DELETE", f"/oauth2PermissionGrants/{_seg(grant_id)}",
+                               permission="DelegatedPermissionGrant.ReadWrite.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def list_app_role_assignments(self, user_id: str) -> list[dict[str, Any]]:
+        """App role assignments of the user, and of the groups the user is a direct member of."""
+        return await self.list_all(f"/users/{_seg(user_id)}/appRoleAssignments", permission="Directory.Read.All")
+
+    async def delete_app_role_assignment(self, user_id: str, assignment_id: str) -> bool:
+        """Delete one of the user's app role assignments; False when it was already gone (404)."""
+        try:
+            await self.request("DELETE", f"/users/{_seg(user_id)}/appRoleAssignments/{_seg(assignment_id)}",
+                               permission="AppRoleAssignment.ReadWrite.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def get_service_principal(self, sp_id: str) -> dict[str, Any] | None:
+        """A service principal's id, appId and names (None when it does not exist)."""
+        try:
+            return await self.request("GET", f"/servicePrincipals/{_seg(sp_id)}",
+                                      query={"$select": "id,appId,displayName,appOwnerOrganizationId,publisherName"},
+                                      permission="Directory.Read.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     # -- identity protection / security --------------------------------------------------
 
     async def confirm_compromised(self, user_ids: list[str]) -> None:
@@ -393,13 +474,15 @@ class GraphAdapter:
             max_items=max_items,
         )
 
-    async def list_security_info_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
-        return await self.list_all(
-            "/auditLogs/directoryAudits",
-            query={"$filter": f"loggedByService eq 'Authentication Methods' and activityDateTime ge {iso_seconds(since)}"},
-            permission="AuditLog.Read.All",
-            max_items=max_items,
-        )
+    async def list_dating_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        window = f"activityDateTime ge {iso_seconds(since)}"
+        events: list[dict[str, Any]] = []
+        for which in ("loggedByService eq 'Authentication Methods'", "activityDisplayName eq 'Consent to application'"):
+            events += await self.list_all(
+                "/auditLogs/directoryAudits", query={"$filter": f"{which} and {window}"},
+                permission="AuditLog.Read.All", max_items=max_items,
+            )
+        return events
 
     async def send_mail(self, sender: str, to: str, subject: str, text: str) -> None:
         await self.request(

@@ -4,7 +4,7 @@ Tables (all created at start-up):
 - ``incidents``     PartitionKey = incident id, RowKey = "incident"
 - ``steps``         PartitionKey = incident id, RowKey = step name (the ledger)
 - ``userincidents`` PartitionKey = user key (object id or UPN), RowKey = "open"
-- ``stormwindow``   PartitionKey = "storm", RowKey = minute + shard: new-incident counters
+- ``stormwindow``   PartitionKey = "storm", RowKey = "breaker": the storm breaker (shared/storm.py)
 - ``errors``        PartitionKey = where (queue / entry point), RowKey = time + uuid
 - ``evidence``      PartitionKey = incident id, RowKey = snapshot section
 - ``defenderpending`` PartitionKey = AlertId (escaped or hashed), RowKey = kind + digest
@@ -24,7 +24,7 @@ import hashlib
 import logging
 import random
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import quote
 
@@ -50,12 +50,13 @@ from ..ledger_protocol import (
     load_json,
     release_fields,
 )
+from ..storm import Reservation, StormState, decide_reservation, reset_state
 from ..timestamps import iso, utcnow
 
 logger = logging.getLogger(__name__)
 
 TABLES = ("incidents", "steps", "userincidents", "stormwindow", "errors", "evidence", "defenderpending", "watermarks", "redrives")
-STORM_SHARDS = 8
+STORM_ROUNDS = 200  # conditional-write rounds before a reservation gives up (TransientError: retried)
 _MAX_KEY_CHARS = 512  # a PartitionKey/RowKey is at most 1 KiB
 CLAIM_ROUNDS = 5
 
@@ -123,9 +124,12 @@ class Ledger:
         else:
             await self.t["incidents"].update_entity(entity, mode=UpdateMode.MERGE)
 
-    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]:
+    async def list_incidents(self, limit: int = 1000, state: str | None = None) -> list[dict[str, Any]]:
         rows = []
-        async for entity in self.t["incidents"].list_entities(results_per_page=min(limit, 1000)):
+        table = self.t["incidents"]
+        entities = (table.query_entities("state eq @state", parameters={"state": str(state)}, results_per_page=min(limit, 1000))
+                    if state is not None else table.list_entities(results_per_page=min(limit, 1000)))
+        async for entity in entities:
             rows.append(dict(entity))
             if len(rows) >= limit:
                 break
@@ -157,53 +161,54 @@ class Ledger:
             raise
         return True
 
-    # -- storm window --------------------------------------------------------------------
-    # One counter per (minute, shard): increments spread over STORM_SHARDS rows so parallel
-    # intakes rarely collide on an ETag; the window is one range query of at most
-    # window x shards rows, whatever the number of incidents.
+    # -- storm breaker -------------------------------------------------------------------
+    # One row (stormwindow / storm / breaker) holds the window's reservations and the latch;
+    # every change is ETag-conditional, so two intakes never take the same last slot
+    # (shared/storm.py decides what the row becomes).
 
-    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None:
-        table = self.t["stormwindow"]
-        row = f"{at.strftime('%Y%m%d%H%M')}-{random.randrange(STORM_SHARDS):02d}"
-        for _ in range(20):
-            try:
-                entity = await table.get_entity("storm", row)
-            except ResourceNotFoundError:
-                try:
-                    await table.create_entity({"PartitionKey": "storm", "RowKey": row, "count": 1})
-                    return
-                except ResourceExistsError:
-                    continue
-            try:
-                await table.update_entity(
-                    {"PartitionKey": "storm", "RowKey": row, "count": int(entity.get("count", 0)) + 1},
-                    mode=UpdateMode.MERGE, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified,
-                )
-                return
-            except HttpResponseError as exc:
-                if not _is_conflict(exc):
-                    raise
-        logger.warning("[incident=%s step=intake corr=-] storm counter busy; this incident is not counted", incident_id)
-
-    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int:
-        """New incidents in the last ``window_minutes`` minutes (including this one)."""
-        start = (at - timedelta(minutes=window_minutes - 1)).strftime("%Y%m%d%H%M")
-        end = at.strftime("%Y%m%d%H%M") + "~"
-        count = 0
-        async for entity in self.t["stormwindow"].query_entities(
-            "PartitionKey eq 'storm' and RowKey ge @start and RowKey le @end",
-            parameters={"start": start, "end": end}, select=["count"],
-        ):
-            count += int(entity.get("count", 0))
-        return min(count, stop_after)
-
-    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool:
-        """Create a marker row once; True only for the writer that created it."""
+    async def _storm_row(self) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            await self.t["errors"].create_entity({"PartitionKey": key(partition), "RowKey": key(row), **fields})
-        except ResourceExistsError:
-            return False
+            entity = await self.t["stormwindow"].get_entity("storm", "breaker")
+        except ResourceNotFoundError:
+            return None, None
+        return dict(entity), str(entity.metadata["etag"])
+
+    async def _write_storm(self, state: StormState, etag: str | None) -> bool:
+        entity = {"PartitionKey": "storm", "RowKey": "breaker", **state.to_row()}
+        try:
+            if etag is None:
+                await self.t["stormwindow"].create_entity(entity)
+            else:
+                await self.t["stormwindow"].update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                                          match_condition=MatchConditions.IfNotModified)
+        except HttpResponseError as exc:
+            if _is_conflict(exc):
+                return False
+            raise
         return True
+
+    async def reserve_incident(self, at: datetime, *, window_minutes: int, threshold: int, source: str,
+                               source_quota: int) -> Reservation:
+        for attempt in range(STORM_ROUNDS):
+            row, etag = await self._storm_row()
+            decision = decide_reservation(StormState.from_row(row), at, window_minutes=window_minutes,
+                                          threshold=threshold, source=source, source_quota=source_quota)
+            if decision.state is None or await self._write_storm(decision.state, etag):
+                return decision
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * (attempt + 1))))  # another intake won: read again
+        raise TransientError("storm breaker row is too contended; the intake will be retried")
+
+    async def storm_state(self) -> StormState:
+        row, _ = await self._storm_row()
+        return StormState.from_row(row)
+
+    async def reset_storm(self, by: dict[str, str], at: datetime) -> StormState:
+        for _ in range(STORM_ROUNDS):
+            row, etag = await self._storm_row()
+            state = reset_state(StormState.from_row(row), by, at)
+            if await self._write_storm(state, etag):
+                return state
+        raise TransientError("storm breaker row is too contended; try the reset again")
 
     # -- step ledger ---------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from ._common import (
     RecordRejected,
     Rejected,
     UnknownSourceError,
+    clean_text,
     load_items,
     make_context,
     map_severity,
@@ -93,15 +94,17 @@ def parse_payload(
     *,
     min_risk_level: str = "medium",
     now: datetime | None = None,
+    tenant_id: str = "",
 ) -> ParseResult:
     """Parse one payload (an Event Hub event body, a Graph response, an HTTP/queue body).
 
     ``now`` is only used as ``detected_at`` for records that carry no readable timestamp.
+    ``tenant_id`` (TENANT_ID): an Entra or Defender stream record must carry this ``tenantId``.
     Raises PayloadError only when the whole payload is unreadable (see module docstring).
     """
     if source not in SOURCE_CHOICES:
         raise ValueError(f"source must be one of {', '.join(SOURCE_CHOICES)}: {source!r}")
-    ctx = make_context(min_risk_level, now)
+    ctx = make_context(min_risk_level, now, tenant_id)
     items = load_items(payload)
     out = Collector()
     defender = DefenderBatch(ctx, out)
@@ -125,6 +128,16 @@ def parse_payload(
     return out.result()
 
 
+def _check_tenant(record: Any, tenant_id: str) -> None:
+    """A stream record names the tenant it is from; only ours is acted on (a shared or
+    misrouted Event Hub must not let another tenant's alerts reset our users)."""
+    tenant = record.get("tenantId") if isinstance(record, dict) else None
+    if not isinstance(tenant, str) or not tenant.strip():
+        raise RecordRejected("stream record carries no tenantId (TENANT_ID is set: only its records are accepted)")
+    if tenant.strip().lower() != tenant_id:
+        raise RecordRejected(f"record is from tenant {clean_text(tenant, 40)}, not TENANT_ID")
+
+
 def _dispatch(index: int | None, record: Any, size: int | None, source: str, ctx: Context,
               out: Collector, defender: DefenderBatch) -> None:
     if size is None:
@@ -139,6 +152,8 @@ def _dispatch(index: int | None, record: Any, size: int | None, source: str, ctx
         expected = "manual" if source in ("manual", "http") else source
         if kind_source != expected:
             raise RecordRejected(f"record is from {kind_source}, not {source}")
+    if ctx.tenant_id and (kind.startswith("entra-") or kind.startswith("defender-")):
+        _check_tenant(record, ctx.tenant_id)
     limit = MAX_GRAPH_ALERT_BYTES if kind == "graph-alert" else MAX_RECORD_BYTES
     if size > limit:
         raise RecordRejected(f"record is {size} bytes, over the {limit} byte limit")

@@ -154,9 +154,10 @@ class ParseResult:
 class Context:
     min_risk_level: str
     now: datetime
+    tenant_id: str = ""  # TENANT_ID: stream records from any other tenant are rejected ("" = not checked)
 
 
-def make_context(min_risk_level: object, now: object) -> Context:
+def make_context(min_risk_level: object, now: object, tenant_id: str = "") -> Context:
     """Validate the caller's arguments (ValueError / TypeError: a programming error, not bad input)."""
     minimum = check_threshold_arg(min_risk_level)
     if now is None:
@@ -165,7 +166,7 @@ def make_context(min_risk_level: object, now: object) -> Context:
         moment = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
     else:
         raise TypeError(f"now must be a datetime or None, got {type(now).__name__}")
-    return Context(minimum, moment.astimezone(timezone.utc))
+    return Context(minimum, moment.astimezone(timezone.utc), tenant_id.strip().lower())
 
 
 # --------------------------------------------------------------------------- risk

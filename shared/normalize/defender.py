@@ -11,8 +11,9 @@ one row per entity. Both share ``AlertId`` and may arrive in different batches.
 Mapping decisions
 -----------------
 * What counts as a user: an AlertEvidence row with ``EntityType`` ``User`` or ``Mailbox``
-  (case-insensitive) whose ``EvidenceRole`` is ``Impacted`` (or missing). ``Related`` users
-  are context (e.g. who was logged on to a device), not necessarily compromised: ignored.
+  (case-insensitive) whose ``EvidenceRole`` is ``Impacted``. ``Related`` users, and rows with
+  no role at all, are context (e.g. who was logged on to a device), not necessarily
+  compromised: ignored.
   ``MailMessage`` rows name *recipients* and are not counted (a phishing recipient is not
   necessarily compromised). Ip, Url, File, Process, Machine, Registry*, CloudApplication,
   OAuthApplication, ... rows name no user: ignored.
@@ -124,8 +125,9 @@ class DefenderBatch:
         if not isinstance(entity, str) or entity.strip().lower() not in _USER_ENTITIES:
             raise RecordIgnored(f"evidence entity {entity_text} is not a user")
         role = props.get("EvidenceRole")
-        if isinstance(role, str) and role.strip().lower() == "related":
-            raise RecordIgnored(f"{entity_text} evidence is Related, not Impacted")
+        if not isinstance(role, str) or role.strip().lower() != "impacted":
+            shown = clean_text(role, 20) if isinstance(role, str) and role.strip() else "no role"
+            raise RecordIgnored(f"{entity_text} evidence is context ({shown}), not an Impacted user")
         user_id, upn = _identity(props)
         self.evidence.append(_Evidence(index, record, props, alert_id, user_id, upn))
 

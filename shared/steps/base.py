@@ -18,7 +18,8 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar
+from datetime import datetime
+from typing import Any, Awaitable, Callable, ClassVar, Protocol
 
 from ..deps import Deps
 from ..errors import PermanentError, TransientError
@@ -26,16 +27,26 @@ from ..ledger_protocol import Claim, ClaimStatus, load_json
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
 from ..playbook import incident_order, next_step, on_containment_path, predecessors, queue_name
+from ..policy import GateFacts
 from ..ports import ExchangePort, GraphPort, LedgerPort
 from ..priority import Priority, priority
 from ..retry import EFFECT_POLICY, Retrier, RetryKind, kind_of_status
+from ..settings import Settings
 from ..states import COMPLETED_STEP_STATES, TERMINAL_INCIDENT_STATES, IncidentState, RunOutcome, StepState
 from ..timestamps import iso
-from ..userindex import index_user_keys
+from ..userindex import index_user_keys, resolved_user_fields
 
 logger = logging.getLogger(__name__)
 
-Gate = Callable[..., Awaitable[str | None]]
+class Gate(Protocol):
+    """The protection gate the runner asks before the first step and before every step that
+    changes the tenant (shared/gate.py ``ProtectionGate``; tests pass their own)."""
+
+    async def lookup(self, graph: GraphPort, settings: Settings, now: datetime, user_key: str) -> GateFacts:
+        """What makes the user protected (group, roles): needs only a key for the user."""
+
+    async def check(self, ctx: StepContext, facts: GateFacts) -> str | None:
+        """Why the step must wait for (more) approvals, or None; records the verdict."""
 
 
 @dataclass(frozen=True)
@@ -198,8 +209,10 @@ class StepRunner:
     1. ``_runnable``: the incident exists, the step is in its playbook, it is not over or held;
     2. ``_earlier_steps_finished``: steps run strictly in order;
     3. claim the ledger row: ``busy`` → look again later; ``done`` → ``_redelivered`` (advance only);
-    4. ``_execute``: resolve the user, the gate (first step), ``step.act``; errors become a
-       released row (transient: the platform retries) or a failed row and a stopped incident;
+    4. ``_execute``: resolve the user, the gate (before the first step and before every step
+       with ``mutates``: whatever approved the incident, a protected account still needs its two
+       approvers), ``step.act``; errors become a released row (transient: the platform retries)
+       or a failed row and a stopped incident;
     5. ``_record`` the outcome, then ``_advance`` the incident to the next step.
     """
 
@@ -293,12 +306,13 @@ class StepRunner:
         ctx = StepContext(self.deps, task, incident, claim, log)
         log.info("step started (attempt %d)", claim.attempts)
         try:
-            held_reason = await self._prepare(ctx, order)
+            held_reason = await self._prepare(ctx, order, step)
             if held_reason:
                 # "held" is not a terminal step state: approval claims the row again.
                 await ledger.finish(task.incident_id, task.step, claim, StepState.HELD, {"reason": held_reason}, held_reason)
                 await ledger.update_incident(task.incident_id, {**ctx.incident_updates, "state": IncidentState.HELD,
-                                                                "held_reason": held_reason})
+                                                                "held_reason": held_reason,
+                                                                "held_at": iso(self.deps.clock()), "current_step": task.step})
                 log.warning("incident held before any change: %s", held_reason)
                 return RunOutcome.HELD
             result = await step.act(ctx)
@@ -326,26 +340,28 @@ class StepRunner:
         await self._advance(task, incident, order, log, result.incident_updates)
         return RunOutcome.RAN
 
-    async def _prepare(self, ctx: StepContext, order: tuple[str, ...]) -> str | None:
-        """Resolve the user (once per incident) and, before the first step, ask the gate.
-        Returns why the incident must be held, or None."""
+    async def _prepare(self, ctx: StepContext, order: tuple[str, ...], step: Step) -> str | None:
+        """Resolve the user (once per incident) and, before the first step and before every step
+        that changes the tenant, ask the gate. Returns why the incident must be held, or None."""
         incident = ctx.incident
-        gated = ctx.task.step == order[0] and self.gate is not None and not incident.get("approved")
-        facts: Any = None  # what the gate's prefetch found (shared/gate.py GateFacts), handed back to it
-        prefetch = getattr(self.gate, "prefetch", None) if gated else None
-        if not incident.get("user_resolved") and prefetch is not None:
+        gate = self.gate
+        if gate is None or not (ctx.task.step == order[0] or step.mutates):
+            if not incident.get("user_resolved"):
+                await self._resolve_user(ctx)
+            return None
+        key = incident.get("user_id") or incident["user_principal_name"]
+        lookup = gate.lookup(ctx.graph, ctx.settings, self.deps.clock(), key)
+        if incident.get("user_resolved"):
+            facts = await lookup
+        else:
             # The group and role lookups need only the user's key: run them beside the resolution.
-            key = incident.get("user_id") or incident["user_principal_name"]
-            outcomes = await asyncio.gather(self._resolve_user(ctx), prefetch(ctx, key), return_exceptions=True)
-            for outcome in outcomes:
+            resolved, found = await asyncio.gather(self._resolve_user(ctx), lookup, return_exceptions=True)
+            for outcome in (resolved, found):
                 if isinstance(outcome, BaseException):
                     raise outcome
-            facts = outcomes[1]
-        elif not incident.get("user_resolved"):
-            await self._resolve_user(ctx)
-        if not gated or self.gate is None:
-            return None
-        return await (self.gate(ctx, facts) if facts is not None else self.gate(ctx))
+            assert isinstance(found, GateFacts)
+            facts = found
+        return await gate.check(ctx, facts)
 
     async def _record(self, step: Step, ctx: StepContext, result: StepResult, started: float) -> None:
         elapsed = _elapsed_ms(started)
@@ -361,22 +377,17 @@ class StepRunner:
         ctx.log.info("step %s in %d ms: %s", final_state, elapsed, result.summary)
 
     async def _resolve_user(self, ctx: StepContext) -> None:
-        """Look the user up once per incident: canonical object id, UPN and sync state (recorded on the
-        incident with the step's end), and index the user under any key intake did not know."""
+        """Look the user up once per incident: canonical object id, UPN and sync state (intake
+        usually did it already; recorded on the incident with the step's end). A request that named
+        one user by id and another by UPN stops. Indexes the user under any key intake did not know."""
         incident = ctx.incident
         known = {str(incident.get(k) or "").lower() for k in ("user_key", "user_id", "user_principal_name")}
+        named_upn = (incident.get("user_principal_name") or "").lower()
         user = await ctx.graph.get_user(incident.get("user_id") or incident["user_principal_name"])
-        fields = {
-            "user_id": user["id"],
-            "user_principal_name": (user.get("userPrincipalName") or "").lower(),
-            "display_name": user.get("displayName") or "",
-            "on_prem_synced": bool(user.get("onPremisesSyncEnabled")),
-            # Where the password is mastered when Entra refuses a cloud reset (reset-password's hand-off).
-            "on_prem_immutable_id": bool(user.get("onPremisesImmutableId")),
-            "on_prem_sam_account_name": user.get("onPremisesSamAccountName") or "",
-            "on_prem_domain_name": user.get("onPremisesDomainName") or "",
-            "user_resolved": True,
-        }
+        fields = resolved_user_fields(user)
+        if incident.get("user_id") and named_upn and fields["user_principal_name"] != named_upn:
+            raise PermanentError("user_id and user_principal_name name different users "
+                                 f"({incident['user_id']} is not {named_upn})")
         ctx.incident_updates.update(fields)
         incident.update(fields)
         ctx.resolved_user = user

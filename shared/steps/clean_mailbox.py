@@ -18,15 +18,38 @@ before it, so it can be restored.
 - System rules (junk mail, out-of-office) are left alone; one is recognised by its properties
   (not managed by the inbox-rule cmdlets: ``SupportedByTask`` false) and never when it
   forwards, redirects or deletes mail, whatever its name.
+- Junk-mail trusted senders (``Get-MailboxJunkEmailConfiguration``: TrustedSendersAndDomains, which
+  let the attacker's phishing reach the inbox) are part of this step: the same kind of change
+  (mailbox settings that steer mail), the same permission and mailbox. Each entry is dated from
+  the unified audit log (``Set-MailboxJunkEmailConfiguration``, as OWA and the cmdlet record it;
+  read once per incident, shared with remove-delegates: steps/audit_reads.py): added after the
+  cut-off is removed (``-TrustedSendersAndDomains @{Remove=...}``), added before is kept, the rest
+  (Outlook desktop edits the list without an audit record) is listed for review. The whole
+  configuration as it was is in the snapshot and in this step's detail.
 """
 from __future__ import annotations
 
 import base64
 import functools
-from typing import Any
+from typing import Any, Awaitable
 
+from ..cutoff import cutoff
 from ..errors import PermanentError
+from ..mailbox_rights import (
+    KEEP,
+    REMOVE,
+    REVIEW,
+    TRUSTED_SENDER,
+    already_gone,
+    date_grant,
+    grant_events,
+    hashtable,
+    keys_of,
+    mailbox_keys,
+    norm,
+)
 from ..states import StepState
+from .audit_reads import UNIFIED_AUDIT_CALL, exchange_audit
 from .base import Call, Step, StepContext, StepResult
 
 HIDING_FOLDERS = ("rss", "junk", "archive", "notes", "conversation history", "deleted items")
@@ -97,6 +120,8 @@ class CleanMailbox(Step):
         Call("graph", "PATCH /users/{id}/mailFolders/inbox/messageRules/{ruleId}", "MailboxSettings.ReadWrite"),
         Call("exo", "Get-InboxRule -IncludeHidden / Disable-InboxRule", "Exchange.ManageAsApp"),
         Call("exo", "Get-Mailbox / Set-Mailbox (forwarding)", "Exchange.ManageAsApp"),
+        Call("exo", "Get-/Set-MailboxJunkEmailConfiguration -TrustedSendersAndDomains @{Remove}", "Exchange.ManageAsApp"),
+        Call("exo", UNIFIED_AUDIT_CALL, "Exchange.ManageAsApp"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -208,10 +233,83 @@ class CleanMailbox(Step):
         if client["removed"]:
             client["note"] = ("Exchange removed the mailbox's Outlook client-side rules (any rule change made through "
                               "Exchange does): the user recreates the ones they need")
-        detail = {"disabled_rules": disabled, "kept_rules": kept, "forwarding": forwarding, "client_side_rules": client}
+        trusted = await self._trusted_senders(ctx, mailbox)
+        detail = {"disabled_rules": disabled, "kept_rules": kept, "forwarding": forwarding, "client_side_rules": client,
+                  "trusted_senders": trusted}
         if review:
             detail["review"] = review
         verb = "would disable" if ctx.dry_run else "disabled"
         summary = f"{verb} {len(disabled)} rule(s); forwarding " + (
             "cleared" if forwarding.get("cleared") else ("would be cleared" if ctx.dry_run and before["ForwardingSmtpAddress"] else "not set"))
+        if trusted.get("removed") or trusted.get("would_remove"):
+            summary += f"; {'would remove' if ctx.dry_run else 'removed'} " \
+                       f"{len(trusted.get('would_remove') or trusted['removed'])} trusted sender(s)"
+        if trusted.get("review"):
+            summary += f"; {len(trusted['review'])} trusted sender(s) for review"
         return StepResult(StepState.SUCCEEDED, summary, detail)
+
+    @staticmethod
+    async def _trusted_senders(ctx: StepContext, mailbox: dict[str, Any]) -> dict[str, Any]:
+        """Remove the trusted senders/domains added after the cut-off; keep or list the rest."""
+        upn, exo = ctx.upn, ctx.exchange
+        plan = ctx.checkpoint.get("trusted_plan")
+        if plan is None:
+            try:
+                config = (await exo.invoke("Get-MailboxJunkEmailConfiguration", {"Identity": upn}) or [{}])[0]
+            except PermanentError as exc:
+                ctx.log.warning("junk-mail configuration unavailable: %s", exc)
+                return {"unavailable": str(exc)[:300]}
+            before = {k: config.get(k) for k in ("Enabled", "TrustedListsOnly", "ContactsTrusted",
+                                                  "TrustedSendersAndDomains", "BlockedSendersAndDomains")}
+            entries: list[dict[str, Any]] = []
+            cut = cutoff(ctx.settings, ctx.incident, ctx.deps.clock())["at"]
+            trusted = [str(t) for t in config.get("TrustedSendersAndDomains") or [] if str(t).strip()]
+            if trusted:
+                own = mailbox_keys(mailbox)
+                audit = await exchange_audit(ctx, own, keys_of(upn, ctx.user_id, mailbox.get("Alias")))
+                for value in trusted:
+                    dating = date_grant(grant_events(audit.events, TRUSTED_SENDER, own, frozenset(), value), cut, audit,
+                                        verb="added")
+                    entries.append({"kind": TRUSTED_SENDER, "mailbox": upn, "entry": value, "decision": dating.decision,
+                                    "added_at": dating.granted_at, "reason": dating.reason,
+                                    "effect": f"trusted-sender-{norm(value)}"[:120],
+                                    "undo": {"service": "exo", "cmdlet": "Set-MailboxJunkEmailConfiguration",
+                                             "parameters": {"Identity": upn,
+                                                            "TrustedSendersAndDomains": hashtable("Add", value)}}})
+            plan = {"before": before, "cutoff": cut, "entries": entries}
+            await ctx.save(trusted_plan=plan)
+        removed: list[dict[str, Any]] = []
+        gone: list[dict[str, Any]] = []
+        not_removed: list[dict[str, Any]] = []
+        for entry in plan["entries"]:
+            if entry["decision"] != REMOVE:
+                continue
+            warnings: list[str] = []
+            value = entry["entry"]
+
+            async def absent(_record: dict[str, Any], value: str = value) -> bool:
+                config = (await exo.invoke("Get-MailboxJunkEmailConfiguration", {"Identity": upn}) or [{}])[0]
+                return norm(value) not in {norm(t) for t in config.get("TrustedSendersAndDomains") or []}
+
+            def remove(value: str = value, warnings: list[str] = warnings) -> Awaitable[Any]:
+                return exo.invoke("Set-MailboxJunkEmailConfiguration",
+                                  {"Identity": upn, "TrustedSendersAndDomains": hashtable("Remove", value)},
+                                  warnings=warnings)
+
+            try:
+                ran = await ctx.effect(entry["effect"], remove,
+                                       description=f"remove trusted sender '{value}' ({entry['reason']})", verify=absent)
+            except PermanentError as exc:
+                ctx.log.warning("could not remove trusted sender %s: %s", value, exc)
+                not_removed.append({**entry, "error": str(exc)[:300]})
+                continue
+            if ctx.dry_run:
+                continue
+            (gone if ran and already_gone(warnings) else removed).append(entry)
+        out: dict[str, Any] = {"before": plan["before"], "cutoff": plan["cutoff"], "removed": removed,
+                               "already_gone": gone, "not_removed": not_removed,
+                               "kept": [e for e in plan["entries"] if e["decision"] == KEEP],
+                               "review": [e for e in plan["entries"] if e["decision"] == REVIEW]}
+        if ctx.dry_run:
+            out["would_remove"] = [e for e in plan["entries"] if e["decision"] == REMOVE]
+        return out

@@ -12,6 +12,11 @@ confirmCompromised and one dismiss for up to 60 users, one read of the users who
 changed. Identity Protection failing (licence, permission, throttling) is recorded, never a reason
 not to mail the SOC.
 
+With BLOCK_SIGN_IN=until-close the sign-in block reset-password set is lifted here, before the
+mail (verified; a refusal is mailed, never a reason not to close); with until-approved the mail
+says who must lift it and how. The mail lists every foothold removed (what it was, since when),
+the ones kept (dated before the compromise) and those a person must review.
+
 The summary is built from the ledger, which never holds a password, so the mail cannot carry
 one; what needs a person (ACTION REQUIRED, methods kept for review) comes first. With no
 SOC_MAILBOX / NOTIFY_SENDER configured the mail is skipped and that is recorded. The mail is the
@@ -20,8 +25,10 @@ worst, send the SOC a second copy.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from .. import footholds
 from ..errors import PermanentError, TransientError
 from ..ledger_protocol import load_json
 from ..playbook import incident_order
@@ -29,12 +36,14 @@ from ..securescore.service import latest_score
 from ..states import StepState
 from ..timestamps import iso
 from .base import Call, Step, StepContext, StepResult
+from .signin_block import restore_sign_in
 
 AT_RISK = ("atRisk", "confirmedCompromised")
 
 
 def review_lines(step_rows: list[dict[str, Any]]) -> list[str]:
-    """What a person must look at, from the step details: methods kept, client-side rules removed."""
+    """What a person must look at, from the step details: methods kept, client-side rules removed,
+    footholds not removed or not datable, admin consents, a sign-in block an operator must lift."""
     rows = {r["RowKey"]: r for r in step_rows}
     lines = []
     mfa = load_json(rows.get("enforce-mfa", {}).get("detail"), {}) or {}
@@ -47,6 +56,7 @@ def review_lines(step_rows: list[dict[str, Any]]) -> list[str]:
         lines.append("  - Outlook client-side rules in the mailbox were removed by Exchange when rules were disabled"
                      + (f" ({'; '.join(client.get('warnings') or [])})" if client.get("warnings") else "")
                      + ": ask the user to recreate the ones they need")
+    lines += footholds.review_lines(rows)
     return lines
 
 
@@ -63,6 +73,12 @@ def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> s
     review = review_lines(step_rows)
     if review:
         lines += ["", "For review (kept or removed, each with its id):", *review]
+    removed = footholds.removed_lines(rows)
+    if removed:
+        lines += ["", "Removed (each recorded with what it was, so it can be undone):", *removed]
+    kept = footholds.kept_lines(rows)
+    if kept:
+        lines += ["", "Kept (dated before the compromise):", *kept]
     if incident.get("risk_error"):
         lines += ["", f"Identity Protection: {incident['risk_error']}"]
     if incident.get("final_risk_state"):
@@ -90,12 +106,19 @@ class Close(Step):
         Call("graph", "GET /identityProtection/riskyUsers?$filter=riskLastUpdatedDateTime gt {t} (final state, shared)",
              "IdentityRiskyUser.Read.All"),
         Call("graph", "POST /users/{sender}/sendMail", "Mail.Send"),
+        Call("graph", "PATCH /users/{id} accountEnabled=true (BLOCK_SIGN_IN=until-close)", "User.EnableDisableAccount.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
         settings, uid = ctx.settings, ctx.user_id
         rows = await ctx.deps.ledger.list_steps(ctx.task.incident_id)
         detail: dict[str, Any] = await self._settle_risk(ctx, rows)
+        reset = load_json({r["RowKey"]: r for r in rows}.get("reset-password", {}).get("detail"), {}) or {}
+        sign_in = await restore_sign_in(ctx, reset.get("sign_in") or {})
+        if sign_in is not None:
+            detail["sign_in"] = sign_in
+            # The mail is built from the ledger rows: this step's own row is written after it.
+            rows = [*rows, {"RowKey": "close", "detail": json.dumps({"sign_in": sign_in})}]
         if detail.get("risk_error"):
             ctx.incident["risk_error"] = "; ".join(filter(None, (ctx.incident.get("risk_error"), detail["risk_error"])))
         updates = {k: ctx.incident[k] for k in ("risk_error", "risk_confirmed_at") if ctx.incident.get(k)}

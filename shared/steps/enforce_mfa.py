@@ -12,20 +12,22 @@ alert's time minus AUTH_METHOD_LOOKBACK_HOURS). Methods with a ``createdDateTime
 (authenticator, FIDO2, Windows Hello, TAP) are dated by it. Phone, email and software OATH
 methods carry none in v1.0: they are dated by their registration in the directory audit log
 (``auditLogs/directoryAudits``, "User/Admin registered|updated security info", service
-Authentication Methods), read with the other incidents contained by then (5 requests per 10 s per
-app: one read of the last 30 days serves them all; a lone incident reads its own events). What still cannot be dated, and a phone Graph refuses to delete
+Authentication Methods), read once per incident and shared with revoke-app-consent
+(steps/audit_reads.py). What still cannot be dated, and a phone Graph refuses to delete
 because it is the user's default sign-in method (400), is kept and listed with its id for
 review (``kept_for_review``: the incident and the SOC mail). Each removed method is recorded
 (type, id, name, registration time). The password method is never touched.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from ..cutoff import cutoff
 from ..errors import ConfigError, PermanentError
 from ..states import StepState
 from ..timestamps import parse_timestamp
+from .audit_reads import AUDIT_CALL, SHARED_AUDIT_CALLS, directory_audits
 from .base import Call, Step, StepContext, StepResult
 
 # @odata.type → the collection its DELETE lives under.
@@ -63,12 +65,19 @@ _AUDIT_KINDS = (("alternate mobile phone", "phone:alternateMobile"), ("office ph
 _REGISTRATIONS = ("registered security info", "updated security info")
 
 
-def registration_times(audits: list[dict[str, Any]]) -> dict[str, datetime]:
-    """The latest registration (or update) time of each method kind, from security-info audit events."""
+def _targets(event: dict[str, Any], user_id: str) -> bool:
+    return any(str(t.get("id") or "").lower() == user_id.lower() for t in event.get("targetResources") or [])
+
+
+def registration_times(audits: list[dict[str, Any]], user_id: str | None = None) -> dict[str, datetime]:
+    """The latest registration (or update) time of each method kind, from security-info audit events
+    (with ``user_id``: only the events about that user; the shared read also holds what the user did)."""
     latest: dict[str, datetime] = {}
     for event in audits:
         activity = str(event.get("activityDisplayName") or "").lower()
         if event.get("result", "success") != "success" or not any(r in activity for r in _REGISTRATIONS):
+            continue
+        if user_id is not None and not _targets(event, user_id):
             continue
         reason = str(event.get("resultReason") or "").lower()
         kind = next((k for words, k in _AUDIT_KINDS if words in reason), None)
@@ -82,14 +91,14 @@ def registration_times(audits: list[dict[str, Any]]) -> dict[str, datetime]:
 
 
 def plan_methods(methods: list[dict[str, Any]], since: str, audits: list[dict[str, Any]] | None,
-                 audit_error: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                 audit_error: str = "", user_id: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(methods to remove, methods kept for review) — pure.
 
     Dated by createdDateTime, else by their registration event; registered at or after ``since``
     means removed. Undatable methods are kept for review. ``audits`` None: the log was not read.
     """
     threshold = parse_timestamp(since)
-    registered = registration_times(audits or [])
+    registered = registration_times(audits or [], user_id)
     doomed, review = [], []
     for method in methods:
         collection = COLLECTIONS.get(method_type(method))
@@ -125,31 +134,6 @@ def methods_to_remove(methods: list[dict[str, Any]], since: str) -> list[dict[st
     return [m for m in plan_methods(methods, since, [])[0] if "dated_by" not in m]
 
 
-def cutoff(settings: Any, incident: dict[str, Any], now: datetime) -> dict[str, str]:
-    """The instant after which a registered method is the attacker's, per AUTH_METHOD_CUTOFF."""
-    detected = incident.get("detected_at") or now.isoformat()
-    rule = settings.auth_method_cutoff
-    if rule == "lookback":
-        base = min(parse_timestamp(detected), now)
-        at = (base - timedelta(hours=settings.auth_method_lookback_hours)).isoformat().replace("+00:00", "Z")
-        return {"rule": rule, "at": at, "basis": f"alert time minus {settings.auth_method_lookback_hours} h"}
-    if rule == "first-risky-sign-in" and incident.get("first_risky_signin_at"):
-        return {"rule": rule, "at": incident["first_risky_signin_at"], "basis": "earliest risky sign-in"}
-    if incident.get("first_risk_at"):
-        return {"rule": rule, "at": incident["first_risk_at"], "basis": "earliest risk detection"}
-    return {"rule": rule, "at": detected, "basis": "alert time (no risk detection found)"}
-
-
-def _contained_at(ctx: StepContext) -> datetime:
-    """When the step before this one finished (this task was enqueued then); never in the future.
-    Sessions were revoked by then: a method registered later cannot be the attacker's."""
-    now = ctx.deps.clock()
-    try:
-        return min(parse_timestamp(ctx.task.enqueued_at), now)
-    except ValueError:
-        return now
-
-
 class EnforceMfa(Step):
     name = "enforce-mfa"
     calls = (
@@ -158,10 +142,8 @@ class EnforceMfa(Step):
         Call("graph", "PATCH beta /users/{id}/authentication/requirements (per-user)", "Policy.ReadWrite.AuthenticationMethod"),
         Call("graph", "GET /users/{id}/authentication/methods", "UserAuthenticationMethod.ReadWrite.All"),
         Call("graph", "DELETE /users/{id}/authentication/{type}Methods/{id}", "UserAuthenticationMethod.ReadWrite.All"),
-        Call("graph", "GET /auditLogs/directoryAudits?$filter=targetResources/any(t: t/id eq '{id}') (undated methods)",
-             "AuditLog.Read.All"),
-        Call("graph", "GET /auditLogs/directoryAudits?$filter=loggedByService eq 'Authentication Methods' and "
-             "activityDateTime ge {t} (undated methods, shared)", "AuditLog.Read.All"),
+        Call("graph", AUDIT_CALL, "AuditLog.Read.All"),
+        *(Call("graph", shared, "AuditLog.Read.All") for shared in SHARED_AUDIT_CALLS),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -205,14 +187,11 @@ class EnforceMfa(Step):
         audits: list[dict[str, Any]] | None = None
         audit_error = ""
         if any(COLLECTIONS.get(method_type(m)) and not created_at(m) for m in methods):
-            try:
-                # The directory audit log allows 5 requests per 10 s per app: incidents contained together
-                # share one read of it (shared/tenant_calls.py), fresh as of this incident's containment.
-                audits = await ctx.deps.tenant_calls().security_info_audits(uid, _contained_at(ctx))
-            except PermanentError as exc:  # e.g. AuditLog.Read.All not granted: list them for review
-                audit_error = str(exc)[:200]
-                ctx.log.warning("directory audit log not readable; undated methods are listed for review: %s", exc)
-        doomed, review = plan_methods(methods, cut["at"], audits, audit_error)
+            # One read of the directory audit log per incident, shared with revoke-app-consent
+            # (steps/audit_reads.py); refused (e.g. AuditLog.Read.All not granted): listed for review.
+            log = await directory_audits(ctx)
+            audits, audit_error = (log.events if log.available else None), log.error[:200]
+        doomed, review = plan_methods(methods, cut["at"], audits, audit_error, user_id=uid)
         removed, gone = [], []
         for method in doomed:
             result: dict[str, bool] = {}

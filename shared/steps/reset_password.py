@@ -4,9 +4,13 @@ session and refresh token — containment — and nothing before them that could
 Identity Protection (1 request per second per tenant, for every app together) is not called
 before the two effects: containment never waits on it. Right after them, the step records the
 Identity Protection part of the evidence (snapshot.record_risk_evidence: the risk as it was
-before the change, the detections, the cut-off for enforce-mfa), read in bulk with the other
-incidents of the moment. The user is confirmed compromised (and, once remediated, the risk
-dismissed) by the close step, in batches: "dismiss after remediation".
+before the change, the detections, the cut-off), read in bulk with the other incidents of the
+moment. The user is confirmed compromised (and, once remediated, the risk dismissed) by the close
+step, in batches: "dismiss after remediation".
+
+With BLOCK_SIGN_IN=until-close|until-approved, sign-in is blocked first (``accountEnabled`` false,
+steps/signin_block.py): the quickest cut, before anything else. Never for a synced user (the
+incident says so); a refused block is recorded and containment goes on.
 
 - Revoking sessions is its own effect and is never skipped because the reset failed: when the
   reset fails for good, the sessions are revoked first and then the failure is reported.
@@ -34,6 +38,7 @@ from ..passwords import generate_password
 from ..states import StepState
 from ..timestamps import parse_timestamp
 from .base import Call, Step, StepContext, StepResult
+from .signin_block import block_sign_in
 from .snapshot import record_risk_evidence
 
 SYNCED_WARNING = (
@@ -69,12 +74,26 @@ def action_text(incident: dict[str, Any]) -> str:
             f"{where}. Sessions were revoked; until then the user stays confirmed compromised.")
 
 
+def _with_block(summary: str, detail: dict[str, Any]) -> str:
+    block = detail.get("sign_in")
+    if not block:
+        return summary
+    if block.get("blocked") is True:
+        return f"sign-in blocked ({block.get('policy')}); {summary}"
+    if block.get("blocked") == "planned":
+        return f"would block sign-in; {summary}"
+    return f"sign-in not blocked; {summary}"
+
+
 class ResetPassword(Step):
     name = "reset-password"
     calls = (
         Call("graph", "PATCH /users/{id} passwordProfile", "User-PasswordProfile.ReadWrite.All"),
         Call("graph", "POST /users/{id}/revokeSignInSessions", "User.RevokeSessions.All"),
-        Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime", "User.Read.All"),
+        Call("graph", "GET /users/{id}?$select=lastPasswordChangeDateTime,signInSessionsValidFromDateTime,accountEnabled",
+             "User.Read.All"),
+        Call("graph", "PATCH /users/{id} accountEnabled=false (BLOCK_SIGN_IN=until-close/until-approved)",
+             "User.EnableDisableAccount.All"),
         # after containment: the Identity Protection evidence (snapshot.record_risk_evidence)
         Call("graph", "GET /identityProtection/riskyUsers?$filter=riskState eq 'atRisk' or riskState eq 'confirmedCompromised' (shared)",
              "IdentityRiskyUser.Read.All"),
@@ -87,6 +106,8 @@ class ResetPassword(Step):
     async def act(self, ctx: StepContext) -> StepResult:
         user_id = ctx.user_id
         detail: dict[str, Any] = {"force_change_next_sign_in": True}
+        if ctx.settings.block_sign_in != "never":
+            detail["sign_in"] = await block_sign_in(ctx)
 
         async def reset() -> None:
             await ctx.graph.reset_password(user_id, generate_password(), force_change=True)
@@ -139,11 +160,12 @@ class ResetPassword(Step):
             if ctx.settings.onprem_reset_queue:
                 await self._hand_off(ctx, failure)
                 detail["onprem_handoff"] = ctx.settings.onprem_reset_queue
-            return StepResult(StepState.SUCCEEDED, f"{ONPREM_REQUIRED}; sessions revoked", detail, marks)
+            return StepResult(StepState.SUCCEEDED, _with_block(f"{ONPREM_REQUIRED}; sessions revoked", detail), detail,
+                              marks)
         if ctx.incident.get("on_prem_synced"):
             detail["warning"] = SYNCED_WARNING
             ctx.log.warning("%s", SYNCED_WARNING)
-        return StepResult(StepState.SUCCEEDED, "password reset and sessions revoked", detail, marks)
+        return StepResult(StepState.SUCCEEDED, _with_block("password reset and sessions revoked", detail), detail, marks)
 
     @staticmethod
     async def _hand_off(ctx: StepContext, failure: PermanentError) -> None:

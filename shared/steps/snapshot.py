@@ -2,17 +2,21 @@
 
 Attackers create and delete inbox rules before anyone looks, so this runs first. The
 sections are read concurrently and stored as rows of the ``evidence`` table (size-bounded
-JSON, one table transaction). A section the identity may not read (403) is recorded as
-unavailable with the permission to grant; a throttled or failed read raises so the platform
-retries.
+JSON, one table transaction). A section the
+identity may not read (403) is recorded as unavailable with the permission to grant; a
+throttled or failed read raises so the platform retries.
 
-What is taken before the change, here: the user, authentication methods, inbox rules (Graph
-and Exchange, hidden ones included), the mailbox, blocked-sender state, the organisation's
-audit setting and the audit bypass. No Identity Protection call is awaited here: that service
-allows 1 request per second per tenant for every app together, and this step is on the path
-from the alert to the password reset. The step only *starts* the two reads (shared with the other
-incidents of the moment: shared/tenant_calls.py) and goes on; their sections are recorded by
-``record_risk_evidence`` right after containment (reset-password), and each says how it was read:
+The "before" picture of every foothold a later step may remove is here too: the mailbox's
+FullAccess and SendAs entries, the SendAs and SendOnBehalf rights the user holds on other mailboxes,
+the junk-mail configuration (trusted and blocked senders), the user's OAuth consent grants and app
+role assignments. The audit logs the steps date them from are not read here (steps/audit_reads.py):
+the directory audit quota (5 requests per 10 s per tenant) would delay containment in a storm.
+
+No Identity Protection call is awaited here: that service allows 1 request per second per tenant
+for every app together, and this step is on the path from the alert to the password reset. The
+step only *starts* the two reads (shared with the other incidents of the moment:
+shared/tenant_calls.py) and goes on; their sections are recorded by ``record_risk_evidence`` right
+after containment (reset-password), and each says how it was read:
 
 - ``risky_user``: the risk as it was before the responder's first change: taken before the change
   (the read started here, or a shared read of the users at risk) when the record shows no change
@@ -23,17 +27,18 @@ incidents of the moment: shared/tenant_calls.py) and goes on; their sections are
   (the reset remediates it), and that field shows the state at the time of reading.
 
 The earliest risk signal among the detections (and the earliest risky sign-in) is saved on the
-incident: enforce-mfa's cut-off.
+incident then: the cut-off (shared/cutoff.py).
 """
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, Awaitable
 
-from ..errors import PermanentError
+from ..errors import PermanentError, TransientError
 from ..states import StepState
 from ..timestamps import iso_exact, parse_timestamp
+from ..validation import opath_quote
 from .base import Call, Step, StepContext, StepResult
 
 
@@ -72,6 +77,12 @@ class Snapshot(Step):
         Call("exo", "Get-BlockedSenderAddress", "Exchange.ManageAsApp"),
         Call("exo", "Get-OrganizationConfig", "Exchange.ManageAsApp"),
         Call("exo", "Get-MailboxAuditBypassAssociation", "Exchange.ManageAsApp"),
+        Call("exo", "Get-MailboxPermission -Identity", "Exchange.ManageAsApp"),
+        Call("exo", "Get-RecipientPermission -Identity or -Trustee", "Exchange.ManageAsApp"),
+        Call("exo", "Get-Mailbox -Filter \"GrantSendOnBehalfTo -eq '<DN>'\"", "Exchange.ManageAsApp"),
+        Call("exo", "Get-MailboxJunkEmailConfiguration", "Exchange.ManageAsApp"),
+        Call("graph", "GET /users/{id}/oauth2PermissionGrants", "Directory.Read.All"),
+        Call("graph", "GET /users/{id}/appRoleAssignments", "Directory.Read.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:
@@ -86,15 +97,38 @@ class Snapshot(Step):
             # The runner just read this user (same $select) when it resolved the incident.
             return resolved if resolved is not None else await graph.get_user(uid)
 
+        mailbox_read: list[asyncio.Task[Any]] = []
+
+        def mailbox() -> Awaitable[Any]:
+            # Read once: the section, and the DistinguishedName the SendOnBehalf lookup filters by.
+            if not mailbox_read:
+                mailbox_read.append(asyncio.ensure_future(exo.invoke("Get-Mailbox", {"Identity": upn})))
+            return asyncio.shield(mailbox_read[0])
+
+        async def send_on_behalf_held() -> Any:
+            dn = ((await mailbox()) or [{}])[0].get("DistinguishedName")
+            if not dn:
+                raise PermanentError("Get-Mailbox gave no DistinguishedName to filter GrantSendOnBehalfTo by")
+            return await exo.invoke("Get-Mailbox", {"Filter": f"GrantSendOnBehalfTo -eq {opath_quote(dn)}",
+                                                    "ResultSize": "Unlimited"})
+
         readers = {
             "user": user,
             "auth_methods": lambda: graph.list_auth_methods(uid),
             "inbox_rules": lambda: graph.list_message_rules(uid),
             "exo_inbox_rules": lambda: exo.invoke("Get-InboxRule", {"Mailbox": upn, "IncludeHidden": True}),
-            "mailbox": lambda: exo.invoke("Get-Mailbox", {"Identity": upn}),
+            "mailbox": mailbox,
             "blocked_sender": lambda: exo.invoke("Get-BlockedSenderAddress", {"SenderAddress": upn}),
             "org_audit": lambda: exo.invoke("Get-OrganizationConfig"),
             "audit_bypass": lambda: exo.invoke("Get-MailboxAuditBypassAssociation", {"Identity": upn}),
+            # footholds, before any change (remove-delegates, revoke-app-consent, clean-mailbox)
+            "mailbox_permissions": lambda: exo.invoke("Get-MailboxPermission", {"Identity": upn}),
+            "send_as": lambda: exo.invoke("Get-RecipientPermission", {"Identity": upn, "AccessRights": "SendAs"}),
+            "send_as_held": lambda: exo.invoke("Get-RecipientPermission", {"Trustee": upn, "AccessRights": "SendAs"}),
+            "send_on_behalf_held": send_on_behalf_held,
+            "junk_email": lambda: exo.invoke("Get-MailboxJunkEmailConfiguration", {"Identity": upn}),
+            "consent_grants": lambda: graph.list_user_grants(uid),
+            "app_role_assignments": lambda: graph.list_app_role_assignments(uid),
         }
         stored: dict[str, int] = dict(ctx.checkpoint.get("stored", {}))
         unavailable: dict[str, str] = dict(ctx.checkpoint.get("unavailable", {}))
@@ -145,7 +179,10 @@ def _alert_time(ctx: StepContext) -> datetime:
 async def record_risk_evidence(ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Identity Protection sections of the evidence, recorded after containment (the module docstring
     says how each is read). Returns (what to put in the step's detail, the incident's cut-off marks).
-    A section the identity may not read is recorded as unavailable; a throttled read raises (retried)."""
+    A section the identity may not read, or that Identity Protection would not answer after the
+    adapter's retries (1 request/s for the whole tenant), is recorded as unavailable with the reason:
+    the account is contained, and the rest of the playbook does not wait on that service (the cut-off
+    then falls back to the alert's time, and says so)."""
     calls = ctx.deps.tenant_calls()
     uid = ctx.user_id
     fresh = _alert_time(ctx)
@@ -155,7 +192,7 @@ async def record_risk_evidence(ctx: StepContext) -> tuple[dict[str, Any], dict[s
     how: dict[str, str] = {}
     unavailable: dict[str, str] = {}
     for section, result in (("risky_user", before), ("risk_detections", detections)):
-        if isinstance(result, PermanentError):
+        if isinstance(result, (PermanentError, TransientError)):
             unavailable[section] = str(result)[:300]
             ctx.log.warning("evidence section %s unavailable: %s", section, result)
         elif isinstance(result, BaseException):

@@ -1,6 +1,9 @@
 """unblock-sender: take the user off Exchange Online's restricted-senders list, but only
 once the account is secured: the password was reset (not merely "on-premises reset
-required"), MFA enforced, and the mailbox cleaned (when clean-mailbox is in the playbook).
+required"), MFA enforced, and every other access path closed (each of clean-mailbox,
+remove-delegates and revoke-app-consent that is in the playbook succeeded, and neither of the
+last two left a foothold it found unremoved or a list it could not read). Entries only "listed
+for review" (undated, maybe legitimate) do not keep the user blocked: the SOC mail lists them.
 
 Unblocking an account the attacker still controls, or a mailbox that still forwards mail out,
 would hand them the mailbox back, so the precondition is read from the ledger, not assumed. Removal takes up to an hour
@@ -13,7 +16,21 @@ from ..states import StepState
 from .base import Call, Step, StepContext, StepResult
 
 REQUIRED = ("reset-password", "enforce-mfa")
-IF_IN_PLAYBOOK = ("clean-mailbox",)
+IF_IN_PLAYBOOK = ("clean-mailbox", "remove-delegates", "revoke-app-consent")
+# Steps whose detail says whether an access path they found is still open.
+ACCESS_PATHS = ("remove-delegates", "revoke-app-consent")
+
+
+def open_paths(rows: dict[str, dict]) -> list[str]:
+    """Why the access paths are not known to be closed, from the foothold steps' details (pure)."""
+    reasons = []
+    for step in ACCESS_PATHS:
+        detail = load_json(rows.get(step, {}).get("detail"), {}) or {}
+        if detail.get("not_removed"):
+            reasons.append(f"{step} could not remove {len(detail['not_removed'])} foothold(s)")
+        if detail.get("unverified"):
+            reasons.append(f"{step} could not read {', '.join(detail['unverified'])}")
+    return reasons
 
 
 class UnblockSender(Step):
@@ -31,6 +48,8 @@ class UnblockSender(Step):
         reset = load_json(rows.get("reset-password", {}).get("detail"), {}) or {}
         if not not_secured and reset.get("password_reset") not in ("done", "already done"):
             not_secured.append(f"the password was not reset ({reset.get('password_reset') or 'unknown'})")
+        if not not_secured:
+            not_secured += open_paths(rows)
         if not_secured and not ctx.dry_run:
             reason = f"account not secured: {'; '.join(not_secured)} for this incident"
             return StepResult(StepState.SKIPPED, reason, {"reason": reason})

@@ -30,6 +30,7 @@ from shared.ledger_protocol import (
     release_fields,
 )
 from shared.ports import QueuedMessage
+from shared.storm import Reservation, StormState, decide_reservation, reset_state
 from shared.timestamps import iso, parse_timestamp, utcnow
 
 if TYPE_CHECKING:
@@ -57,9 +58,8 @@ class FakeLedger:
         self.incidents: dict[str, dict[str, Any]] = {}
         self.steps: dict[tuple[str, str], dict[str, Any]] = {}
         self.open: dict[str, dict[str, Any]] = {}
-        self.storm: list[tuple[datetime, str]] = []
+        self.storm = StormState()
         self.errors: list[dict[str, Any]] = []
-        self.markers: set[tuple[str, str]] = set()
         self.evidence: dict[tuple[str, str], Any] = {}
         self.pending: dict[str, dict[str, tuple[str, str]]] = {}
         self.watermarks: dict[str, str] = {}
@@ -88,8 +88,9 @@ class FakeLedger:
         row.update(fields, updated_at=iso(self.clock()))
         row["_etag"] = self._tag()
 
-    async def list_incidents(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return sorted((dict(r) for r in self.incidents.values()), key=lambda r: r.get("created_at", ""))[:limit]
+    async def list_incidents(self, limit: int = 1000, state: str | None = None) -> list[dict[str, Any]]:
+        rows = (dict(r) for r in self.incidents.values() if state is None or r.get("state") == state)
+        return sorted(rows, key=lambda r: r.get("created_at", ""))[:limit]
 
     # -- one open incident per user ----------------------------------------------------------
     async def get_open(self, user_key: str) -> tuple[dict[str, Any], str] | None:
@@ -105,19 +106,21 @@ class FakeLedger:
         self.open[user_key] = {"incident_id": incident_id, "created_at": created_at, "_etag": self._tag()}
         return True
 
-    # -- storm breaker -----------------------------------------------------------------------
-    async def record_new_incident_for_storm(self, incident_id: str, at: datetime) -> None:
-        self.storm.append((at, incident_id))
+    # -- storm breaker (the same rule as the table ledger, on one in-memory row) ------------
+    async def reserve_incident(self, at: datetime, *, window_minutes: int, threshold: int, source: str,
+                               source_quota: int) -> Reservation:
+        decision = decide_reservation(self.storm, at, window_minutes=window_minutes, threshold=threshold,
+                                      source=source, source_quota=source_quota)
+        if decision.state is not None:
+            self.storm = decision.state
+        return decision
 
-    async def count_recent_incidents(self, at: datetime, window_minutes: int, stop_after: int) -> int:
-        start = at.replace(second=0, microsecond=0) - timedelta(minutes=window_minutes - 1)
-        return min(stop_after, sum(1 for t, _ in self.storm if t >= start))
+    async def storm_state(self) -> StormState:
+        return self.storm
 
-    async def mark_once(self, partition: str, row: str, fields: dict[str, Any]) -> bool:
-        if (partition, row) in self.markers:
-            return False
-        self.markers.add((partition, row))
-        return True
+    async def reset_storm(self, by: dict[str, str], at: datetime) -> StormState:
+        self.storm = reset_state(self.storm, by, at)
+        return self.storm
 
     # -- the step ledger -----------------------------------------------------------------------
     async def get_step(self, incident_id: str, step: str) -> dict[str, Any] | None:
@@ -313,6 +316,9 @@ class FakeGraph:
         self.detections: dict[str, list[dict[str, Any]]] = {}
         self.outbox: list[dict[str, str]] = []
         self.audits: dict[str, list[dict[str, Any]]] = {}  # user id -> directoryAudit events, newest first
+        self.grants: dict[str, dict[str, Any]] = {}  # oauth2PermissionGrants by id
+        self.app_roles: dict[str, list[dict[str, Any]]] = {}  # user id -> appRoleAssignments
+        self.service_principals: dict[str, dict[str, Any]] = {}
         self.pages: dict[str, list[dict[str, Any]]] = {}
 
     def fail(self, method: str, *errors: Exception) -> None:
@@ -405,9 +411,49 @@ class FakeGraph:
         return [{"principalId": self._user(user_id)["id"], "roleDefinitionId": r}
                 for r in self._user(user_id).get("eligible", [])]
 
-    async def list_security_info_audits(self, user_id: str, max_items: int = 500) -> list[dict[str, Any]]:
-        self._call("list_security_info_audits", user_id)
-        return [dict(a) for a in self.audits.get(user_id, [])][:max_items]
+    async def list_user_audits(self, user_id: str, since: str, max_items: int = 500) -> list[dict[str, Any]]:
+        self._call("list_user_audits", user_id, since)
+        return [dict(a) for a in self.audits.get(user_id, []) if str(a.get("activityDateTime") or "") >= since][:max_items]
+
+    async def set_account_enabled(self, user_id: str, enabled: bool) -> None:
+        self._call("set_account_enabled", user_id, enabled)
+        self._user(user_id)["accountEnabled"] = enabled
+
+    # -- consent grants / app role assignments -----------------------------------------------
+    async def list_user_grants(self, user_id: str) -> list[dict[str, Any]]:
+        self._call("list_user_grants", user_id)
+        return [dict(g) for g in self.grants.values()
+                if g.get("consentType") == "Principal" and g.get("principalId") == user_id]
+
+    async def list_admin_grants(self, client_id: str) -> list[dict[str, Any]]:
+        self._call("list_admin_grants", client_id)
+        return [dict(g) for g in self.grants.values()
+                if g.get("clientId") == client_id and g.get("consentType") == "AllPrincipals"]
+
+    async def get_grant(self, grant_id: str) -> dict[str, Any] | None:
+        self._call("get_grant", grant_id)
+        grant = self.grants.get(grant_id)
+        return dict(grant) if grant else None
+
+    async def delete_grant(self, grant_id: str) -> bool:
+        self._call("delete_grant", grant_id)
+        return self.grants.pop(grant_id, None) is not None
+
+    async def list_app_role_assignments(self, user_id: str) -> list[dict[str, Any]]:
+        self._call("list_app_role_assignments", user_id)
+        return [dict(a) for a in self.app_roles.get(user_id, [])]
+
+    async def delete_app_role_assignment(self, user_id: str, assignment_id: str) -> bool:
+        self._call("delete_app_role_assignment", user_id, assignment_id)
+        rows = self.app_roles.get(user_id, [])
+        kept = [a for a in rows if a.get("id") != assignment_id]
+        self.app_roles[user_id] = kept
+        return len(kept) != len(rows)
+
+    async def get_service_principal(self, sp_id: str) -> dict[str, Any] | None:
+        self._call("get_service_principal", sp_id)
+        found = self.service_principals.get(sp_id)
+        return dict(found) if found else None
 
     # -- groups / MFA ------------------------------------------------------------------------
     async def add_group_member(self, group_id: str, user_id: str) -> bool:
@@ -502,8 +548,8 @@ class FakeGraph:
         return [{"userId": user_id, **d} for user_id, items in self.detections.items() for d in items
                 if parse_timestamp(d.get("detectedDateTime") or d.get("activityDateTime") or iso(self.clock())) >= since]
 
-    async def list_security_info_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
-        self._call("list_security_info_audits_since", since)
+    async def list_dating_audits_since(self, since: datetime, max_items: int = 50_000) -> list[dict[str, Any]]:
+        self._call("list_dating_audits_since", since)
         out = []
         for user_id, events in self.audits.items():
             for event in events:

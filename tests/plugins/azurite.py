@@ -40,6 +40,7 @@ async def fresh_storage(azurite: AzuriteProcess):
 
     from shared.adapters.ledger import TABLES
     from shared.playbook import STEP_NAMES, queue_name
+    from shared.signin import OPERATOR_QUEUE
 
     tables = TableServiceClient.from_connection_string(azurite.connection_string)
     queues = QueueServiceClient.from_connection_string(azurite.connection_string)
@@ -50,7 +51,7 @@ async def fresh_storage(azurite: AzuriteProcess):
                 await client.delete_entity(entity["PartitionKey"], entity["RowKey"])
         except ResourceNotFoundError:
             pass
-    names = ["alerts"] + [queue_name(s) for s in STEP_NAMES]
+    names = ["alerts"] + [queue_name(s) for s in STEP_NAMES] + [OPERATOR_QUEUE]
     for name in names + [n + "-poison" for n in names]:
         try:
             await queues.get_queue_client(name).clear_messages()

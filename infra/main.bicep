@@ -144,7 +144,10 @@ var permissions = loadJsonContent('generated/permissions.json')
 
 // A permission is needed when one of its uses is: a step in PLAYBOOK_STEPS (or an always-on
 // component) and, for calls made in one mode only, the setting has that value ("*" = always).
-var enabledSteps = map(split(appSettings.PLAYBOOK_STEPS, ','), s => trim(s))
+// RECOVERY=tap adds the recovery-pass step when PLAYBOOK_STEPS does not name it (shared/settings.py
+// effective_playbook does the same at run time).
+var listedSteps = map(split(appSettings.PLAYBOOK_STEPS, ','), s => trim(s))
+var enabledSteps = toLower(trim(appSettings.RECOVERY)) == 'tap' ? union(listedSteps, ['recovery-pass']) : listedSteps
 var conditionValues = union(appSettings, { '*': '*' })
 var graphNeeded = filter(permissions.graph, p => !empty(filter(p.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
 // Mail.Send scoped by Exchange RBAC for Applications is granted there (post-provision), never

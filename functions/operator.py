@@ -11,6 +11,8 @@ Each route names the app role it needs (functions/auth.py: 401 without a validat
 | ``GET /api/storm`` | Incident.Read |
 | ``POST /api/storm/reset`` | Incident.Approve |
 | ``POST /api/incidents/{id}/enable-sign-in`` | Incident.Approve (re-enable an account BLOCK_SIGN_IN left blocked) |
+| ``GET /api/incidents/{id}/undo`` | Incident.Read: what an undo would reverse, and what it would not |
+| ``POST /api/incidents/{id}/undo`` ``{"confirm_forwarding": [...]}`` | Incident.Approve, not the submitter: reverse a false positive |
 
 The worker side of operator actions (queue ``operator-actions``) is here too: only the worker
 holds the managed identity.
@@ -28,6 +30,7 @@ from shared.model import MessageError, OperatorTask
 from shared.principal import Role
 from shared.signin import OPERATOR_QUEUE, enable_sign_in, request_enable_sign_in
 from shared.status import incident_view, list_views
+from shared.undo import request_undo, run_undo, undo_offer
 
 from .auth import authorize, json_response
 from .common import quarantine
@@ -147,6 +150,48 @@ async def incident_enable_sign_in(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(status, {"outcome": result.outcome, "incident_id": incident_id, "reason": result.reason})
 
 
+@bp.function_name("incident_undo_plan")
+@bp.route(route="incidents/{incident_id}/undo", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def incident_undo_plan(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.READ)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    incident_id = req.route_params.get("incident_id", "")
+    if not _valid_id(incident_id):
+        return json_response(400, {"error": "malformed incident id"})
+    view = await incident_view(deps.ledger, incident_id)
+    if view is None:
+        return json_response(404, {"error": "no such incident"})
+    return json_response(200, {"incident_id": incident_id, **undo_offer(view)})
+
+
+@bp.function_name("incident_undo")
+@bp.route(route="incidents/{incident_id}/undo", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def incident_undo(req: func.HttpRequest) -> func.HttpResponse:
+    deps = await get_deps()
+    caller = authorize(req, deps.settings, Role.APPROVE)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    incident_id = req.route_params.get("incident_id", "")
+    if not _valid_id(incident_id):
+        return json_response(400, {"error": "malformed incident id"})
+    body = req.get_body()
+    if len(body) > 8192:
+        return json_response(413, {"error": "body over 8192 bytes"})
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        return json_response(400, {"error": "body must be JSON like {\"confirm_forwarding\": [\"address\"]}"})
+    confirmed = data.get("confirm_forwarding", []) if isinstance(data, dict) else None
+    if not isinstance(confirmed, list) or not all(isinstance(c, str) and len(c) <= 320 for c in confirmed):
+        return json_response(400, {"error": "confirm_forwarding must be a list of addresses"})
+    result = await request_undo(deps, incident_id, caller, confirmed)
+    status = {"queued": 202, "not-found": 404, "forbidden": 403, "not-possible": 409, "already": 409,
+              "bad-request": 400}[result.outcome]
+    return json_response(status, {"outcome": result.outcome, "incident_id": incident_id, "reason": result.reason})
+
+
 @bp.function_name("operator_actions")
 @bp.queue_trigger(arg_name="msg", queue_name=OPERATOR_QUEUE, connection="AzureWebJobsStorage")
 async def operator_actions(msg: func.QueueMessage) -> None:
@@ -156,6 +201,6 @@ async def operator_actions(msg: func.QueueMessage) -> None:
     except MessageError as exc:
         await quarantine(deps, OPERATOR_QUEUE, msg, str(exc))
         return
-    result = await enable_sign_in(deps, task)
+    result = await (run_undo(deps, task) if task.action == "undo" else enable_sign_in(deps, task))
     logger.info("[incident=%s step=%s corr=%s] message %s (dequeue %s): %s", task.incident_id, task.action,
                 task.correlation_id, msg.id, msg.dequeue_count, result.outcome)

@@ -136,6 +136,13 @@ var appSettings = union(appSettingDefaults, { TENANT_ID: tenant().tenantId }, ap
 // function key alone then submits); off by default.
 var keyOnlyIntake = toLower(trim(appSettings.KEY_ONLY_INTAKE)) == 'true'
 var keyIntakePath = '/api/key-intake'
+// The console's sign-in page and its CSS/JS hold no data: reachable without a session, so a browser
+// that has none gets a page with the sign-in link instead of Easy Auth's bare 401 (Return401 stays
+// the rule for everything else, the API's callers included).
+var consoleExcludedPaths = [
+  '/api/console/signin'
+  '/api/console/static'
+]
 
 // -- what the code declares (tools/gen_infra.py) -----------------------------------------
 
@@ -225,6 +232,8 @@ module auth 'modules/auth.bicep' = {
     displayName: 'Breach Responder (${environmentName})'
     roleIdSeed: resourceToken
     operatorPrincipalId: operatorPrincipalId
+    // Browser sign-in (the console): Easy Auth's callback on the app's default host name.
+    signInRedirectUri: 'https://${functionAppName}.azurewebsites.net/.auth/login/aad/callback'
   }
 }
 
@@ -240,9 +249,9 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     authClientId: auth.outputs.clientId
-    authExcludedPaths: keyOnlyIntake ? [
+    authExcludedPaths: concat(consoleExcludedPaths, keyOnlyIntake ? [
       keyIntakePath
-    ] : []
+    ] : [])
   }
 }
 

@@ -245,6 +245,8 @@ class SimulatorProcess(ChildProcess):
             "LOCALDEV_EASYAUTH_CLIENT_ID": self.api_client_id,
             "LOCALDEV_EASYAUTH_ALLOWED_AUDIENCES": f"api://{self.api_client_id}",
             "LOCALDEV_EASYAUTH_ALLOWED_TENANTS": self.tenant_id,
+            # as infra/main.bicep: the console's sign-in page and its CSS/JS (no data) need no session
+            "LOCALDEV_EASYAUTH_EXCLUDED_PATHS": "/api/console/signin,/api/console/static",
         }
 
     def get_token(self, resource: str = GRAPH_RESOURCE) -> str:

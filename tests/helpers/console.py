@@ -15,7 +15,7 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

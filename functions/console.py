@@ -4,7 +4,7 @@ the caller, calls shared/, and answers with security headers).
 
 | route | who |
 |---|---|
-| ``GET /api/console[?state=held]`` | Incident.Read: incidents, Secure Score and its regressions |
+| ``GET /api/console[?state=held][&refresh=N]`` | Incident.Read: incidents (refreshing every N s), Secure Score and its regressions |
 | ``GET /api/console/incidents/{id}`` | Incident.Read: one incident (timeline, changes, snapshot, approvals) |
 | ``POST /api/console/incidents/{id}/approve`` / ``reject`` / ``undo`` | Incident.Approve, with the form's CSRF token |
 | ``GET /api/console/static/{name}`` | anyone Easy Auth lets through: the CSS and JS (no data) |
@@ -30,7 +30,7 @@ from shared.approval import MAX_REJECT_REASON, approve, reject
 from shared.bootstrap import get_deps
 from shared.console import csrf
 from shared.console.links import CONSOLE_PATH
-from shared.console.pages import STATES, error_page, incident_page, incidents_page, signin_page
+from shared.console.pages import REFRESH_SECONDS, STATES, error_page, incident_page, incidents_page, signin_page
 from shared.principal import AuthError, Principal, Role, easy_auth_in_front, principal_from_headers, require
 from shared.securescore.service import trend
 from shared.settings import Settings
@@ -47,7 +47,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on the forms' POSTs (Fetch
+    # standard), which the CSRF guard must refuse; same-origin still sends no referrer to any other site.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
@@ -135,6 +137,8 @@ async def console_list(req: func.HttpRequest) -> func.HttpResponse:
     state = (req.params.get("state") or "").strip()
     if state and state not in STATES:
         return _html(400, error_page(400, "Unknown state filter."))
+    raw_refresh = (req.params.get("refresh") or "").strip()
+    refresh = int(raw_refresh) if raw_refresh.isdigit() and 2 <= int(raw_refresh) <= 300 else REFRESH_SECONDS
     views = await list_views(deps.ledger)
     if state:
         views = [v for v in views if v.get("state") == state]
@@ -143,7 +147,7 @@ async def console_list(req: func.HttpRequest) -> func.HttpResponse:
         score = await trend(deps.scores, 90)
     _, cookie = _token(req)
     return _html(200, incidents_page(views, state=state, now=deps.clock(), who=caller.name, roles=caller.roles,
-                                     score=score), cookie)
+                                     score=score, refresh=refresh), cookie)
 
 
 @bp.function_name("console_incident")

@@ -20,7 +20,7 @@ from .csrf import FIELD
 
 ROOT = "/api/console"
 STATES = ("held", "queued", "running", "succeeded", "failed", "dry-run", "rejected", "expired", "new")
-REFRESH_SECONDS = 15
+REFRESH_SECONDS = 15  # how often the list refreshes itself (?refresh=N: 2..300)
 NO_ROWS = '<tr><td colspan="{}">{}</td></tr>'
 # Outcome codes a form post redirects with (?msg=): fixed texts, never the request's own words.
 MESSAGES = {
@@ -68,12 +68,12 @@ def _badge(state: Any) -> str:
     return f'<span class="badge state-{e(state)}">{e(state)}</span>'
 
 
-def layout(title: str, body: str, *, who: str = "", roles: Iterable[str] = (), refresh: bool = False) -> str:
+def layout(title: str, body: str, *, who: str = "", roles: Iterable[str] = (), refresh: int = 0) -> str:
     signed_in = ""
     if who:
         signed_in = (f'<p class="who">Signed in as <strong>{e(who)}</strong> ({e(", ".join(sorted(roles)) or "no role")}) '
                      f'· <a href="/.auth/logout?post_logout_redirect_uri={quote(ROOT + "/signin", safe="")}">Sign out</a></p>')
-    body_attrs = f' data-refresh="{REFRESH_SECONDS}"' if refresh else ""
+    body_attrs = f' data-refresh="{int(refresh)}"' if refresh else ""
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -93,7 +93,7 @@ def layout(title: str, body: str, *, who: str = "", roles: Iterable[str] = (), r
 # -- the incidents list -------------------------------------------------------------------------------
 
 def incidents_page(views: list[dict[str, Any]], *, state: str, now: datetime, who: str, roles: Iterable[str],
-                   score: Mapping[str, Any] | None = None) -> str:
+                   score: Mapping[str, Any] | None = None, refresh: int = REFRESH_SECONDS) -> str:
     rows = []
     for view in sorted(views, key=lambda v: str(v.get("created_at") or ""), reverse=True):
         why = view.get("held_reason") if view.get("state") == "held" else (view.get("stop_reason") or "")
@@ -120,7 +120,7 @@ def incidents_page(views: list[dict[str, Any]], *, state: str, now: datetime, wh
         f" <a href=\"{ROOT}{'?' + urlencode({'state': state}) if state else ''}\">Reload</a></p>"
         f"{table}{score_section(score)}"
     )
-    return layout("Incidents", body, who=who, roles=roles, refresh=True)
+    return layout("Incidents", body, who=who, roles=roles, refresh=refresh)
 
 
 def score_section(score: Mapping[str, Any] | None) -> str:
@@ -300,10 +300,11 @@ def decision_forms(view: Mapping[str, Any], *, oid: str, can_approve: bool, csrf
                 for i, addr in enumerate(undo.get("forwarding") or []))
             items = "".join(f"<li>{e(x)}</li>" for x in undo.get("reversals") or [])
             never = "".join(f"<li>{e(x)}</li>" for x in undo.get("not_undone") or [])
-            inner = (f"<p>Undo reverses, as a false positive:</p><ul>{items}</ul>"
+            inner = ("<details><summary>What an undo reverses (a false positive), and what it does not</summary>"
+                     f"<p>Reversed, each as a ledger row:</p><ul>{items}</ul>"
+                     f"<p>Not undone:</p><ul>{never}</ul></details>"
                      + (f"<fieldset><legend>Forwarding: restore only addresses you confirm</legend>{boxes}</fieldset>"
-                        if boxes else "")
-                     + f"<p>Cannot or will not be undone:</p><ul>{never}</ul>")
+                        if boxes else ""))
             parts.append(_form(incident_id, "undo", csrf, inner, "Undo (false positive)"))
     elif undo is not None and undo.get("reason"):
         parts.append(f"<p class=\"muted\">Undo: {e(undo['reason'])}</p>")

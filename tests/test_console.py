@@ -12,6 +12,8 @@ import pytest
 from localdev.azurite import free_port
 from localdev.host.launcher import start_host
 from localdev.stack import REPO, SEED_FILE, tenant_settings
+from localdev import cli as localdev_cli
+from shared.cli import main as cli_main
 from tests.helpers.console import ConsoleClient
 from tests.helpers.operator import APPROVE, READ, SUBMIT, api, host_env
 from tests.helpers.storage import wait_for
@@ -172,7 +174,7 @@ async def test_a_held_incident_is_mailed_once_with_its_console_link(host, storag
     assert status == 200 and incident_id in page
 
 
-async def test_undo_reverses_a_false_positive_through_the_worker(host, storage, sim):
+async def test_undo_reverses_a_false_positive_through_the_worker(host, storage, sim, monkeypatch, capsys):
     incident_id = submit(host, sim, ADELE)
     view = await finished(host, sim, incident_id)
     assert view["state"] == "succeeded", view
@@ -189,8 +191,12 @@ async def test_undo_reverses_a_false_positive_through_the_worker(host, storage, 
     status, body = api(host.url, "POST", f"incidents/{incident_id}/undo", token=lead,
                        body={"confirm_forwarding": ["attacker@evil.example"]})
     assert status == 400, body
-    status, body = api(host.url, "POST", f"incidents/{incident_id}/undo", token=lead, body={"confirm_forwarding": [FORWARD]})
-    assert status == 202 and body["outcome"] == "queued"
+    # `responder undo` as the signed-in lead: it shows the plan and confirms the one address it was told to
+    monkeypatch.setenv("RESPONDER_API_URL", host.url)
+    monkeypatch.setenv("RESPONDER_TOKEN", lead)
+    code = await asyncio.to_thread(cli_main, ["undo", incident_id, "--yes", "--confirm-forwarding", FORWARD])
+    out = capsys.readouterr().out
+    assert code == 0 and f"{incident_id}: queued" in out and "enable inbox rule" in out and "password reset" in out
 
     async def undone():
         status, view = await asyncio.to_thread(api, host.url, "GET", f"incidents/{incident_id}", token=lead)
@@ -206,3 +212,19 @@ async def test_undo_reverses_a_false_positive_through_the_worker(host, storage, 
     assert all(r["isEnabled"] for r in after["rules"] if r["id"] in disabled)
     assert after["password_changes"] == 1  # the password is not undone
     assert api(host.url, "POST", f"incidents/{incident_id}/undo", token=lead, body={})[0] == 409
+
+
+async def test_responder_console_url_prints_a_link_that_signs_that_principal_in(host, storage, sim, monkeypatch, capsys):
+    import localdev.stack
+
+    monkeypatch.setattr(localdev.stack, "read_state", lambda: {"host_url": host.url, "simulator_url": sim.url})
+    code = await asyncio.to_thread(cli_main, ["console-url", "--as", LEAD, "--role", READ, "--role", APPROVE])
+    url = capsys.readouterr().out.strip()
+    assert code == 0 and url.startswith(f"{host.url}/.auth/login/dev?token=")
+    client = ConsoleClient(host.url)
+    status, _, page = await asyncio.to_thread(client.get, url)
+    assert status == 200 and f"Signed in as <strong>{LEAD}</strong>" in page
+    assert localdev_cli.CONSOLE_LOGIN_LIFETIME_S <= 300
+    assert await asyncio.to_thread(cli_main, ["console-url", "--as", LEAD, "--role", "Incident.Everything"]) == 2
+    monkeypatch.setattr(localdev.stack, "read_state", lambda: None)
+    assert await asyncio.to_thread(cli_main, ["console-url", "--as", LEAD, "--role", READ]) == 2

@@ -33,9 +33,31 @@ def stack(azurite, simulator, tmp_path_factory):
                    RECOVERY="tap", RECOVERY_DELIVER_TO="manager", RECOVERY_HELPDESK_MAILBOX="helpdesk@contoso.onmicrosoft.com",
                    CONSOLE_BASE_URL=f"http://127.0.0.1:{port}")
     simulator.client.reset()
+    empty_storage(azurite.connection_string)
     proc = start_host(str(REPO), env=env, port=port, log_path=str(tmp_path_factory.mktemp("host-browser") / "host.log"))
     yield {"host": proc, "sim": simulator, "storage": azurite.connection_string, "incidents": {}}
     proc.stop()
+
+
+def empty_storage(connection: str) -> None:
+    """The app's tables and queues emptied (other modules share this session's Azurite)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables import TableServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    from shared.adapters.ledger import TABLES
+
+    with TableServiceClient.from_connection_string(connection) as tables:
+        for name in TABLES:
+            client = tables.get_table_client(name)
+            try:
+                for entity in client.list_entities(select=["PartitionKey", "RowKey"]):
+                    client.delete_entity(entity["PartitionKey"], entity["RowKey"])
+            except ResourceNotFoundError:
+                pass
+    with QueueServiceClient.from_connection_string(connection) as queues:
+        for queue in queues.list_queues():
+            queues.get_queue_client(queue.name).clear_messages()
 
 
 def signed_in(browser: Browser, stack: dict[str, Any], upn: str, *roles: str, path: str = "/api/console") -> Page:

@@ -25,7 +25,8 @@ phases in the checkpoint, written before and after each call:
 - ``delivered`` / ``not-delivered`` (Graph refused the mail: the pass is deleted again).
 
 So a pass that was delivered is never followed by a second one, and a pass that was never mailed is
-replaced, not orphaned. What the incident records: issued or not (and why), to whom, when it expires.
+replaced, not orphaned. (A later incident for the same user removes this pass in its enforce-mfa, like
+any method registered after the compromise began, and issues its own.) What the incident records: issued or not (and why), to whom, when it expires.
 """
 from __future__ import annotations
 

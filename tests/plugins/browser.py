@@ -1,4 +1,4 @@
-"""pytest plugin: one headless Chromium for the whole test session (Playwright for Python).
+"""pytest plugin: one headless Chromium for the browser tests (Playwright for Python).
 
 Playwright's own browser download cannot be reached here, so it drives Debian's ``chromium`` package
 (``executable_path``; ``make setup`` and ``.ci/run`` install it when /usr/bin/chromium is missing).
@@ -24,9 +24,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "console"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """The session's browser (Playwright's sync API: use it from plain, non-async tests)."""
+    """One browser for the module that uses it (the console's browser tests: so one per test session).
+    Playwright's sync API drives its own event loop on this thread while it runs: use it from plain,
+    non-async tests, and it is stopped when the module ends, before pytest-asyncio's tests run again."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

@@ -9,10 +9,10 @@ import re
 
 import pytest
 
+from localdev import cli as localdev_cli
 from localdev.azurite import free_port
 from localdev.host.launcher import start_host
 from localdev.stack import REPO, SEED_FILE, tenant_settings
-from localdev import cli as localdev_cli
 from shared.cli import main as cli_main
 from tests.helpers.console import ConsoleClient
 from tests.helpers.operator import APPROVE, READ, SUBMIT, api, host_env

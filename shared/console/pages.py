@@ -259,9 +259,12 @@ def manual_actions(view: Mapping[str, Any]) -> list[str]:
     items = [view.get("action_required"), view.get("sign_in_action"), view.get("risk_error") and
              f"Identity Protection: {view.get('risk_error')}"]
     for step in view.get("steps") or []:
-        action = (step.get("detail") or {}).get("action_required")
+        detail = step.get("detail") or {}
+        action = detail.get("action_required")
         if action and action != view.get("action_required"):
             items.append(action)
+        for method in detail.get("kept_for_review") or []:  # enforce-mfa: methods a person must look at
+            items.append(f"review {method.get('type')} {method.get('id')} '{method.get('name') or ''}': {method.get('reason')}")
     items += (view.get("footholds") or {}).get("review") or []
     return [str(i) for i in items if i]
 
@@ -339,7 +342,8 @@ def incident_page(view: Mapping[str, Any], *, evidence: Mapping[str, Any], who: 
                ("detected", view.get("detected_at")), ("submitted by", submitted.get("upn") or view.get("submitted_via"))])
         + "<h3>Alerts</h3>" + _list(view.get("alert_ids") or [], "no alert ids") + "</section>"
         + "<section aria-labelledby=\"approvals-h\"><h2 id=\"approvals-h\">Approvals</h2>"
-        + f"<p>{len(approvals)} of {e(needed or 1)} needed.</p>"
+        + (f"<p>{len(approvals)} of {e(needed or 1)} needed.</p>" if approvals or needed or view.get("state") == "held"
+           else "<p>None needed (not held).</p>")
         + (f"<ul>{approval_rows}</ul>" if approval_rows else "")
         + (f"<p>Rejected by {e((view.get('rejected_by') or {}).get('upn'))} at {e(view.get('rejected_at'))}.</p>"
            if view.get("rejected_by") else "") + "</section>"

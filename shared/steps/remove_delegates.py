@@ -42,9 +42,6 @@ from ..cutoff import cutoff
 from ..errors import PermanentError
 from ..mailbox_rights import (
     FULL_ACCESS,
-    KEEP,
-    REMOVE,
-    REVIEW,
     SEND_AS,
     SEND_ON_BEHALF,
     AuditState,
@@ -63,6 +60,7 @@ from ..states import StepState
 from ..validation import is_guid, opath_quote
 from .audit_reads import UNIFIED_AUDIT_CALL, exchange_audit
 from .base import Call, Step, StepContext, StepResult
+from .plans import SectionReader, carry_out, plan_detail, plan_summary, saved_plan
 
 EXO = "Exchange.ManageAsApp"
 MAX_HELD_CANDIDATES = 25
@@ -107,29 +105,11 @@ class RemoveDelegates(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         cut = cutoff(ctx.settings, ctx.incident, ctx.deps.clock())
-        plan = ctx.checkpoint.get("plan")
-        if plan is None:
-            plan = await self._plan(ctx, cut["at"])
-            await ctx.save(plan=plan)  # the decisions and before-values, before the first change
-        removed, gone, not_removed = [], [], []
-        for entry in plan["entries"]:
-            if entry["decision"] != REMOVE:
-                continue
-            outcome = await self._remove(ctx, entry)
-            if outcome == "removed":
-                removed.append(entry)
-            elif outcome == "gone":
-                gone.append(entry)
-            elif outcome != "planned":
-                not_removed.append({**entry, "error": outcome})
+        plan = await saved_plan(ctx, lambda: self._plan(ctx, cut["at"]))
         entries = plan["entries"]
-        detail: dict[str, Any] = {
-            "cutoff": cut,
-            "removed": removed,
-            "already_gone": gone,
-            "not_removed": not_removed,
-            "kept": [e for e in entries if e["decision"] == KEEP],
-            "review": [e for e in entries if e["decision"] == REVIEW],
+        done = await carry_out(entries, lambda entry: self._remove(ctx, entry))
+        detail = plan_detail(ctx, cut, entries, done)
+        detail.update({
             "untouched_system_entries": plan["untouched"],
             "unavailable": plan["unavailable"],
             # An unreadable audit log leaves every entry undated: the attacker's may still be there.
@@ -137,33 +117,17 @@ class RemoveDelegates(Step):
                                                           else []),
             "audit": plan["audit"],
             "notes": plan["notes"],
-            "open_paths": len(not_removed),
-        }
-        if ctx.dry_run:
-            detail["would_remove"] = [e for e in entries if e["decision"] == REMOVE]
-        verb = "would remove" if ctx.dry_run else "removed"
-        count = len(detail["would_remove"]) if ctx.dry_run else len(removed)
-        summary = f"{verb} {count} delegate right(s); {len(detail['kept'])} kept, {len(detail['review'])} for review"
-        if not_removed:
-            summary += f"; {len(not_removed)} NOT removed"
-        if plan["unavailable"]:
-            summary += f"; unreadable: {', '.join(sorted(plan['unavailable']))}"
+        })
+        summary = plan_summary(ctx, detail, "delegate right(s)", plan["unavailable"])
         return StepResult(StepState.SUCCEEDED, summary, detail)
 
     # -- deciding -------------------------------------------------------------------------------
 
     async def _plan(self, ctx: StepContext, cut: str) -> dict[str, Any]:
         upn, uid, exo = ctx.upn, ctx.user_id, ctx.exchange
-        unavailable: dict[str, str] = {}
+        read = SectionReader(ctx, self.name)
+        unavailable = read.unavailable
         notes: list[str] = []
-
-        async def read(section: str, call: Callable[[], Awaitable[Any]]) -> Any:
-            try:
-                return await call()
-            except PermanentError as exc:
-                unavailable[section] = str(exc)[:300]
-                ctx.log.warning("remove-delegates: %s unavailable: %s", section, exc)
-                return None
 
         rows: list[dict[str, Any]] | None
         try:

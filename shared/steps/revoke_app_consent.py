@@ -34,10 +34,11 @@ from typing import Any, Awaitable, Callable
 from ..consents import plan_app_roles, plan_grants
 from ..cutoff import cutoff
 from ..errors import PermanentError
-from ..mailbox_rights import KEEP, REMOVE, REVIEW, AuditState
+from ..mailbox_rights import KEEP, AuditState
 from ..states import StepState
 from .audit_reads import AUDIT_CALL, directory_audits
 from .base import Call, Step, StepContext, StepResult
+from .plans import SectionReader, carry_out, plan_detail, plan_summary, saved_plan
 
 READ = "Directory.Read.All"
 MAX_APP_LOOKUPS = 25
@@ -59,29 +60,11 @@ class RevokeAppConsent(Step):
 
     async def act(self, ctx: StepContext) -> StepResult:
         cut = cutoff(ctx.settings, ctx.incident, ctx.deps.clock())
-        plan = ctx.checkpoint.get("plan")
-        if plan is None:
-            plan = await self._plan(ctx, cut["at"])
-            await ctx.save(plan=plan)
-        removed, gone, not_removed = [], [], []
-        for entry in plan["grants"] + plan["app_roles"]:
-            if entry["decision"] != REMOVE:
-                continue
-            outcome = await self._remove(ctx, entry)
-            if outcome == "removed":
-                removed.append(entry)
-            elif outcome == "gone":
-                gone.append(entry)
-            elif outcome != "planned":
-                not_removed.append({**entry, "error": outcome})
+        plan = await saved_plan(ctx, lambda: self._plan(ctx, cut["at"]))
         everything = plan["grants"] + plan["app_roles"]
-        detail: dict[str, Any] = {
-            "cutoff": cut,
-            "removed": removed,
-            "already_gone": gone,
-            "not_removed": not_removed,
-            "kept": [e for e in everything if e["decision"] == KEEP],
-            "review": [e for e in everything if e["decision"] == REVIEW],
+        done = await carry_out(everything, lambda entry: self._remove(ctx, entry))
+        detail = plan_detail(ctx, cut, everything, done)
+        detail.update({
             "admin_consents": plan["admin_consents"],
             "not_the_users": plan["others"],
             "group_app_roles_untouched": plan["group_app_roles"],
@@ -89,32 +72,14 @@ class RevokeAppConsent(Step):
             "unverified": sorted(plan["unavailable"]) + (["directory audit log"] if plan["grants"] and plan["audit"]["read"]
                                                           and not plan["audit"]["available"] else []),
             "audit": plan["audit"],
-            "open_paths": len(not_removed),
-        }
-        if ctx.dry_run:
-            detail["would_remove"] = [e for e in everything if e["decision"] == REMOVE]
-        count = len(detail["would_remove"]) if ctx.dry_run else len(removed)
-        summary = (f"{'would remove' if ctx.dry_run else 'removed'} {count} consent grant(s)/app role assignment(s); "
-                   f"{len(detail['kept'])} kept, {len(detail['review'])} for review")
-        if plan["admin_consents"]:
-            summary += f"; {len(plan['admin_consents'])} admin consent(s) reported, not touched"
-        if not_removed:
-            summary += f"; {len(not_removed)} NOT removed"
-        if plan["unavailable"]:
-            summary += f"; unreadable: {', '.join(sorted(plan['unavailable']))}"
+        })
+        notes = (f"{len(plan['admin_consents'])} admin consent(s) reported, not touched",) if plan["admin_consents"] else ()
+        summary = plan_summary(ctx, detail, "consent grant(s)/app role assignment(s)", plan["unavailable"], notes)
         return StepResult(StepState.SUCCEEDED, summary, detail)
 
     async def _plan(self, ctx: StepContext, cut: str) -> dict[str, Any]:
         graph, uid = ctx.graph, ctx.user_id
-        unavailable: dict[str, str] = {}
-
-        async def read(section: str, call: Callable[[], Awaitable[Any]]) -> Any:
-            try:
-                return await call()
-            except PermanentError as exc:
-                unavailable[section] = str(exc)[:300]
-                ctx.log.warning("revoke-app-consent: %s unavailable: %s", section, exc)
-                return None
+        read = SectionReader(ctx, self.name)
 
         grants, assignments = await asyncio.gather(read("consent_grants", lambda: graph.list_user_grants(uid)),
                                                    read("app_role_assignments", lambda: graph.list_app_role_assignments(uid)))
@@ -165,7 +130,7 @@ class RevokeAppConsent(Step):
         audit_view = {"source": audit.source, "read": bool(grants), "available": audit.available,
                       "since": audit.since, "complete": audit.complete, "error": audit.error if grants else ""}
         return {"grants": own, "app_roles": roles, "others": others, "group_app_roles": group_roles,
-                "admin_consents": admin_consents, "unavailable": unavailable, "audit": audit_view}
+                "admin_consents": admin_consents, "unavailable": read.unavailable, "audit": audit_view}
 
     @staticmethod
     async def _app(ctx: StepContext, sp_id: str) -> dict[str, Any]:

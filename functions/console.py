@@ -31,11 +31,13 @@ from shared.bootstrap import get_deps
 from shared.console import csrf
 from shared.console.links import CONSOLE_PATH
 from shared.console.pages import REFRESH_SECONDS, STATES, error_page, incident_page, incidents_page, signin_page
-from shared.principal import AuthError, Principal, Role, easy_auth_in_front, principal_from_headers, require
+from shared.principal import AuthError, Role, easy_auth_in_front, principal_from_headers, require
 from shared.securescore.service import trend
 from shared.settings import Settings
 from shared.status import incident_view, list_views
 from shared.undo import request_undo, undo_offer
+
+from .auth import OperatorCall, valid_incident_id
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -77,10 +79,13 @@ def _redirect(location: str) -> func.HttpResponse:
                                                             "Location": location})
 
 
-def _caller(req: func.HttpRequest, settings: Settings, role: Role) -> Principal | func.HttpResponse:
-    """The signed-in principal holding ``role``, or the HTML page that says why not."""
+async def _page_call(req: func.HttpRequest, role: Role, *, incident: bool = False) -> OperatorCall | func.HttpResponse:
+    """The console's preamble, once (functions/auth.py ``operator_call`` answering HTML): the ports, the
+    signed-in principal holding ``role``, a well-formed ``{incident_id}``; else the page that says why not."""
+    deps = await get_deps()
     try:
-        principal = principal_from_headers(req.headers, easy_auth=easy_auth_in_front(os.environ), tenant_id=settings.tenant_id)
+        principal = principal_from_headers(req.headers, easy_auth=easy_auth_in_front(os.environ),
+                                           tenant_id=deps.settings.tenant_id)
         require(principal, role)
     except AuthError as exc:
         logger.warning("[incident=- step=console corr=-] %s %s refused (%d): %s", req.method,
@@ -88,7 +93,10 @@ def _caller(req: func.HttpRequest, settings: Settings, role: Role) -> Principal 
         if exc.status == 401:
             return _html(401, error_page(401, "Sign in first.", signin=True))
         return _html(403, error_page(403, f"You are signed in, but you do not hold the app role {role.value}."))
-    return principal
+    incident_id = req.route_params.get("incident_id", "") if incident else ""
+    if incident and not valid_incident_id(incident_id):
+        return _html(400, error_page(400, "Malformed incident id."))
+    return OperatorCall(deps, principal, incident_id)
 
 
 def _token(req: func.HttpRequest) -> tuple[str, str | None]:
@@ -99,10 +107,6 @@ def _token(req: func.HttpRequest) -> tuple[str, str | None]:
         return token, None
     token = csrf.new_token()
     return token, csrf.set_cookie(token, secure)
-
-
-def _valid_id(incident_id: str) -> bool:
-    return incident_id.startswith("inc-") and incident_id[4:].isalnum() and len(incident_id) <= 64
 
 
 def _form(req: func.HttpRequest) -> dict[str, list[str]] | None:
@@ -130,10 +134,10 @@ def _own_origins(req: func.HttpRequest, settings: Settings) -> set[str]:
 @bp.function_name("console_list")
 @bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def console_list(req: func.HttpRequest) -> func.HttpResponse:
-    deps = await get_deps()
-    caller = _caller(req, deps.settings, Role.READ)
-    if isinstance(caller, func.HttpResponse):
-        return caller
+    call = await _page_call(req, Role.READ)
+    if not isinstance(call, OperatorCall):
+        return call
+    deps, caller = call.deps, call.caller
     state = (req.params.get("state") or "").strip()
     if state and state not in STATES:
         return _html(400, error_page(400, "Unknown state filter."))
@@ -153,13 +157,10 @@ async def console_list(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("console_incident")
 @bp.route(route="console/incidents/{incident_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def console_incident(req: func.HttpRequest) -> func.HttpResponse:
-    deps = await get_deps()
-    caller = _caller(req, deps.settings, Role.READ)
-    if isinstance(caller, func.HttpResponse):
-        return caller
-    incident_id = req.route_params.get("incident_id", "")
-    if not _valid_id(incident_id):
-        return _html(400, error_page(400, "Malformed incident id."))
+    call = await _page_call(req, Role.READ, incident=True)
+    if not isinstance(call, OperatorCall):
+        return call
+    deps, caller, incident_id = call.deps, call.caller, call.incident_id
     view = await incident_view(deps.ledger, incident_id)
     if view is None:
         return _html(404, error_page(404, "No such incident."))
@@ -175,13 +176,10 @@ async def console_incident(req: func.HttpRequest) -> func.HttpResponse:
 # -- decisions (POST + CSRF token, then 303 back to the page) ------------------------------------------------
 
 async def _decide(req: func.HttpRequest, action: str) -> func.HttpResponse:
-    deps = await get_deps()
-    caller = _caller(req, deps.settings, Role.APPROVE)
-    if isinstance(caller, func.HttpResponse):
-        return caller
-    incident_id = req.route_params.get("incident_id", "")
-    if not _valid_id(incident_id):
-        return _html(400, error_page(400, "Malformed incident id."))
+    call = await _page_call(req, Role.APPROVE, incident=True)
+    if not isinstance(call, OperatorCall):
+        return call
+    deps, caller, incident_id = call.deps, call.caller, call.incident_id
     form = _form(req)
     if form is None:
         return _html(400, error_page(400, "The form could not be read."))

@@ -87,6 +87,8 @@ ROUTES = [
     ("GET", "storm", READ, None, 200),
     ("POST", "storm/reset", APPROVE, None, 200),
     ("POST", "incidents/{blocked}/enable-sign-in", APPROVE, None, 202),
+    ("GET", "incidents/{id}/undo", READ, None, 200),
+    ("POST", "incidents/{id}/undo", APPROVE, {}, 409),  # a held incident changed nothing: nothing to undo
     ("GET", "securescore?days=30", READ, None, 200),
     ("GET", "securescore/chart.svg?days=30", READ, None, 200),
 ]

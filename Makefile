@@ -5,10 +5,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 
 INFRA_TOOLS := .tools/infra/.installed
+# The console's real-browser tests drive Debian's chromium package through Playwright (its own browser
+# download cannot be reached): installed here when missing (CI runs as root on a clean machine).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup demo test lint dev clean infra-tools infra-check
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install a chromium browser at $(CHROMIUM) (the browser tests need it)"; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (Azure Functions runtime)"'

@@ -1,6 +1,7 @@
 """Azure Functions entry point: wires the blueprints, nothing else."""
 import azure.functions as func
 
+from functions.console import bp as console_bp
 from functions.ingest import bp as ingest_bp
 from functions.maintenance import bp as maintenance_bp
 from functions.operator import bp as operator_bp
@@ -15,3 +16,4 @@ app.register_functions(operator_bp)
 app.register_functions(streams_bp)
 app.register_functions(securescore_bp)
 app.register_functions(maintenance_bp)
+app.register_functions(console_bp)

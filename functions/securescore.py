@@ -23,7 +23,7 @@ from shared.securescore.chart import render_trend_svg
 from shared.securescore.config import ScoreSettings
 from shared.securescore.service import snapshot, trend
 
-from .auth import authorize
+from .auth import OperatorCall, operator_call
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()
@@ -64,10 +64,10 @@ async def securescore_snapshot(timer: func.TimerRequest) -> None:
 @bp.function_name("securescore_get")
 @bp.route(route="securescore", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def securescore_get(req: func.HttpRequest) -> func.HttpResponse:
-    deps = await get_deps()
-    caller = authorize(req, deps.settings, Role.READ)
-    if isinstance(caller, func.HttpResponse):
-        return caller
+    call = await operator_call(req, Role.READ)
+    if not isinstance(call, OperatorCall):
+        return call
+    deps = call.deps
     days = _days(req, 30)
     if days is None:
         return _json(400, {"error": f"days must be an integer from 1 to {MAX_DAYS_PARAM}"})
@@ -77,10 +77,10 @@ async def securescore_get(req: func.HttpRequest) -> func.HttpResponse:
 @bp.function_name("securescore_chart")
 @bp.route(route="securescore/chart.svg", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def securescore_chart(req: func.HttpRequest) -> func.HttpResponse:
-    deps = await get_deps()
-    caller = authorize(req, deps.settings, Role.READ)
-    if isinstance(caller, func.HttpResponse):
-        return caller
+    call = await operator_call(req, Role.READ)
+    if not isinstance(call, OperatorCall):
+        return call
+    deps = call.deps
     days = _days(req, 90)
     if days is None:
         return _json(400, {"error": f"days must be an integer from 1 to {MAX_DAYS_PARAM}"})

@@ -136,6 +136,13 @@ var appSettings = union(appSettingDefaults, { TENANT_ID: tenant().tenantId }, ap
 // function key alone then submits); off by default.
 var keyOnlyIntake = toLower(trim(appSettings.KEY_ONLY_INTAKE)) == 'true'
 var keyIntakePath = '/api/key-intake'
+// The console's sign-in page and its CSS/JS hold no data: reachable without a session, so a browser
+// that has none gets a page with the sign-in link instead of Easy Auth's bare 401 (Return401 stays
+// the rule for everything else, the API's callers included).
+var consoleExcludedPaths = [
+  '/api/console/signin'
+  '/api/console/static'
+]
 
 // -- what the code declares (tools/gen_infra.py) -----------------------------------------
 
@@ -144,7 +151,10 @@ var permissions = loadJsonContent('generated/permissions.json')
 
 // A permission is needed when one of its uses is: a step in PLAYBOOK_STEPS (or an always-on
 // component) and, for calls made in one mode only, the setting has that value ("*" = always).
-var enabledSteps = map(split(appSettings.PLAYBOOK_STEPS, ','), s => trim(s))
+// RECOVERY=tap adds the recovery-pass step when PLAYBOOK_STEPS does not name it (shared/settings.py
+// effective_playbook does the same at run time).
+var listedSteps = map(split(appSettings.PLAYBOOK_STEPS, ','), s => trim(s))
+var enabledSteps = toLower(trim(appSettings.RECOVERY)) == 'tap' ? union(listedSteps, ['recovery-pass']) : listedSteps
 var conditionValues = union(appSettings, { '*': '*' })
 var graphNeeded = filter(permissions.graph, p => !empty(filter(p.uses, u => (u.kind == 'component' || contains(enabledSteps, u.by)) && contains(u.whenValues, toLower(trim(conditionValues[u.whenSetting]))))))
 // Mail.Send scoped by Exchange RBAC for Applications is granted there (post-provision), never
@@ -222,6 +232,8 @@ module auth 'modules/auth.bicep' = {
     displayName: 'Breach Responder (${environmentName})'
     roleIdSeed: resourceToken
     operatorPrincipalId: operatorPrincipalId
+    // Browser sign-in (the console): Easy Auth's callback on the app's default host name.
+    signInRedirectUri: 'https://${functionAppName}.azurewebsites.net/.auth/login/aad/callback'
   }
 }
 
@@ -237,9 +249,9 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     authClientId: auth.outputs.clientId
-    authExcludedPaths: keyOnlyIntake ? [
+    authExcludedPaths: concat(consoleExcludedPaths, keyOnlyIntake ? [
       keyIntakePath
-    ] : []
+    ] : [])
   }
 }
 

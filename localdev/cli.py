@@ -1,5 +1,5 @@
-"""The local stack's ``responder`` commands: ``responder demo``, ``responder dev`` and
-``responder token``.
+"""The local stack's ``responder`` commands: ``responder demo``, ``responder dev``,
+``responder token`` and ``responder console-url``.
 
 Registered through the ``breach_responder.cli`` entry point (pyproject.toml), which the
 operator CLI (shared/cli.py) loads at start-up: the product never imports localdev. This
@@ -40,6 +40,13 @@ def add_commands(sub: Any) -> None:
     token.add_argument("--lifetime", type=int, default=3600, help="seconds the token is valid (default 3600)")
     token.set_defaults(fn=cmd_token)
 
+    console = sub.add_parser("console-url", help="print a URL that signs a dev principal in to the console (dev stack only)")
+    console.add_argument("--as", dest="upn", metavar="UPN", required=True, help="the user to sign in as (any UPN)")
+    console.add_argument("--role", action="append", default=[], metavar="ROLE",
+                         help="an app role: Incident.Read, Incident.Approve (repeatable)")
+    console.add_argument("--path", default="/api/console", help="where to land after signing in (a path of the host)")
+    console.set_defaults(fn=cmd_console_url)
+
 
 def api_url() -> str | None:
     """The URL of a running ``responder dev``'s local Functions host, or None."""
@@ -66,15 +73,57 @@ def cmd_dev(args: argparse.Namespace) -> int:
     with stack:
         stack.write_state()
         info = stack.describe()
-        print(f"local stack running (Ctrl-C to stop)\n  functions  {info['host_url']}/api\n  simulator  {info['simulator_url']}\n"
+        print(f"local stack running (Ctrl-C to stop)\n  functions  {info['host_url']}/api\n  console    {info['console_url']}\n"
+              f"  simulator  {info['simulator_url']}\n"
               f"  state file .localdev/stack.json\n  try: responder inject --user adele.vance@contoso.onmicrosoft.com && responder status\n"
-              f"  operator token: export RESPONDER_TOKEN=$(responder token --as you@contoso.onmicrosoft.com --role Incident.Approve)",
+              f"  operator token: export RESPONDER_TOKEN=$(responder token --as you@contoso.onmicrosoft.com --role Incident.Approve)\n"
+              f"  console sign-in: responder console-url --as you@contoso.onmicrosoft.com --role Incident.Read --role Incident.Approve",
               flush=True)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             print("stopping", file=sys.stderr)
+    return 0
+
+
+# A sign-in link is a short-lived, single-use token (the local Easy Auth refuses longer ones):
+# it is not a credential to keep, and it is never a long-lived token in a URL.
+CONSOLE_LOGIN_LIFETIME_S = 120
+
+
+def console_login_url(host_url: str, simulator_url: str, upn: str, roles: list[str], path: str = "/api/console") -> str:
+    """A URL of the local host that signs ``upn`` in (a session cookie) and opens ``path``."""
+    from urllib.parse import urlencode
+
+    from .simulator.client import SimulatorClient
+
+    token = SimulatorClient(simulator_url).operator_token(upn, roles, lifetime_s=CONSOLE_LOGIN_LIFETIME_S)
+    return f"{host_url}/.auth/login/dev?" + urlencode({"token": token, "post_login_redirect_uri": path})
+
+
+def cmd_console_url(args: argparse.Namespace) -> int:
+    from shared.principal import Role
+
+    from .simulator.client import SimulatorError
+    from .stack import read_state
+
+    state = read_state()
+    if state is None or not state.get("simulator_url"):
+        print("responder: no running `responder dev` (console sign-in links exist on the local stack only; in Azure "
+              "open https://<app>/api/console/signin)", file=sys.stderr)
+        return 2
+    known = {r.value for r in Role}
+    unknown = [r for r in args.role if r not in known]
+    if unknown or not args.path.startswith("/") or args.path.startswith("//"):
+        print(f"responder: unknown role(s) {', '.join(unknown)} or a path that is not a path of the host", file=sys.stderr)
+        return 2
+    try:
+        print(console_login_url(state["host_url"], state["simulator_url"], args.upn, args.role, args.path))
+    except SimulatorError as exc:
+        print(f"responder: the simulator refused: {exc.body}", file=sys.stderr)
+        return 2
+    print(f"(valid for {CONSOLE_LOGIN_LIFETIME_S} s, once)", file=sys.stderr)
     return 0
 
 

@@ -263,7 +263,9 @@ def _checks(stack: LocalStack, demo: dict, glass: dict, views: dict[str, dict]) 
     glass_view = _view_for(views, glass)
     # The simulator's own record of state changes, not our guess from request methods
     # (checkMemberGroups is a POST that changes nothing).
-    glass_changes = [m for m in client.mutations() if glass_id in json.dumps(m) or glass["userPrincipalName"].lower() in json.dumps(m).lower()]
+    # (the SOC's mail about the hold names the account: a mail, not a change to it)
+    glass_changes = [m for m in client.tenant_changes() if glass_id in json.dumps(m)
+                     or glass["userPrincipalName"].lower() in json.dumps(m).lower()]
     state = client.user_state(demo["userPrincipalName"])
     outbox = client.state(users=False).get("outbox", [])
     attacker = [m["id"] for m in demo.get("authMethods", []) if "attacker" in m.get("_note", "")]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localdev.azurite import start_azurite
+from localdev.azurite import free_port, start_azurite
 from localdev.host.launcher import start_host
 from localdev.simulator import start_simulator
 
@@ -89,11 +89,14 @@ class LocalStack:
                 # The local host plays App Service Authentication with the simulator as Entra ID.
                 **self.simulator.easyauth_env(),
             }
+            # The host's port is chosen first: the SOC mails link to the console on it (CONSOLE_BASE_URL).
+            port = self.host_port or free_port()
+            env["CONSOLE_BASE_URL"] = f"http://127.0.0.1:{port}"
             env.update(self.overrides)
             self.env = env
             if not self.with_host:
                 return self
-            self.host = start_host(str(REPO), env=env, port=self.host_port, log_path=str(self.log_dir / "host.log"))
+            self.host = start_host(str(REPO), env=env, port=port, log_path=str(self.log_dir / "host.log"))
             if self.instances > 1:
                 # The platform runs a timer on one instance (a blob lease); here the extra
                 # instances simply have their timers disabled, the real host's way.
@@ -115,6 +118,7 @@ class LocalStack:
             "pid": os.getpid(),
             "storage": self.azurite.connection_string,
             "host_url": self.host.url,
+            "console_url": f"{self.host.url}/api/console",
             "function_key": self.host.function_key,
             "simulator_url": self.simulator.url,
             "api_client_id": self.simulator.api_client_id,

@@ -6,6 +6,7 @@
   responder reject INCIDENT_ID --reason TEXT   end a held incident without changes
   responder storm status|reset       the storm breaker; reset it (recorded with who did it)
   responder enable-sign-in INCIDENT_ID   re-enable an account the incident blocked (BLOCK_SIGN_IN)
+  responder undo INCIDENT_ID [--confirm-forwarding ADDR ...] [--yes]   reverse a false positive
   responder ingest FILE [--source S] [--dry-run] [--json]   ingest an alert payload file
   responder score [--json] [--days N] [--svg FILE]          Secure Score trend, sparkline, chart
   responder poison list|replay QUEUE [--id ID] [--json]    poison messages with their reason; replay them
@@ -18,7 +19,7 @@ Storage comes from AzureWebJobsStorage (or the identity-based settings) when set
 a plugin that knows one (a running ``responder dev``). Clients are built by
 shared/bootstrap.py, like the worker's.
 
-Decisions (approve, reject, storm, enable-sign-in) go through the app's HTTP API as a signed-in principal, so
+Decisions (approve, reject, storm, enable-sign-in, undo) go through the app's HTTP API as a signed-in principal, so
 the app checks the role and records who decided: ``RESPONDER_API_URL`` (the function app's URL;
 a running ``responder dev`` provides its own), and a token: ``RESPONDER_TOKEN`` when set (locally:
 ``responder token --as UPN --role Incident.Approve``), else the developer's Azure CLI sign-in for
@@ -352,6 +353,47 @@ def cmd_enable_sign_in(args: argparse.Namespace) -> int:
     return 0 if outcome == "queued" else 1
 
 
+def cmd_undo(args: argparse.Namespace) -> int:
+    """Show what an undo would reverse (GET .../undo), have each cleared forwarding address confirmed one
+    by one (``--confirm-forwarding ADDR`` or an interactive y/N), then ask the app (POST .../undo)."""
+    if not (args.incident_id.startswith("inc-") and args.incident_id[4:].isalnum() and len(args.incident_id) <= 64):
+        raise CliError(f"malformed incident id {args.incident_id[:70]!r}")
+    status, offer = call_api("GET", f"/api/incidents/{args.incident_id}/undo")
+    if status != 200:
+        print(f"{args.incident_id}: refused ({status}): {offer.get('error', '')}", file=sys.stderr)
+        return 1
+    if not offer.get("possible"):
+        print(f"{args.incident_id}: nothing to undo - {offer.get('reason')}")
+        return 1
+    print(f"Undo {args.incident_id} (false positive) reverses:")
+    for line in offer.get("reversals") or []:
+        print(f"  - {line}")
+    print("Not undone:")
+    for line in offer.get("not_undone") or []:
+        print(f"  - {line}")
+    confirmed = []
+    given = {a.lower() for a in args.confirm_forwarding}
+    interactive = sys.stdin.isatty() and not args.yes
+    for address in offer.get("forwarding") or []:
+        if address.lower() in given:
+            confirmed.append(address)
+        elif interactive and input(f"Restore mailbox forwarding to {address}? [y/N] ").strip().lower() in ("y", "yes"):
+            confirmed.append(address)
+        else:
+            print(f"  forwarding to {address}: NOT restored (not confirmed)")
+    if interactive and input("Go ahead? [y/N] ").strip().lower() not in ("y", "yes"):
+        print("nothing done")
+        return 1
+    if not interactive and not args.yes:
+        raise CliError("not a terminal: pass --yes (and --confirm-forwarding ADDR for each address to restore)")
+    status, payload = call_api("POST", f"/api/incidents/{args.incident_id}/undo", {"confirm_forwarding": confirmed})
+    outcome = payload.get("outcome") or f"refused ({status})"
+    reason = payload.get("reason") or payload.get("error") or ""
+    print(f"{args.incident_id}: {outcome}" + (f" ({reason})" if reason else "")
+          + (" - the worker reverses each change; `responder status` shows the undo rows" if outcome == "queued" else ""))
+    return 0 if outcome == "queued" else 1
+
+
 INGEST_SOURCES = ("auto", "entra-diagnostics", "defender-stream", "graph-riskyusers", "graph-alerts", "manual")
 
 
@@ -492,6 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("incident_id")
     enable.add_argument("--json", action="store_true")
     enable.set_defaults(fn=cmd_enable_sign_in)
+
+    undo = sub.add_parser("undo", help="reverse a false positive's changes (as the signed-in principal)")
+    undo.add_argument("incident_id")
+    undo.add_argument("--confirm-forwarding", action="append", default=[], metavar="ADDR",
+                      help="restore mailbox forwarding to this address (repeat for each; others are not restored)")
+    undo.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
+    undo.set_defaults(fn=cmd_undo)
 
     for plugin in load_plugins():
         plugin.add_commands(sub)

@@ -33,6 +33,7 @@ from .errors import PermanentError
 from .gate import protection_gate
 from .logs import incident_log
 from .model import IncidentRequest, new_correlation_id, new_incident_id
+from .notify import notify_held, notify_storm
 from .playbook import first_step, incident_order
 from .policy import Protection, decide_intake, refusal
 from .principal import Principal
@@ -130,6 +131,7 @@ async def _submit(deps: Deps, request: IncidentRequest, correlation_id: str | No
         if not await ledger.claim_open(keys[0], incident_id, row["created_at"], existing[1] if existing else None):
             continue  # another alert for this user won the race: loop and attach to it
         held_reason = decision.reason if decision.state == IncidentState.HELD else ""
+        reservation = None
         if not held_reason:
             reservation = await ledger.reserve_incident(
                 now, window_minutes=settings.storm_window_minutes, threshold=settings.storm_threshold,
@@ -147,6 +149,11 @@ async def _submit(deps: Deps, request: IncidentRequest, correlation_id: str | No
         summary = protection.summary if protection else row["protection"]
         if held_reason:
             log.warning("incident held: %s (%s)", held_reason, summary)
+            # One SOC mail per held incident, with its console link; a storm is one event (shared/notify.py).
+            if reservation is None or reservation.granted:
+                await notify_held(deps, row)
+            elif reservation.tripped_now:
+                await notify_storm(deps, row)
             return IntakeResult("held", incident_id, held_reason, summary)
         await enqueue_step(deps, incident_id, first_step(settings.playbook_steps), keys[0], correlation_id)
         await ledger.update_incident(incident_id, {"state": IncidentState.QUEUED})

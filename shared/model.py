@@ -248,7 +248,8 @@ class StepTask:
             raise MessageError("step task is missing a required field") from exc
 
 
-OPERATOR_ACTIONS = ("enable-sign-in",)
+OPERATOR_ACTIONS = ("enable-sign-in", "undo")
+MAX_CONFIRMED = 10
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,8 @@ class OperatorTask:
     """The message on the ``operator-actions`` queue: an operator asked the worker (which holds the
     managed identity) to do something for one incident: ``enable-sign-in`` re-enables an account the
     responder blocked (BLOCK_SIGN_IN=until-approved). Written by ``responder enable-sign-in`` and
-    ``POST /api/incidents/{id}/enable-sign-in``."""
+    ``POST /api/incidents/{id}/enable-sign-in``; ``undo`` reverses a false positive's changes
+    (shared/undo.py; ``confirmed`` = the forwarding addresses the operator confirmed one by one)."""
 
     SCHEMA = "breach-responder/operator-task"
 
@@ -265,9 +267,15 @@ class OperatorTask:
     requested_by: str
     correlation_id: str
     requested_at: str = field(default_factory=utcnow_iso)
+    confirmed: tuple[str, ...] = ()
     version: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.confirmed, list):
+            object.__setattr__(self, "confirmed", tuple(self.confirmed))
+        if not isinstance(self.confirmed, tuple) or len(self.confirmed) > MAX_CONFIRMED or not all(
+                isinstance(c, str) and 0 < len(c) <= 320 for c in self.confirmed):
+            raise MessageError(f"operator task field confirmed must be at most {MAX_CONFIRMED} strings")
         for name in ("incident_id", "action", "requested_by", "correlation_id"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value or len(value) > 400:
@@ -279,13 +287,14 @@ class OperatorTask:
 
     def to_json(self) -> str:
         data = {"schema": self.SCHEMA, "version": self.version}
-        data.update({k: v for k, v in asdict(self).items() if k != "version"})
+        data.update({k: (list(v) if k == "confirmed" else v) for k, v in asdict(self).items()
+                     if k != "version" and not (k == "confirmed" and not v)})
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, body: str | bytes) -> "OperatorTask":
         data = _load(body, cls.SCHEMA)
-        fields = ("incident_id", "action", "requested_by", "correlation_id", "requested_at")
+        fields = ("incident_id", "action", "requested_by", "correlation_id", "requested_at", "confirmed")
         unknown = sorted(set(data) - set(fields) - {"schema", "version"})
         if unknown:
             raise MessageError(f"unknown field(s) in operator task: {excerpt(unknown, 80)}")

@@ -26,8 +26,12 @@ STEP_NAMES: tuple[str, ...] = (
     "revoke-app-consent",
     "unblock-sender",
     "mailbox-audit",
+    "recovery-pass",
     "close",
 )
+# What PLAYBOOK_STEPS defaults to: every step but recovery-pass, which RECOVERY=tap adds before close
+# (settings.effective_playbook).
+DEFAULT_PLAYBOOK: tuple[str, ...] = tuple(s for s in STEP_NAMES if s != "recovery-pass")
 QUEUE_PREFIX = "step-"
 # The step that contains the account (password reset + sessions revoked): it and every step before
 # it are the containment path, whose calls go first at a throttled service (shared/priority.py).
@@ -48,6 +52,15 @@ _MUST_PRECEDE = (
     ("clean-mailbox", "unblock-sender"),
     ("remove-delegates", "unblock-sender"),
     ("revoke-app-consent", "unblock-sender"),
+    # The user's way back in (a Temporary Access Pass) only once containment is over: after the reset,
+    # after enforce-mfa (which removes methods registered since the cut-off: a pass issued before it
+    # would be deleted) and after every other access path was closed.
+    ("reset-password", "recovery-pass"),
+    ("enforce-mfa", "recovery-pass"),
+    ("clean-mailbox", "recovery-pass"),
+    ("remove-delegates", "recovery-pass"),
+    ("revoke-app-consent", "recovery-pass"),
+    ("unblock-sender", "recovery-pass"),
 )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from .deps import Deps
 from .model import IncidentRequest, MessageError, StepTask
+from .notify import notify_failed
 from .playbook import STEP_NAMES, incident_order, queue_name
 from .ports import QueuedMessage
 from .states import TERMINAL_INCIDENT_STATES, TERMINAL_STEP_STATES, IncidentState, StepState
@@ -63,6 +64,7 @@ async def _give_up(deps: Deps, queue: str, task: StepTask, redrives: int, poison
     if await deps.ledger.get_incident(task.incident_id) is not None:
         await deps.ledger.update_incident(task.incident_id, {"state": IncidentState.FAILED, "stopped_at": task.step,
                                                              "stop_reason": reason[:1000]})
+        await notify_failed(deps, task.incident_id)
     await deps.ledger.record_error(queue, reason, message_id=task.incident_id, poison_message_id=poison_message_id,
                                    kind=GAVE_UP)
     logger.error("[incident=%s step=%s corr=%s] %s", task.incident_id, task.step, task.correlation_id, reason)

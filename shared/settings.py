@@ -27,6 +27,12 @@ MAX_STORM_THRESHOLD = 3000
 # Whether containment also blocks sign-in (accountEnabled false), and until when (README,
 # "Sign-in block"): never (default), until the incident closes, or until an operator re-enables it.
 SIGN_IN_BLOCKS = ("never", "until-close", "until-approved")
+# The way back in for a remediated user (README, "Recovery hand-off"): nothing (default), or a one-time
+# Temporary Access Pass mailed to the help desk or the user's manager (never to the user's own mailbox).
+RECOVERY_MODES = ("none", "tap")
+RECOVERY_RECIPIENTS = ("helpdesk", "manager")
+# Graph's bounds for lifetimeInMinutes (the tenant's TAP policy narrows them; the step reads it).
+TAP_LIFETIME_RANGE = (10, 43200)
 
 # Every setting the code reads, with its safe default. Kept in step with
 # local.settings.sample.json by a test.
@@ -54,6 +60,11 @@ DEFAULTS: dict[str, str] = {
     "AUTH_METHOD_LOOKBACK_HOURS": "72",
     "BLOCK_SIGN_IN": "never",
     "REMOVE_APP_ROLE_ASSIGNMENTS": "false",
+    "RECOVERY": "none",
+    "RECOVERY_DELIVER_TO": "helpdesk",
+    "RECOVERY_HELPDESK_MAILBOX": "",
+    "RECOVERY_TAP_LIFETIME_MINUTES": "60",
+    "CONSOLE_BASE_URL": "",
     "STORM_THRESHOLD": "50",
     "STORM_WINDOW_MINUTES": "10",
     "STORM_SOURCE_QUOTA": "25",
@@ -195,6 +206,43 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+_MAILBOX = re.compile(r"^[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+
+
+def _mailbox(key: str, value: str) -> str:
+    """An SMTP address, or '' for none."""
+    value = value.strip()
+    if value and not _MAILBOX.match(value):
+        raise ConfigError(f"{key} must be an e-mail address, got {value!r}")
+    return value
+
+
+def console_base_url(value: str) -> str:
+    """CONSOLE_BASE_URL: where operators reach the console (the SOC mail links to it). An https URL
+    without query or fragment (http only on a loopback host, for the local stack); '' = derive it from
+    the platform's WEBSITE_HOSTNAME at run time (shared/console/links.py)."""
+    value = value.strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or parts.username or parts.password or not parts.hostname:
+        raise ConfigError(f"CONSOLE_BASE_URL must be a plain https URL (no query, fragment or credentials), got {value!r}")
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        raise ConfigError(f"CONSOLE_BASE_URL must use https (http only on a loopback host), got {value!r}")
+    return value
+
+
+def effective_playbook(steps: tuple[str, ...], recovery: str) -> tuple[str, ...]:
+    """PLAYBOOK_STEPS with ``recovery-pass`` put before ``close`` (or last) when RECOVERY=tap and the
+    playbook does not name it (infra/main.bicep does the same when it decides what to grant)."""
+    if recovery != "tap" or "recovery-pass" in steps:
+        return steps
+    if "close" in steps:
+        at = steps.index("close")
+        return steps[:at] + ("recovery-pass",) + steps[at:]
+    return steps + ("recovery-pass",)
+
+
 @dataclass(frozen=True)
 class Settings:
     mode: str
@@ -219,6 +267,11 @@ class Settings:
     auth_method_lookback_hours: int
     block_sign_in: str
     remove_app_role_assignments: bool
+    recovery: str
+    recovery_deliver_to: str
+    recovery_helpdesk_mailbox: str
+    recovery_tap_lifetime_minutes: int
+    console_base_url: str
     storm_threshold: int
     storm_window_minutes: int
     storm_source_quota: int
@@ -243,8 +296,15 @@ class Settings:
         values = {key: source.get(key, default) for key, default in DEFAULTS.items()}
         from .playbook import validate_order  # local import: playbook imports nothing from here
 
-        steps = validate_order(_csv(values["PLAYBOOK_STEPS"]))
+        recovery = _choice("RECOVERY", values["RECOVERY"].strip(), RECOVERY_MODES)
+        steps = validate_order(effective_playbook(_csv(values["PLAYBOOK_STEPS"]), recovery))
         from .model import RISK_LEVELS
+
+        deliver_to = _choice("RECOVERY_DELIVER_TO", values["RECOVERY_DELIVER_TO"].strip(), RECOVERY_RECIPIENTS)
+        helpdesk = _mailbox("RECOVERY_HELPDESK_MAILBOX", values["RECOVERY_HELPDESK_MAILBOX"])
+        if recovery == "tap" and not helpdesk and deliver_to == "helpdesk":
+            raise ConfigError("RECOVERY=tap with RECOVERY_DELIVER_TO=helpdesk needs RECOVERY_HELPDESK_MAILBOX "
+                              "(the pass is never mailed to the user's own mailbox)")
 
         return cls(
             mode=_choice("RESPONDER_MODE", values["RESPONDER_MODE"], MODES),
@@ -269,6 +329,12 @@ class Settings:
             auth_method_lookback_hours=_int("AUTH_METHOD_LOOKBACK_HOURS", values["AUTH_METHOD_LOOKBACK_HOURS"], 1),
             block_sign_in=_choice("BLOCK_SIGN_IN", values["BLOCK_SIGN_IN"].strip(), SIGN_IN_BLOCKS),
             remove_app_role_assignments=_bool("REMOVE_APP_ROLE_ASSIGNMENTS", values["REMOVE_APP_ROLE_ASSIGNMENTS"]),
+            recovery=recovery,
+            recovery_deliver_to=deliver_to,
+            recovery_helpdesk_mailbox=helpdesk,
+            recovery_tap_lifetime_minutes=_int("RECOVERY_TAP_LIFETIME_MINUTES", values["RECOVERY_TAP_LIFETIME_MINUTES"],
+                                               *TAP_LIFETIME_RANGE),
+            console_base_url=console_base_url(values["CONSOLE_BASE_URL"]),
             storm_threshold=_int("STORM_THRESHOLD", values["STORM_THRESHOLD"], 1, MAX_STORM_THRESHOLD),
             storm_window_minutes=_int("STORM_WINDOW_MINUTES", values["STORM_WINDOW_MINUTES"], 1, 24 * 60),
             storm_source_quota=_int("STORM_SOURCE_QUOTA", values["STORM_SOURCE_QUOTA"], 0, MAX_STORM_THRESHOLD),

@@ -19,7 +19,9 @@ _INCIDENT_FIELDS = (
     "approvals_required", "held_at", "submitted_via", "reject_reason", "rejected_at", "expired_at", "expiry_mail",
     "display_name",
     "sign_in", "sign_in_policy", "sign_in_note", "sign_in_error", "sign_in_restored_by", "sign_in_restored_at",
+    "reason", "detected_at", "undo_state", "undo_requested_by", "undo_requested_at", "undone_at",
 )
+UNDO_PREFIX = "undo-"  # the reversal rows of an undo (shared/undo.py) share the incident's step ledger
 
 
 def _step_view(name: str, row: dict[str, Any] | None) -> dict[str, Any]:
@@ -55,6 +57,12 @@ def build_view(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> dic
     if incident.get("rejected_by_oid"):
         view["rejected_by"] = {"object_id": incident["rejected_by_oid"], "upn": incident.get("rejected_by_upn") or ""}
     view["steps"] = [_step_view(name, rows.get(name)) for name in order]
+    undo = [_step_view(key, row) for key, row in sorted(rows.items()) if key.startswith(UNDO_PREFIX)]
+    if undo:
+        view["undo"] = [{**u, "summary": (u.get("detail") or {}).get("summary", "")} for u in undo]
+    notices = load_json(incident.get("notices"), None)
+    if notices:
+        view["notices"] = notices
     found = footholds.summary(rows)
     view["footholds"] = found
     if view.get("sign_in") == BLOCKED and incident.get("state") in TERMINAL_INCIDENT_STATES:

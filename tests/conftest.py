@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.plugins.azurite",
     "tests.plugins.simulator",
     "tests.plugins.tenant_world",
+    "tests.plugins.browser",
 ]

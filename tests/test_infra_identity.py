@@ -26,9 +26,11 @@ def test_app_service_authentication_fronts_every_route_with_entra_id():
     ev = main_bicep()
     params = ev.module_params("functionApp")
     assert ev.eval(params["authClientId"], {}) == "auth.outputs.clientId"
-    assert ev.eval(params["authExcludedPaths"], {}) == []  # KEY_ONLY_INTAKE=false: no way around Easy Auth
+    # KEY_ONLY_INTAKE=false: no way around Easy Auth but the console's sign-in page and its CSS/JS (no data)
+    console = ["/api/console/signin", "/api/console/static"]
+    assert ev.eval(params["authExcludedPaths"], {}) == console
     keyed = main_bicep(appSettingOverrides={"KEY_ONLY_INTAKE": "true"})
-    assert keyed.eval(keyed.module_params("functionApp")["authExcludedPaths"], {}) == ["/api/key-intake"]
+    assert keyed.eval(keyed.module_params("functionApp")["authExcludedPaths"], {}) == console + ["/api/key-intake"]
     settings = ev.eval(ev.module_params("functionAppSettings")["appSettings"], {})
     assert settings["WEBSITE_AUTH_AAD_ALLOWED_TENANTS"] == "tenant().tenantId"
     assert settings["KEY_ONLY_INTAKE"] == "false"

@@ -39,6 +39,9 @@ def all_steps():
     return ALL_STEPS
 
 
+DEFAULTS_STEPS = __import__("shared.settings", fromlist=["DEFAULTS"]).DEFAULTS["PLAYBOOK_STEPS"]
+
+
 def step_graph_permissions(steps: list[str] | None = None, mfa_mode: str | None = None,
                            settings: dict[str, str] | None = None) -> set[str]:
     """Straight from the steps' declared calls: Graph permissions of these steps in this MFA mode
@@ -138,12 +141,14 @@ def test_bicep_grants_exactly_the_graph_permissions_the_steps_declare():
     default_steps = DEFAULTS["PLAYBOOK_STEPS"].split(",")
     union = set()
     conditions = [{}, {"BLOCK_SIGN_IN": "until-close", "REMOVE_APP_ROLE_ASSIGNMENTS": "true"},
-                  {"BLOCK_SIGN_IN": "until-approved", "REMOVE_APP_ROLE_ASSIGNMENTS": "yes"}]
+                  {"BLOCK_SIGN_IN": "until-approved", "REMOVE_APP_ROLE_ASSIGNMENTS": "yes", "RECOVERY": "tap"}]
     for mode in MFA_MODES:
         for extra in conditions:
             overrides = {"MFA_MODE": mode, "SECURE_SCORE_NOTIFY": "true", **extra}
             result = granted(mailSendScope="unscoped", appSettingOverrides=overrides)
-            want = step_graph_permissions(default_steps, mode, overrides) | component_graph_permissions(result["settings"])
+            # RECOVERY=tap adds the recovery-pass step (settings.effective_playbook; main.bicep alike).
+            steps = default_steps + (["recovery-pass"] if extra.get("RECOVERY") == "tap" else [])
+            want = step_graph_permissions(steps, mode, overrides) | component_graph_permissions(result["settings"])
             assert sorted(result["graph"]) == sorted(want), f"{overrides}"
             assert len(result["graph"]) == len(set(result["graph"])), "a role granted twice"
             union |= set(result["graph"])
@@ -173,6 +178,15 @@ def test_default_deployment_grants_ca_group_mode_only():
     assert set(result["outputs"]["RESPONDER_EXCHANGE_CMDLETS"].split(",")) == declared
     assert {"Set-Mailbox", "Disable-InboxRule", "Remove-BlockedSenderAddress", "Get-MailboxAuditBypassAssociation",
             "Set-MailboxAuditBypassAssociation"} <= declared
+
+
+def test_the_recovery_pass_permissions_are_granted_only_with_recovery_tap():
+    tap_only = {"UserAuthMethod-TAP.ReadWrite.All", "Policy.Read.AuthenticationMethod"}
+    assert not tap_only & set(granted()["graph"])
+    assert tap_only <= set(granted(appSettingOverrides={"RECOVERY": "tap"})["graph"])
+    # named in PLAYBOOK_STEPS but RECOVERY=none: the step skips, nothing is granted for it
+    listed = DEFAULTS_STEPS.replace(",close", ",recovery-pass,close")
+    assert not tap_only & set(granted(appSettingOverrides={"PLAYBOOK_STEPS": listed})["graph"])
 
 
 def test_the_sign_in_block_and_app_role_removal_are_granted_only_when_switched_on():

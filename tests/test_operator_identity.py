@@ -87,6 +87,8 @@ ROUTES = [
     ("GET", "storm", READ, None, 200),
     ("POST", "storm/reset", APPROVE, None, 200),
     ("POST", "incidents/{blocked}/enable-sign-in", APPROVE, None, 202),
+    ("GET", "incidents/{id}/undo", READ, None, 200),
+    ("POST", "incidents/{id}/undo", APPROVE, {}, 409),  # a held incident changed nothing: nothing to undo
     ("GET", "securescore?days=30", READ, None, 200),
     ("GET", "securescore/chart.svg?days=30", READ, None, 200),
 ]
@@ -155,7 +157,7 @@ async def test_a_protected_account_is_held_after_one_approval_and_released_by_a_
     assert status == 409 and again["outcome"] == "already-approved"
     status, view = await acall(host, "GET", f"incidents/{incident_id}", token=alice)
     assert view["state"] == "held" and [a["upn"] for a in view["approvals"]] == ["alice@contoso.onmicrosoft.com"]
-    assert await peek(storage[1], "step-snapshot") == [] and sim.client.mutations() == []
+    assert await peek(storage[1], "step-snapshot") == [] and sim.client.tenant_changes() == []
 
     status, second = await acall(host, "POST", f"incidents/{incident_id}/approve", token=bob)
     assert status == 202 and second["outcome"] == "approved"
@@ -186,7 +188,7 @@ async def test_reject_ends_a_held_incident_without_any_change_and_records_who(ho
     assert view["reject_reason"] == "known travel [31mnot a compromise"
     assert (await acall(host, "POST", f"incidents/{incident_id}/approve", token=alice))[0] == 409
     assert (await acall(host, "POST", f"incidents/{incident_id}/reject", token=alice, body={}))[0] == 400
-    assert sim.client.mutations() == []
+    assert sim.client.tenant_changes() == []  # (the SOC was mailed that it was held: not a tenant change)
 
 
 # -- tokens ------------------------------------------------------------------------------------

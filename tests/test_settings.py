@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import ConfigError
-from shared.playbook import STEP_NAMES, next_step, queue_name, validate_order
+from shared.playbook import DEFAULT_PLAYBOOK, STEP_NAMES, next_step, queue_name, validate_order
 from shared.settings import DEFAULTS, Settings
 
 SAMPLE = json.loads((Path(__file__).parent.parent / "local.settings.sample.json").read_text())["Values"]
@@ -20,7 +20,8 @@ def test_every_setting_the_code_reads_is_in_the_sample_with_the_same_default():
 def test_defaults_are_safe():
     settings = Settings.from_env({})
     assert settings.mode == "approval"
-    assert settings.playbook_steps == STEP_NAMES
+    assert settings.playbook_steps == DEFAULT_PLAYBOOK == tuple(s for s in STEP_NAMES if s != "recovery-pass")
+    assert settings.recovery == "none" and settings.console_base_url == ""
     assert settings.graph_base_url == "https://graph.microsoft.com"
 
 
@@ -69,3 +70,32 @@ def test_a_shorter_valid_playbook_and_its_queues():
     order = validate_order(("reset-password", "enforce-mfa", "close"))
     assert next_step(order, "reset-password") == "enforce-mfa" and next_step(order, "close") is None
     assert [queue_name(s) for s in order] == ["step-reset-password", "step-enforce-mfa", "step-close"]
+
+
+def test_recovery_tap_puts_the_recovery_pass_before_close_and_needs_a_recipient():
+    tap = Settings.from_env({"RECOVERY": "tap", "RECOVERY_HELPDESK_MAILBOX": "helpdesk@contoso.com"})
+    assert tap.playbook_steps[-2:] == ("recovery-pass", "close")
+    assert Settings.from_env({"RECOVERY": "tap", "RECOVERY_DELIVER_TO": "manager",
+                              "PLAYBOOK_STEPS": "snapshot,reset-password,enforce-mfa"}).playbook_steps[-1] == "recovery-pass"
+    with pytest.raises(ConfigError, match="RECOVERY_HELPDESK_MAILBOX"):
+        Settings.from_env({"RECOVERY": "tap"})
+    with pytest.raises(ConfigError, match="recovery-pass must come before close|enforce-mfa must come before recovery-pass"):
+        Settings.from_env({"RECOVERY": "tap", "RECOVERY_HELPDESK_MAILBOX": "h@contoso.com",
+                           "PLAYBOOK_STEPS": "snapshot,reset-password,recovery-pass,enforce-mfa"})
+    for bad in ({"RECOVERY": "sms"}, {"RECOVERY_TAP_LIFETIME_MINUTES": "5"}, {"RECOVERY_TAP_LIFETIME_MINUTES": "50000"},
+                {"RECOVERY_HELPDESK_MAILBOX": "not a mailbox"}, {"RECOVERY_DELIVER_TO": "user"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Settings.from_env(bad)
+
+
+@pytest.mark.parametrize("url", ["http://console.contoso.com", "https://x.example/?a=1", "https://x.example/#f",
+                                 "https://user:pw@x.example", "javascript:alert(1)", "https://"])
+def test_console_base_url_must_be_a_plain_https_url(url):
+    with pytest.raises(ConfigError, match="CONSOLE_BASE_URL"):
+        Settings.from_env({"CONSOLE_BASE_URL": url})
+
+
+def test_console_base_url_accepts_https_and_loopback_http():
+    assert Settings.from_env({"CONSOLE_BASE_URL": "https://responder.contoso.com/"}).console_base_url == \
+        "https://responder.contoso.com"
+    assert Settings.from_env({"CONSOLE_BASE_URL": "http://127.0.0.1:7071"}).console_base_url == "http://127.0.0.1:7071"

@@ -93,7 +93,8 @@ async def test_a_directory_role_holder_is_held_with_sessions_revoked_and_nothing
     incident = world.ledger.incidents[incident_id]
     assert incident["state"] == "held" and "Global Administrator" in incident["held_reason"]
     changes = [m["action"] for m in world.sim.client.mutations()[mark:]]
-    assert changes == ["sessions_revoked"]
+    assert changes == ["sessions_revoked", "mail_sent"]  # and the SOC is told it is held (shared/notify.py)
+    assert "HELD for approval" in world.outbox()[-1]["subject"]
     assert world.sim.client.requests(method="PATCH", path_contains="/users/") == []
     assert incident["held_containment"] == "sessions revoked"
     assert "Global Administrator" in incident["privileged_roles"]

@@ -19,6 +19,8 @@ param displayName string
 param roleIdSeed string
 @description('Optional operator (user or group) who gets Incident.Read and Incident.Approve. Empty: nobody.')
 param operatorPrincipalId string = ''
+@description('Easy Auth\'s browser sign-in callback (https://<app>/.auth/login/aad/callback): the console signs operators in there.')
+param signInRedirectUri string = ''
 
 var appRoles = [
   {
@@ -58,6 +60,17 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
   signInAudience: 'AzureADMyOrg'
   api: {
     requestedAccessTokenVersion: 2
+  }
+  // Browser sign-in for the console: App Service Authentication's /.auth/login/aad flow without a
+  // client secret asks for an ID token (form_post) at this callback; the ID token carries the roles.
+  web: empty(signInRedirectUri) ? null : {
+    redirectUris: [
+      signInRedirectUri
+    ]
+    implicitGrantSettings: {
+      enableIdTokenIssuance: true
+      enableAccessTokenIssuance: false
+    }
   }
   appRoles: [
     for role in appRoles: {

@@ -18,6 +18,15 @@ module does the same for HTTP-triggered functions when ``LOCALDEV_EASYAUTH_ISSUE
   claims: [{typ, val}], name_typ, role_typ}``, with App Service's claim mapping for oid, tid,
   upn/scope and one ``roles`` claim per role), ``X-MS-CLIENT-PRINCIPAL-ID`` / ``-NAME`` / ``-IDP``.
 
+Browsers (the console) sign in the way App Service Authentication's ``/.auth/login/aad`` flow ends: with
+a session cookie. Locally there is no Entra ID sign-in page, so ``GET /.auth/login/dev?token=JWT&
+post_login_redirect_uri=/path`` takes a **short-lived** token of the simulator (lifetime at most
+``LOGIN_MAX_LIFETIME_S``, usable once) for a dev principal, validates it like a bearer token, and turns
+it into a session cookie (``AppServiceAuthSession``: random, HttpOnly, SameSite=Lax; the claims stay in
+the host's memory for ``SESSION_S``, as Easy Auth's default 8-hour cookie) before redirecting to a path
+of this host. ``responder console-url`` prints such a URL. ``GET /.auth/logout`` ends the session.
+A request with a bearer token is judged by the token; one without, by its session cookie.
+
 Like Easy Auth, it does not check app roles: the app does (shared/principal.py). The host also
 sets ``WEBSITE_AUTH_ENABLED`` for the app, as the platform does, so the app knows the headers
 come from here (runtime.LocalHost).
@@ -31,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -42,7 +53,8 @@ import jwt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EasyAuth", "EasyAuthConfig", "TokenRefused", "STRIPPED_PREFIXES"]
+__all__ = ["EasyAuth", "EasyAuthConfig", "Sessions", "TokenRefused", "STRIPPED_PREFIXES", "SESSION_COOKIE",
+           "LOGIN_MAX_LIFETIME_S", "safe_redirect"]
 
 STRIPPED_PREFIXES = ("x-ms-client-principal", "x-ms-token-")
 CLOCK_SKEW_S = 300
@@ -53,6 +65,55 @@ SCOPE = "http://schemas.microsoft.com/identity/claims/scope"
 UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 NAME_TYP = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
 ROLE_TYP = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+
+
+SESSION_COOKIE = "AppServiceAuthSession"
+SESSION_S = 8 * 3600
+LOGIN_MAX_LIFETIME_S = 300
+MAX_SESSIONS = 10_000
+
+
+def safe_redirect(value: str | None, default: str = "/api/console") -> str:
+    """A path of this host only (no scheme, no host, no '//' or backslash): no open redirect."""
+    value = (value or "").strip()
+    if not value.startswith("/") or value.startswith("//") or "\\" in value or any(ord(c) < 32 for c in value):
+        return default
+    return value[:500]
+
+
+class Sessions:
+    """Browser sessions of the local Easy Auth: a random id (the cookie) -> the signed-in claims, in memory."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, tuple[dict[str, Any], float]] = {}
+        self._used_logins: dict[str, float] = {}
+
+    def start(self, claims: dict[str, Any]) -> str:
+        now = time.monotonic()
+        if len(self._sessions) >= MAX_SESSIONS:
+            self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
+        session_id = secrets.token_urlsafe(32)
+        self._sessions[session_id] = (claims, now + SESSION_S)
+        return session_id
+
+    def claims(self, session_id: str | None) -> dict[str, Any] | None:
+        found = self._sessions.get(session_id or "")
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    def end(self, session_id: str | None) -> None:
+        self._sessions.pop(session_id or "", None)
+
+    def use_login(self, token: str, expires_at: float) -> bool:
+        """True the first time a login token is used (remembered until it expires), False after."""
+        now = time.time()
+        self._used_logins = {k: v for k, v in self._used_logins.items() if v > now}
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if digest in self._used_logins:
+            return False
+        self._used_logins[digest] = expires_at
+        return True
 
 
 class TokenRefused(Exception):
@@ -95,6 +156,7 @@ class EasyAuth:
         self._fetched = 0.0
         self._lock = asyncio.Lock()
         self._session: Optional[aiohttp.ClientSession] = None
+        self.sessions = Sessions()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -160,6 +222,17 @@ class EasyAuth:
             raise TokenRefused("the token is from a tenant that is not allowed")
         if not claims.get("oid"):
             raise TokenRefused("the token has no oid (object id) claim")
+        return claims
+
+    async def login(self, token: str | None) -> dict[str, Any]:
+        """The claims of a short-lived, unused login token (``/.auth/login/dev``), or TokenRefused."""
+        claims = await self.validate(f"Bearer {token or ''}")
+        lifetime = int(claims.get("exp", 0)) - int(claims.get("iat", claims.get("nbf", 0)) or 0)
+        if lifetime > LOGIN_MAX_LIFETIME_S:
+            raise TokenRefused(f"a sign-in link must carry a token valid for at most {LOGIN_MAX_LIFETIME_S} s "
+                               "(use `responder console-url`)")
+        if not self.sessions.use_login(str(token), float(claims.get("exp", 0))):
+            raise TokenRefused("this sign-in link was already used")
         return claims
 
     @staticmethod

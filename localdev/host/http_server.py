@@ -28,7 +28,7 @@ import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .easyauth import STRIPPED_PREFIXES, EasyAuth, EasyAuthConfig, TokenRefused
+from .easyauth import SESSION_COOKIE, SESSION_S, STRIPPED_PREFIXES, EasyAuth, EasyAuthConfig, TokenRefused, safe_redirect
 from .functions import HTTP_TRIGGER, FunctionInfo, enum_value
 from .invocation import FunctionTimeout, Invoker
 from .routes import RouteError, RouteTemplate, compile_route, sort_routes
@@ -111,6 +111,10 @@ class HttpFrontEnd:
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._log_middleware])
         app.router.add_get("/admin/host/status", self._host_status)
         app.router.add_post("/admin/functions/{name}", self._admin_invoke)
+        if self.easy_auth is not None:
+            app.router.add_get("/.auth/login/dev", self._login_dev)
+            app.router.add_get("/.auth/login/aad", self._login_aad)
+            app.router.add_get("/.auth/logout", self._logout)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -135,6 +139,33 @@ class HttpFrontEnd:
         finally:
             logger.info("HTTP %s %s -> %d (%dms)", request.method, request.path, status,
                         (time.monotonic() - started) * 1000)
+
+    # -- browser sign-in (local Easy Auth) -------------------------------------------------
+    async def _login_dev(self, request: web.Request) -> web.StreamResponse:
+        assert self.easy_auth is not None
+        try:
+            claims = await self.easy_auth.login(request.query.get("token"))
+        except TokenRefused as exc:
+            logger.info("HTTP GET /.auth/login/dev: sign-in refused: %s", exc)
+            return self._text(401, f"401 Unauthorized: {exc}")
+        session = self.easy_auth.sessions.start(claims)
+        response = web.HTTPFound(safe_redirect(request.query.get("post_login_redirect_uri")))
+        response.set_cookie(SESSION_COOKIE, session, path="/", httponly=True, samesite="Lax", max_age=SESSION_S)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        logger.info("HTTP GET /.auth/login/dev: session started for %s", claims.get("oid"))
+        return response
+
+    async def _login_aad(self, request: web.Request) -> web.StreamResponse:
+        return self._text(200, "Local stack: there is no Entra ID sign-in page here. Sign in with the URL that "
+                               "`responder console-url --as UPN --role Incident.Read` prints.")
+
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        assert self.easy_auth is not None
+        self.easy_auth.sessions.end(request.cookies.get(SESSION_COOKIE))
+        response = web.HTTPFound(safe_redirect(request.query.get("post_logout_redirect_uri"), "/api/console/signin"))
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
 
     # -- keys ----------------------------------------------------------------------------
     @staticmethod
@@ -179,8 +210,10 @@ class HttpFrontEnd:
         principal: dict = {}
         if self.easy_auth is not None and not self.easy_auth.excluded(request.path):
             try:
+                session = None if request.headers.get("Authorization") else \
+                    self.easy_auth.sessions.claims(request.cookies.get(SESSION_COOKIE))
                 principal = self.easy_auth.principal_headers(
-                    await self.easy_auth.validate(request.headers.get("Authorization")))
+                    session if session is not None else await self.easy_auth.validate(request.headers.get("Authorization")))
             except TokenRefused as exc:
                 logger.info("HTTP %s %s: Easy Auth refused the request: %s", request.method, request.path, exc)
                 return web.Response(status=401, text="401 Unauthorized: " + str(exc), content_type="text/plain",

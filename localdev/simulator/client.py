@@ -123,6 +123,11 @@ class SimulatorClient:
         """GET /_sim/mutations."""
         return self._control("GET", "/_sim/mutations", query={"since": since})["mutations"]
 
+    def tenant_changes(self, since: int = 0) -> list[dict]:
+        """The mutations that change the tenant: all but the mails the responder sent (a held incident's SOC
+        notice is a mail, not a change to the user)."""
+        return [m for m in self.mutations(since) if m.get("action") != "mail_sent"]
+
     def reset(self, seed: Mapping[str, Any] | None = None) -> dict:
         """POST /_sim/reset (seed dict, or the simulator's seed file when None)."""
         return self._control("POST", "/_sim/reset", body=dict(seed) if seed is not None else None)
@@ -257,6 +262,8 @@ class SimulatorProcess(ChildProcess):
             "LOCALDEV_EASYAUTH_CLIENT_ID": self.api_client_id,
             "LOCALDEV_EASYAUTH_ALLOWED_AUDIENCES": f"api://{self.api_client_id}",
             "LOCALDEV_EASYAUTH_ALLOWED_TENANTS": self.tenant_id,
+            # as infra/main.bicep: the console's sign-in page and its CSS/JS (no data) need no session
+            "LOCALDEV_EASYAUTH_EXCLUDED_PATHS": "/api/console/signin,/api/console/static",
         }
 
     def get_token(self, resource: str = GRAPH_RESOURCE) -> str:

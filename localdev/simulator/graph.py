@@ -706,13 +706,64 @@ def create_tap(st: TenantState, rq: GraphRequest) -> GraphResponse:
         start = parse_iso(body["startDateTime"])
         if start is None:
             raise bad_request("Invalid value for startDateTime.", "badRequest")
-    tap = "".join(secrets.choice(TAP_ALPHABET) for _ in range(8))
+    policy = st.tap_policy
+    if policy.get("state") != "enabled":
+        # glueckkanja/MyWorkID#47 (the message); the status and code are assumed (research-16 section 1).
+        raise bad_request("Converged UserCredentialPolicy does not allow creating or updating this authentication "
+                          "method. AuthMethodType [TemporaryAccessPass].", "badRequest")
+    if "lifetimeInMinutes" not in body:
+        lifetime = int(policy.get("defaultLifetimeInMinutes") or 60)
+    if not int(policy.get("minimumLifetimeInMinutes") or 10) <= lifetime <= int(policy.get("maximumLifetimeInMinutes") or 43200):
+        # The documented rule (between the policy's minimum and maximum); the message is assumed.
+        raise bad_request(f"The lifetime {lifetime} must be between the policy's minimumLifetimeInMinutes "
+                          f"{policy.get('minimumLifetimeInMinutes')} and maximumLifetimeInMinutes "
+                          f"{policy.get('maximumLifetimeInMinutes')}.", "badRequest")
+    once = once or bool(policy.get("isUsableOnce"))  # "all the passes in the tenant will be restricted to one-time use"
+    tap = "".join(secrets.choice(TAP_ALPHABET) for _ in range(int(policy.get("defaultLength") or 8)))
     method = st.add_tap(user, hashlib.sha256(tap.encode()).hexdigest(), lifetime, once, start)
     out = st.render_method(method)
     out["temporaryAccessPass"] = tap
     body_out = {"@odata.context": rq.context(f"users('{user.id}')/authentication/temporaryAccessPassMethods/$entity")}
     body_out.update(out)
     return GraphResponse(201, body_out)
+
+
+P_TAP_POLICY_READ = ("Policy.Read.AuthenticationMethod", "Policy.ReadWrite.AuthenticationMethod")
+
+
+def get_tap_policy(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """temporaryaccesspassauthenticationmethodconfiguration-get.md: Policy.Read.AuthenticationMethod."""
+    rq.require(P_TAP_POLICY_READ)
+    body = {"@odata.context": rq.context("policies/authenticationMethodsPolicy/authenticationMethodConfigurations/$entity"),
+            "@odata.type": "#microsoft.graph.temporaryAccessPassAuthenticationMethodConfiguration"}
+    body.update(copy.deepcopy(st.tap_policy))
+    return GraphResponse(200, body)
+
+
+def delete_tap(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """temporaryaccesspassauthenticationmethod-delete.md: 204."""
+    rq.require(P_METHODS_WRITE + ("UserAuthMethod-TAP.ReadWrite.All",))
+    user = _user(st, rq, rq.params["user"])
+    method = _find_method(st, rq, user, "temporaryAccessPass")
+    st.delete_method(user, method)
+    return GraphResponse(204)
+
+
+def get_manager(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """user-list-manager.md: the manager (a user or an organizational contact); 404 when there is none."""
+    rq.require(P_USER_READ)
+    user = _user(st, rq, rq.params["user"])
+    select = parse_select(rq.query, USER_PROPERTY_MAP, "directoryObject")
+    if user.manager is None:
+        raise GraphError(404, "Request_ResourceNotFound", "Resource 'manager' does not exist or one of its queried "
+                         "reference-property objects are not present.")
+    if isinstance(user.manager, dict):
+        body = {"@odata.context": rq.context("directoryObjects/$entity"), **copy.deepcopy(user.manager)}
+        return GraphResponse(200, body)
+    manager = st.users[user.manager]
+    body = {"@odata.context": rq.context("directoryObjects/$entity"), "@odata.type": "#microsoft.graph.user"}
+    body.update(_project_user(manager, select))
+    return GraphResponse(200, body)
 
 
 # ---------------------------------------------------------------------- identity protection
@@ -1013,6 +1064,10 @@ ROUTES: list[Route] = [
     Route("PATCH", ("users", "{user}", "authentication", "requirements"), patch_requirements, frozenset({"beta"})),
     Route("GET", ("users", "{user}", "authentication", "methods"), list_methods),
     Route("POST", ("users", "{user}", "authentication", "temporaryAccessPassMethods"), create_tap),
+    Route("DELETE", ("users", "{user}", "authentication", "temporaryAccessPassMethods", "{method_id}"), delete_tap),
+    Route("GET", ("users", "{user}", "manager"), get_manager),
+    Route("GET", ("policies", "authenticationMethodsPolicy", "authenticationMethodConfigurations", "temporaryAccessPass"),
+          get_tap_policy),
     Route("GET", ("users", "{user}", "authentication", "{collection}"), list_typed_methods),
     Route("GET", ("users", "{user}", "authentication", "{collection}", "{method_id}"), get_typed_method),
     Route("DELETE", ("users", "{user}", "authentication", "{collection}", "{method_id}"), delete_typed_method),

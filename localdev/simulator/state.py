@@ -125,7 +125,7 @@ class User:
 
     __slots__ = ("props", "admin_roles", "eligible_roles", "password_writeback", "per_user_mfa", "methods",
                  "deleted_methods", "default_method", "mailbox", "rules", "client_rules", "password", "revocations",
-                 "last_revoked_at", "tap_issued", "seq")
+                 "last_revoked_at", "tap_issued", "seq", "manager")
 
     def __init__(self, props: dict, seq: int) -> None:
         self.props = props
@@ -144,6 +144,8 @@ class User:
         self.revocations = 0
         self.last_revoked_at: str | None = None
         self.tap_issued = 0
+        # The manager: a user's id, or an organizational contact (a dict with @odata.type orgContact); None: none.
+        self.manager: str | dict | None = None
 
     @property
     def id(self) -> str:
@@ -235,6 +237,16 @@ class TenantState:
         self.rules_by_identity: dict[str, tuple[str, dict]] = {}
         for spec in seed.get("users", []):
             self._add_user(spec)
+        for spec in seed.get("users", []):
+            self._set_manager(spec)
+        # authenticationMethodsPolicy/authenticationMethodConfigurations/temporaryAccessPass: the portal's
+        # defaults (minimum 1 h, maximum 8 h, default 1 h, not one-time, 8 characters), disabled unless the seed says.
+        self.tap_policy: dict[str, Any] = {
+            "id": "TemporaryAccessPass", "state": "disabled", "defaultLifetimeInMinutes": 60, "defaultLength": 8,
+            "minimumLifetimeInMinutes": 60, "maximumLifetimeInMinutes": 480, "isUsableOnce": False,
+            "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}],
+            "excludeTargets": []}
+        self.tap_policy.update((seed.get("authenticationMethodsPolicy") or {}).get("temporaryAccessPass") or {})
         for spec in seed.get("groups", []):
             self._add_group(spec)
         self.access.finish(seed)
@@ -319,6 +331,20 @@ class TenantState:
         for det in spec.get("riskDetections", []):
             self.add_detection(user, det)
         return user
+
+    def _set_manager(self, spec: Mapping[str, Any]) -> None:
+        manager = spec.get("manager")
+        if manager is None:
+            return
+        user = self.find_user(str(spec.get("id") or spec["userPrincipalName"]))
+        assert user is not None
+        if isinstance(manager, Mapping):
+            user.manager = {"@odata.type": "#microsoft.graph.orgContact", "id": str(uuid.uuid4()), **manager}
+            return
+        found = self.find_user(str(manager))
+        if found is None:
+            raise SeedError(f"{user.upn}: unknown manager {manager!r}")
+        user.manager = found.id
 
     def _make_mailbox(self, user: User, spec: Mapping[str, Any]) -> None:
         folders = spec.get("folders") or ["Inbox", "RSS Subscriptions", "Archive", "Conversation History",
@@ -919,6 +945,9 @@ class TenantState:
             "auth_methods": methods,
             "deleted_auth_methods": list(user.deleted_methods),
             "taps_issued": user.tap_issued,
+            # Only the SHA-256 of an issued pass is kept (a test proves the mailed pass is the issued one).
+            "tap_sha256": [m["passSha256"] for m in user.methods if m["type"] == "temporaryAccessPass"],
+            "manager": user.manager if isinstance(user.manager, (str, type(None))) else "orgContact",
             "rules": rules,
             "mailbox": mailbox,
             "blocked": (user.upn.lower() in self.blocked

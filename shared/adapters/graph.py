@@ -280,6 +280,17 @@ class GraphAdapter:
             raise
         return True
 
+    async def remove_group_member(self, group_id: str, user_id: str) -> bool:
+        """Remove; return False when the user was not a member (404 'do not exist')."""
+        try:
+            await self.request("DELETE", f"/groups/{_seg(group_id)}/members/{_seg(user_id)}/$ref",
+                               permission="GroupMember.ReadWrite.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def get_mfa_state(self, user_id: str) -> str | None:
         result = await self.request(
             "GET", f"/users/{_seg(user_id)}/authentication/requirements", beta=True, permission="Policy.Read.All"
@@ -340,6 +351,48 @@ class GraphAdapter:
             body={"isEnabled": False},
             permission="MailboxSettings.ReadWrite",
         )
+
+    async def enable_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any]:
+        return await self.request(
+            "PATCH",
+            f"/users/{_seg(user_id)}/mailFolders/inbox/messageRules/{_seg(rule_id)}",
+            body={"isEnabled": True},
+            permission="MailboxSettings.ReadWrite",
+        )
+
+    # -- Temporary Access Pass and the manager (the recovery hand-off) --------------------
+
+    async def get_tap_policy(self) -> dict[str, Any]:
+        return await self.request("GET", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/"
+                                         "temporaryAccessPass", permission="Policy.Read.AuthenticationMethod") or {}
+
+    async def create_tap(self, user_id: str, lifetime_minutes: int, usable_once: bool = True) -> dict[str, Any]:
+        # A write: never repeated in-process after a 5xx (one pass per user; the step decides).
+        return await self.request(
+            "POST", f"/users/{_seg(user_id)}/authentication/temporaryAccessPassMethods",
+            body={"lifetimeInMinutes": lifetime_minutes, "isUsableOnce": usable_once},
+            permission="UserAuthMethod-TAP.ReadWrite.All",
+        ) or {}
+
+    async def delete_tap(self, user_id: str, method_id: str) -> bool:
+        try:
+            await self.request("DELETE", f"/users/{_seg(user_id)}/authentication/temporaryAccessPassMethods/{_seg(method_id)}",
+                               permission="UserAuthMethod-TAP.ReadWrite.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def get_manager(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", f"/users/{_seg(user_id)}/manager",
+                                      query={"$select": "id,userPrincipalName,mail,accountEnabled,displayName"},
+                                      permission="User.Read.All")
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # -- consent grants and app role assignments ------------------------------------------
 

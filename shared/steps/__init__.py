@@ -7,6 +7,7 @@ from .clean_mailbox import CleanMailbox
 from .close import Close
 from .enforce_mfa import EnforceMfa
 from .mailbox_audit import MailboxAudit
+from .recovery_pass import RecoveryPass
 from .remove_delegates import RemoveDelegates
 from .reset_password import ResetPassword
 from .revoke_app_consent import RevokeAppConsent
@@ -14,7 +15,7 @@ from .snapshot import Snapshot
 from .unblock_sender import UnblockSender
 
 ALL_STEPS: tuple[type[Step], ...] = (Snapshot, ResetPassword, EnforceMfa, CleanMailbox, RemoveDelegates, RevokeAppConsent,
-                                     UnblockSender, MailboxAudit, Close)
+                                     UnblockSender, MailboxAudit, RecoveryPass, Close)
 assert tuple(cls.name for cls in ALL_STEPS) == STEP_NAMES, "every playbook step has exactly one implementation"
 
 

@@ -26,6 +26,7 @@ from ..errors import PermanentError, TransientError
 from ..ledger_protocol import Claim, ClaimStatus, load_json
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
+from ..notify import notify_action, notify_failed, notify_held
 from ..playbook import incident_order, next_step, on_containment_path, predecessors, queue_name
 from ..policy import GateFacts
 from ..ports import ExchangePort, GraphPort, LedgerPort
@@ -310,10 +311,11 @@ class StepRunner:
             if held_reason:
                 # "held" is not a terminal step state: approval claims the row again.
                 await ledger.finish(task.incident_id, task.step, claim, StepState.HELD, {"reason": held_reason}, held_reason)
-                await ledger.update_incident(task.incident_id, {**ctx.incident_updates, "state": IncidentState.HELD,
-                                                                "held_reason": held_reason,
-                                                                "held_at": iso(self.deps.clock()), "current_step": task.step})
+                held = {"state": IncidentState.HELD, "held_reason": held_reason, "held_at": iso(self.deps.clock()),
+                        "current_step": task.step}
+                await ledger.update_incident(task.incident_id, {**ctx.incident_updates, **held})
                 log.warning("incident held before any change: %s", held_reason)
+                await notify_held(self.deps, {**incident, **held})
                 return RunOutcome.HELD
             result = await step.act(ctx)
         except TransientError as exc:
@@ -329,6 +331,7 @@ class StepRunner:
                 {**ctx.incident_updates, "state": IncidentState.FAILED, "stopped_at": task.step,
                  "stop_reason": str(exc)[:1000]},
             )
+            await notify_failed(self.deps, task.incident_id)
             return RunOutcome.STOPPED
         except Exception as exc:  # a bug or an unexpected SDK error: retry, then poison
             log.exception("unexpected error; releasing the step for retry")
@@ -375,6 +378,10 @@ class StepRunner:
             detail["summary"] = result.summary
         await self.deps.ledger.finish(ctx.task.incident_id, ctx.task.step, ctx.claim, final_state, detail, "", elapsed)
         ctx.log.info("step %s in %d ms: %s", final_state, elapsed, result.summary)
+        if detail.get("action_required") and not ctx.dry_run:
+            # Something only a person can do (an on-premises reset, a recovery pass not delivered): tell
+            # the SOC now, not only in the close mail (shared/notify.py: once per step).
+            await notify_action(self.deps, ctx.task.incident_id, ctx.task.step, str(detail["action_required"]))
 
     async def _resolve_user(self, ctx: StepContext) -> None:
         """Look the user up once per incident: canonical object id, UPN and sync state (intake

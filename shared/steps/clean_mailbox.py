@@ -122,6 +122,10 @@ class CleanMailbox(Step):
         Call("exo", "Get-Mailbox / Set-Mailbox (forwarding)", "Exchange.ManageAsApp"),
         Call("exo", "Get-/Set-MailboxJunkEmailConfiguration -TrustedSendersAndDomains @{Remove}", "Exchange.ManageAsApp"),
         Call("exo", UNIFIED_AUDIT_CALL, "Exchange.ManageAsApp"),
+        # undo (shared/undo.py, the worker): re-enable the rules this step disabled; restore confirmed forwarding
+        Call("graph", "PATCH /users/{id}/mailFolders/inbox/messageRules/{ruleId} isEnabled=true (undo)",
+             "MailboxSettings.ReadWrite"),
+        Call("exo", "Enable-InboxRule (undo)", "Exchange.ManageAsApp"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:

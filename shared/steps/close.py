@@ -29,6 +29,7 @@ import json
 from typing import Any
 
 from .. import footholds
+from ..console.links import incident_link
 from ..errors import PermanentError, TransientError
 from ..ledger_protocol import load_json
 from ..playbook import incident_order
@@ -60,7 +61,7 @@ def review_lines(step_rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> str:
+def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]], link: str = "") -> str:
     rows = {r["RowKey"]: r for r in step_rows}
     lines = [f"Breach Responder incident {incident['incident_id']}"]
     if incident.get("action_required"):
@@ -89,11 +90,18 @@ def summary_text(incident: dict[str, Any], step_rows: list[dict[str, Any]]) -> s
         detail = load_json(row.get("detail"), {}) or {}
         note = detail.get("summary") or row.get("error") or ""
         lines.append(f"  - {name}: {row.get('state', 'this step' if name == 'close' else 'not run')} {('- ' + note) if note else ''}".rstrip())
-    lines += [
-        "",
-        "The user's new temporary password is NOT included: issue a Temporary Access Pass or",
-        "reset it with the user through your help desk process.",
-    ]
+    recovery = load_json(rows.get("recovery-pass", {}).get("detail"), {}) or {}
+    if recovery.get("recovery") == "issued":
+        lines += ["", f"A one-time Temporary Access Pass was mailed to {recovery.get('to')} ({recovery.get('via')}); "
+                      f"it expires at {recovery.get('expires_at')}. The pass itself is not in this mail."]
+    else:
+        lines += [
+            "",
+            "The user's new temporary password is NOT included: issue a Temporary Access Pass or",
+            "reset it with the user through your help desk process.",
+        ]
+    if link:
+        lines += ["", f"Console: {link}"]
     return "\n".join(lines)
 
 
@@ -125,7 +133,7 @@ class Close(Step):
         if detail.get("final_risk_state"):
             updates["final_risk_state"] = ctx.incident["final_risk_state"] = detail["final_risk_state"]
         if settings.soc_mailbox and settings.notify_sender:
-            text = summary_text(ctx.incident, rows)
+            text = summary_text(ctx.incident, rows, incident_link(settings, ctx.task.incident_id))
             who = ctx.incident.get("user_principal_name") or uid
             needs_person = bool(ctx.incident.get("action_required") or review_lines(rows) or ctx.incident.get("risk_error"))
             if ctx.incident.get("action_required"):

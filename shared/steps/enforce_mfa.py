@@ -144,6 +144,8 @@ class EnforceMfa(Step):
         Call("graph", "DELETE /users/{id}/authentication/{type}Methods/{id}", "UserAuthenticationMethod.ReadWrite.All"),
         Call("graph", AUDIT_CALL, "AuditLog.Read.All"),
         *(Call("graph", shared, "AuditLog.Read.All") for shared in SHARED_AUDIT_CALLS),
+        # undo (shared/undo.py, the worker): take the user out of the group again if this step added them
+        Call("graph", "DELETE /groups/{id}/members/{id}/$ref (undo) (ca-group)", "GroupMember.ReadWrite.All"),
     )
 
     async def act(self, ctx: StepContext) -> StepResult:

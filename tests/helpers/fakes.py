@@ -320,6 +320,12 @@ class FakeGraph:
         self.app_roles: dict[str, list[dict[str, Any]]] = {}  # user id -> appRoleAssignments
         self.service_principals: dict[str, dict[str, Any]] = {}
         self.pages: dict[str, list[dict[str, Any]]] = {}
+        self.tap_policy: dict[str, Any] = {"state": "enabled", "minimumLifetimeInMinutes": 60,
+                                           "maximumLifetimeInMinutes": 480, "defaultLifetimeInMinutes": 60,
+                                           "isUsableOnce": False, "defaultLength": 8}
+        self.tap_serial = 0
+        self.taps: list[tuple[str, str]] = []  # (user id, pass) as Graph answered them: what a test checks
+        self.managers: dict[str, dict[str, Any]] = {}
 
     def fail(self, method: str, *errors: Exception) -> None:
         self.failures.setdefault(method, []).extend(errors)
@@ -464,6 +470,14 @@ class FakeGraph:
         members.add(user_id)
         return True
 
+    async def remove_group_member(self, group_id: str, user_id: str) -> bool:
+        self._call("remove_group_member", group_id, user_id)
+        members = self.groups.setdefault(group_id, set())
+        if user_id not in members:
+            return False  # Graph: 404 "One or more removed object references do not exist"
+        members.discard(user_id)
+        return True
+
     async def get_mfa_state(self, user_id: str) -> str | None:
         self._call("get_mfa_state", user_id)
         return self.mfa.get(user_id, "disabled")
@@ -500,6 +514,44 @@ class FakeGraph:
             raise PermanentError(f"Graph PATCH messageRules/{rule_id}: 404 ErrorItemNotFound", status=404)
         rule["isEnabled"] = False
         return dict(rule)
+
+    async def enable_message_rule(self, user_id: str, rule_id: str) -> dict[str, Any]:
+        self._call("enable_message_rule", user_id, rule_id)
+        rule = next((r for r in self.rules.get(user_id, []) if r.get("id") == rule_id), None)
+        if rule is None:
+            raise PermanentError(f"Graph PATCH messageRules/{rule_id}: 404 ErrorItemNotFound", status=404)
+        rule["isEnabled"] = True
+        return dict(rule)
+
+    # -- Temporary Access Pass / manager -----------------------------------------------------
+    async def get_tap_policy(self) -> dict[str, Any]:
+        self._call("get_tap_policy")
+        return dict(self.tap_policy)
+
+    async def create_tap(self, user_id: str, lifetime_minutes: int, usable_once: bool = True) -> dict[str, Any]:
+        self._call("create_tap", user_id, lifetime_minutes, usable_once)
+        if self.tap_policy.get("state") != "enabled":
+            raise PermanentError("Graph POST temporaryAccessPassMethods: 400 badRequest - Converged UserCredentialPolicy "
+                                 "does not allow creating or updating this authentication method.", status=400)
+        self.tap_serial += 1
+        secret = f"Tap{self.tap_serial:05d}x"
+        method = {"@odata.type": "#microsoft.graph.temporaryAccessPassAuthenticationMethod", "id": f"tap-{self.tap_serial}",
+                  "createdDateTime": self.clock().isoformat().replace("+00:00", "Z"),
+                  "startDateTime": self.clock().isoformat().replace("+00:00", "Z"),
+                  "lifetimeInMinutes": lifetime_minutes, "isUsableOnce": usable_once, "isUsable": True}
+        methods = [m for m in self.auth_methods.get(user_id, []) if "temporaryAccessPass" not in str(m.get("@odata.type"))]
+        self.auth_methods[user_id] = methods + [method]
+        self.taps.append((user_id, secret))
+        return {**method, "temporaryAccessPass": secret}
+
+    async def delete_tap(self, user_id: str, method_id: str) -> bool:
+        self._call("delete_tap", user_id, method_id)
+        return await self.delete_auth_method(user_id, "temporaryAccessPassMethods", method_id)
+
+    async def get_manager(self, user_id: str) -> dict[str, Any] | None:
+        self._call("get_manager", user_id)
+        manager = self.managers.get(user_id)
+        return dict(manager) if manager else None
 
     # -- identity protection / mail ----------------------------------------------------------
     def set_risk(self, user_id: str, **fields: Any) -> dict[str, Any]:

@@ -97,6 +97,18 @@ def entry_user(entry: dict[str, Any]) -> str | None:
     return found.group(0).lower() if found else None
 
 
+_ID = re.compile(r"/[0-9a-fA-F-]{36}|/[^/]+@[^/]+|/[A-Za-z0-9_-]{20,}(?=/|$)")
+
+
+def call_kinds(entries: list[dict], users: int, top: int = 40) -> dict[str, float]:
+    """Calls per user by kind (Graph method + path with ids elided, or the Exchange cmdlet), most first:
+    where a storm's requests go, to see what a change added or saved."""
+    kinds = collections.Counter(
+        f"exo {e['cmdlet']}" if e.get("cmdlet") else f"{e['service']} {e['method']} {_ID.sub('/{id}', e['path'])}"
+        for e in entries)
+    return {k: round(n / users, 2) for k, n in kinds.most_common(top)}
+
+
 def containment_floor(entries: list[dict], contained: dict[str, float], limits: Limits) -> tuple[float, dict]:
     """Per quota: the cost of the calls made for each user up to that user's containment, over the quota's rate."""
     cost: dict[str, float] = collections.defaultdict(float)
@@ -228,7 +240,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         "containment_floors_s": contain_floors, "terminal_floors_s": quota_floors,
         "throttled_by_quota": {n: c["throttled"] for n, c in limits_now["counters"].items() if c["throttled"]},
         "requests": {svc: sum(c.values()) for svc, c in statuses.items()}, "throttled": throttled,
-        "idp_calls": idp_calls, "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
+        "idp_calls": idp_calls, "calls_per_user_by_kind": call_kinds(entries, users), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
         "simulator_cpu_s": others_cpu["simulator"],
         "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),

@@ -74,18 +74,27 @@ def overdue(incident: dict[str, Any], now: datetime, ttl_hours: int) -> bool:
         return True  # a held incident without a readable time: expire rather than keep it forever
 
 
+async def _held(deps: Deps, incident_id: str) -> tuple[dict[str, Any], Decision | None]:
+    """The incident (with its ETag) when a decision may be taken on it, else the Decision that says why
+    not: no such incident, not held, or held too long (then it is expired here)."""
+    incident = await deps.ledger.get_incident(incident_id)
+    if incident is None:
+        return {}, Decision("not-found", incident_id, "no such incident")
+    if incident.get("state") != IncidentState.HELD:
+        return incident, Decision("not-held", incident_id, f"incident is {incident.get('state')}, not held")
+    if overdue(incident, deps.clock(), deps.settings.hold_ttl_hours):
+        await _expire(deps, incident)
+        return incident, Decision("expired", incident_id, f"held longer than HOLD_TTL_HOURS "
+                                                          f"({deps.settings.hold_ttl_hours} h): expired without changes")
+    return incident, None
+
+
 async def approve(deps: Deps, incident_id: str, approver: Principal) -> Decision:
     """Record ``approver``'s approval; release the incident once it has enough approvers."""
     for _ in range(_ROUNDS):
-        incident = await deps.ledger.get_incident(incident_id)
-        if incident is None:
-            return Decision("not-found", incident_id, "no such incident")
-        if incident.get("state") != IncidentState.HELD:
-            return Decision("not-held", incident_id, f"incident is {incident.get('state')}, not held")
-        if overdue(incident, deps.clock(), deps.settings.hold_ttl_hours):
-            await _expire(deps, incident)
-            return Decision("expired", incident_id, f"held longer than HOLD_TTL_HOURS ({deps.settings.hold_ttl_hours} h): "
-                                                    "expired without changes")
+        incident, undecidable = await _held(deps, incident_id)
+        if undecidable is not None:
+            return undecidable
         if incident.get("submitted_by_oid") and incident["submitted_by_oid"] == approver.object_id:
             return Decision("forbidden", incident_id, "the submitter of an incident cannot approve it")
         approvals = approvals_of(incident)
@@ -123,14 +132,9 @@ async def reject(deps: Deps, incident_id: str, by: Principal, reason: str) -> De
     """End a held incident without any change in the tenant."""
     text = clean_text(reason, MAX_REJECT_REASON)
     for _ in range(_ROUNDS):
-        incident = await deps.ledger.get_incident(incident_id)
-        if incident is None:
-            return Decision("not-found", incident_id, "no such incident")
-        if incident.get("state") != IncidentState.HELD:
-            return Decision("not-held", incident_id, f"incident is {incident.get('state')}, not held")
-        if overdue(incident, deps.clock(), deps.settings.hold_ttl_hours):
-            await _expire(deps, incident)
-            return Decision("expired", incident_id, "held longer than HOLD_TTL_HOURS: expired without changes")
+        incident, undecidable = await _held(deps, incident_id)
+        if undecidable is not None:
+            return undecidable
         now = iso(deps.clock())
         try:
             await deps.ledger.update_incident(incident_id, {

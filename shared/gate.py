@@ -13,7 +13,10 @@ from the start, and the runner runs them again right before every step that chan
 tenant (beside the user resolution when that is still to do); the verdict is
 ``policy.assess_protection``. A protected account (break-glass or role holder) needs two
 different approvers, whatever mode the incident is in: an approval never skips this gate.
-A role lookup that fails counts as protected (fail closed).
+A role lookup that fails counts as protected (fail closed). The lookups' facts are reused for
+GATE_FACTS_MAX_AGE_SECONDS (60; 0: read before every step) by the worker that read them: the
+verdict is still taken before every step (approvals, policy), only the three Graph reads are not
+repeated for each of an incident's eight write steps; a failed lookup is never reused.
 While a role holder's incident is held, their sessions are revoked when REVOKE_WHILE_HELD is true
 (explicitly protected accounts - break-glass - are left untouched until approval):
 revoking changes no configuration (the user signs in again), and containment never waits
@@ -23,9 +26,11 @@ for a person. What was found is recorded on the incident (``privileged_roles``,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
-from datetime import datetime
+import weakref
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import PermanentError
@@ -61,11 +66,37 @@ ROLE_NAMES = {
 class ProtectionGate:
     """The runner's gate (``steps.base.Gate``): ``lookup`` reads, ``check`` decides and contains."""
 
+    #: Facts per Graph client (one tenant, one worker) and user key; bounded, oldest dropped first.
+    MAX_REMEMBERED = 10_000
+
+    def __init__(self) -> None:
+        self._recent: weakref.WeakKeyDictionary[Any, dict[str, tuple[datetime, GateFacts]]] = weakref.WeakKeyDictionary()
+
     async def lookup(self, graph: GraphPort, settings: Settings, now: datetime, user_key: str) -> GateFacts:
-        """Group membership, active and eligible directory roles, read concurrently.
+        """Group membership, active and eligible directory roles, read concurrently (or, read by this
+        worker less than GATE_FACTS_MAX_AGE_SECONDS ago, reused).
 
         Intake asks before it creates an incident (to record "protected: yes, because ...") and
         the runner asks again right before every step that changes the tenant."""
+        max_age = timedelta(seconds=settings.gate_facts_max_age_s)
+        try:
+            recent = self._recent.setdefault(graph, {}) if max_age else None
+        except TypeError:  # a client that cannot be weakly referenced: nothing is remembered
+            recent = None
+        key = user_key.lower()
+        if recent is not None and key in recent:
+            read_at, facts = recent[key]
+            if timedelta(0) <= now - read_at <= max_age:
+                return dataclasses.replace(facts)
+            del recent[key]
+        facts = await self._read(graph, settings, now, user_key)
+        if recent is not None and not facts.lookup_failed:
+            recent[key] = (now, dataclasses.replace(facts))
+            while len(recent) > self.MAX_REMEMBERED:
+                del recent[next(iter(recent))]
+        return facts
+
+    async def _read(self, graph: GraphPort, settings: Settings, now: datetime, user_key: str) -> GateFacts:
         group = settings.protected_group_id
 
         async def in_group() -> bool:
@@ -140,8 +171,9 @@ class ProtectionGate:
         # holder, or a user whose roles could not be read, has their sessions revoked.
         if reason and protection.contain and not ctx.dry_run:
             record["held_containment"] = await self._contain(ctx)
-        await ctx.deps.ledger.update_incident(ctx.task.incident_id, record)
-        ctx.incident.update(record)
+        if any(ctx.incident.get(k) != v for k, v in record.items()):  # the verdict of the last step: no write
+            await ctx.deps.ledger.update_incident(ctx.task.incident_id, record)
+            ctx.incident.update(record)
         return reason
 
     @staticmethod

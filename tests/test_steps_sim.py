@@ -297,8 +297,10 @@ async def test_the_organisation_config_is_read_once_per_worker_not_per_incident(
 
 async def test_a_5xx_on_the_read_only_group_check_is_retried_in_process(world):
     deps, runner, sim = world
-    incident_id = await open_incident(deps)
-    sim.client.clear_requests()  # (intake asked the gate once already)
+    # submitted without Graph (as `responder ingest` does): the first step's gate reads the group itself
+    # (after a lookup at intake, its facts would be reused for GATE_FACTS_MAX_AGE_SECONDS)
+    incident_id = await open_incident(deps, graph_at_intake=False)
+    sim.client.clear_requests()
     sim.client.fault_once(service="graph", method="POST", path_contains="checkMemberGroups", status=503, count=1)
     ran = await drive(deps, runner, stop_before="reset-password")
     assert ran == [("snapshot", "ran")]  # no TransientError: the gate's read was simply repeated

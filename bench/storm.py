@@ -97,7 +97,7 @@ def entry_user(entry: dict[str, Any]) -> str | None:
     return found.group(0).lower() if found else None
 
 
-_ID = re.compile(r"/[0-9a-fA-F-]{36}|/[^/]+@[^/]+|/[A-Za-z0-9_-]{20,}(?=/|$)")
+_ID = re.compile(r"/[0-9a-fA-F-]{36}|/[^/]+@[^/]+|/[A-Za-z0-9_-]{20,}(?=/|$)|/(?=[^/]*\d)[A-Za-z0-9+_=-]{8,}(?=/|$)")
 
 
 def call_kinds(entries: list[dict], users: int, top: int = 40) -> dict[str, float]:

@@ -15,7 +15,7 @@ Microsoft Graph throttles each service on its own (learn.microsoft.com/graph/thr
 A request is classified by its method and path (or its cmdlet): a call added later falls into
 its service's bucket with no wiring. Each bucket is a token bucket refilled at its quota per
 second, divided by PACING_INSTANCES (the workers expected to share the quota; the platform's
-instance count, not discovered at run time: no distributed coordination) and held 5% below it,
+instance count, not discovered at run time: no distributed coordination) and held 2% below it,
 banking at most a quarter of a second's worth (no bursts). Waiters are served first come, first
 served within a priority class, and containment (shared/priority.py) before everything else: one
 worker's incidents share each quota fairly, and no incident's password reset waits behind another
@@ -38,7 +38,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 from ..priority import Priority, current
 
-MARGIN = 0.05  # pace this far below each quota: network jitter must not turn a paced request into a 429
+MARGIN = 0.02  # pace this far below each quota: network jitter must not turn a paced request into a 429
 DEPTH_S = 0.25  # seconds of quota a bucket may bank (Microsoft's bucket depth is not published)
 RECOVERY_S = 10.0  # after a 429, seconds of quiet to grow back from nothing to the ceiling
 FLOOR = 0.25  # a bucket's pace never drops below this share of its ceiling

@@ -46,16 +46,20 @@ class WriteBatcher:
 
     A batch is sent when it is full (``max_ids``), when no caller joined it for ``quiet_s`` (the
     incidents of the moment are all in), or ``interval_s`` after its first caller (a steady stream
-    of callers is cut into one call per interval).
+    of callers is cut into one call per interval). With ``expect_more`` (more callers are on their
+    way: the worker still has incidents that will join), the quiet rule waits: the batch goes at
+    ``interval_s`` or when full, and at once (after ``quiet_s``) when nobody else is expected.
     """
 
     def __init__(self, call: Callable[[list[str]], Awaitable[None]], *, max_ids: int = 60, interval_s: float = 10.0,
-                 quiet_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 quiet_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 expect_more: Callable[[], bool] | None = None) -> None:
         self._call = call
         self.max_ids = max_ids
         self.interval_s = interval_s
         self.quiet_s = min(quiet_s, interval_s)
         self._clock = clock
+        self._expect_more = expect_more
         self._pending: dict[str, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._first = self._latest = 0.0
@@ -70,8 +74,7 @@ class WriteBatcher:
             self._first = now
         self._latest = now
         self._pending.setdefault(user_id, []).append(future)
-        if len(self._pending) >= self.max_ids:
-            self._wake.set()
+        self._wake.set()  # the batch's deadline is decided again: full, or nobody else expected
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         await future
@@ -79,7 +82,10 @@ class WriteBatcher:
     async def _run(self) -> None:
         while self._pending:
             while len(self._pending) < self.max_ids:
-                wait = min(self._first + self.interval_s, self._latest + self.quiet_s) - self._clock()
+                deadline = self._first + self.interval_s
+                if self._expect_more is None or not self._expect_more():
+                    deadline = min(deadline, self._latest + self.quiet_s)
+                wait = deadline - self._clock()
                 if wait <= 0:
                     break
                 self._wake.clear()
@@ -147,6 +153,11 @@ class SharedRead(Generic[K, V]):
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         return await future
+
+    def offer(self, window: Window[K, V]) -> None:
+        """Keep a bulk read made elsewhere (right after a batched write) as the latest window."""
+        if self.window is None or window.started >= self.window.started:
+            self.window = window
 
     async def _from_window(self, window: Window[K, V], key: K) -> V:
         if key in window.data:

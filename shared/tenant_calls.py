@@ -8,13 +8,16 @@ incident in a storm (coalesce.py):
 
 - ``confirm`` / ``dismiss``: confirmCompromised and dismiss take ``userIds``: the incidents that
   close together are confirmed (and dismissed) in one call, at most 60 ids (dismiss's documented
-  maximum; confirmCompromised documents none) and one call per IDP_BATCH_SECONDS while busy;
+  maximum; confirmCompromised documents none) and one call per IDP_BATCH_SECONDS while the worker
+  still has incidents on their way to close (their snapshot ran here, their close has not), at
+  once when it has none; each dismiss batch is followed by one read of the users whose risk changed,
+  which answers ``risk_settled`` for every member of the batch;
 - ``risk_before``: the user's risk as it was before the responder's first change, from one read
   of every user at risk (shared by the incidents of that moment) when the record shows no change
   since, else from the user's riskyUser history (Identity Protection's record of each change, which
   later changes do not alter);
-- ``risk_now``: the state after the responder's own confirm / dismiss, from one read of the users
-  whose risk changed in the last minutes;
+- ``risk_now`` / ``risk_settled``: the state after the responder's own confirm / dismiss, from one
+  read of the users whose risk changed in the last minutes;
 - ``detections``: the user's risk detections, from one read of the tenant's detections of the last
   RISK_DETECTION_LOOKBACK_DAYS (records of past events: their times, types and addresses do not
   change afterwards; their riskState shows the remediation);
@@ -34,7 +37,8 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from .coalesce import SharedRead, WriteBatcher
+from .coalesce import SharedRead, Window, WriteBatcher
+from .errors import PermanentError, TransientError
 from .ports import GraphPort
 from .timestamps import iso_seconds, parse_timestamp, utcnow
 
@@ -47,6 +51,7 @@ RECENT_RISK_CHANGES = timedelta(minutes=15)  # risk_now reads the users whose ri
 READ_INTERVAL_S = 1.0  # at most one shared read of a kind per second (Identity Protection's pace)
 CONFIRM_QUIET_S = 0.3
 DISMISS_QUIET_S = 0.1
+OPEN_TTL = timedelta(minutes=30)  # an incident that has not closed this long after its snapshot is not waited for
 
 LISTING, HISTORY = "listing", "history"
 
@@ -105,9 +110,14 @@ class TenantCalls:
         # of a batch join a confirm batch within moments, and it is sent once none joined for
         # CONFIRM_QUIET_S (or batch_s passed). They all leave it together, so the dismiss batch that
         # follows is complete almost at once.
-        self.confirm = WriteBatcher(graph.confirm_compromised, max_ids=MAX_IDS, interval_s=batch_s,
-                                    quiet_s=CONFIRM_QUIET_S)
-        self.dismiss = WriteBatcher(graph.dismiss_risk, max_ids=MAX_IDS, interval_s=batch_s, quiet_s=DISMISS_QUIET_S)
+        # Incidents whose snapshot ran in this worker and whose close has not started: while there are
+        # any, a confirm batch waits for them (up to batch_s) instead of going after a moment's quiet.
+        self._open: dict[str, datetime] = {}
+        self._settled: dict[str, datetime] = {}  # when each user's latest confirm / dismiss call returned
+        self.confirm = WriteBatcher(self._confirm, max_ids=MAX_IDS, interval_s=batch_s,
+                                    quiet_s=CONFIRM_QUIET_S, expect_more=self._expect_more)
+        self.dismiss = WriteBatcher(self._dismiss_then_read, max_ids=MAX_IDS, interval_s=batch_s,
+                                    quiet_s=DISMISS_QUIET_S)
         self._before: SharedRead[str, tuple[str, list[dict[str, Any]]]] = SharedRead(
             self._history_states, self._at_risk, missing=self._history_states, interval_s=READ_INTERVAL_S, wall=clock)
         self._now: SharedRead[str, dict[str, Any] | None] = SharedRead(
@@ -116,6 +126,39 @@ class TenantCalls:
             self._user_detections, self._recent_detections, absent=list, interval_s=READ_INTERVAL_S, wall=clock)
         self._audits: SharedRead[str, list[dict[str, Any]]] = SharedRead(
             self._user_audits, self._recent_audits, absent=list, interval_s=READ_INTERVAL_S, wall=clock)
+
+    # -- the batched writes ---------------------------------------------------------------------
+
+    def _expect_more(self) -> bool:
+        oldest = self.clock() - OPEN_TTL
+        for user_id in [u for u, at in self._open.items() if at < oldest]:
+            del self._open[user_id]
+        return bool(self._open)
+
+    def _mark_settled(self, ids: list[str]) -> datetime:
+        done = self.clock()
+        if len(self._settled) >= 10_000:
+            self._settled.clear()
+        for user_id in ids:
+            self._settled[user_id.lower()] = done
+        return done
+
+    async def _confirm(self, ids: list[str]) -> None:
+        await self.graph.confirm_compromised(ids)
+        self._mark_settled(ids)
+
+    async def _dismiss_then_read(self, ids: list[str]) -> None:
+        """Dismiss, then (for a batch of several) one read of the users whose risk changed: the state
+        every member's close records. A failed read is not the dismiss's failure: members read alone."""
+        await self.graph.dismiss_risk(ids)
+        self._mark_settled(ids)
+        if len(ids) < 2:
+            return
+        started = self.clock()
+        try:
+            self._now.offer(Window(started, await self._recently_changed()))
+        except (PermanentError, TransientError) as exc:
+            logger.warning("the final risk state of %d dismissed users is read one by one: %s", len(ids), exc)
 
     # -- reads behind the shared windows ---------------------------------------------------------
 
@@ -151,9 +194,14 @@ class TenantCalls:
     def prefetch_risk(self, user_id: str, fresh_after: datetime) -> None:
         """Start (never wait for) the shared reads ``risk_before`` and ``detections`` will want, so that
         they are taken before the responder's change: the snapshot calls this and goes on at once."""
+        self._open[user_id.lower()] = self.clock()
         for read in (self._before, self._detections):
             task: asyncio.Task[Any] = asyncio.create_task(read.get(user_id.lower(), fresh_after))
             task.add_done_callback(_consume)
+
+    def closing(self, user_id: str) -> None:
+        """The incident reached close: confirm batches no longer wait for it."""
+        self._open.pop(user_id.lower(), None)
 
     async def risk_before(self, user_id: str, fresh_after: datetime, changed_at: datetime | None
                           ) -> tuple[dict[str, Any] | None, str]:
@@ -172,6 +220,13 @@ class TenantCalls:
     async def risk_now(self, user_id: str, fresh_after: datetime) -> dict[str, Any] | None:
         """The user's risk as read after ``fresh_after`` (after the responder's own confirm / dismiss)."""
         return await self._now.get(user_id.lower(), fresh_after)
+
+    async def risk_settled(self, user_id: str, fresh_after: datetime) -> dict[str, Any] | None:
+        """The user's risk after the responder's latest confirm / dismiss of them: from a read that
+        started after that call returned (the read that followed their dismiss batch), else after
+        ``fresh_after``."""
+        settled = self._settled.pop(user_id.lower(), None)
+        return await self._now.get(user_id.lower(), min(settled, fresh_after) if settled else fresh_after)
 
     async def detections(self, user_id: str, fresh_after: datetime) -> list[dict[str, Any]]:
         return await self._detections.get(user_id.lower(), fresh_after)

@@ -57,6 +57,22 @@ async def test_every_caller_of_a_failed_batch_gets_the_error_and_the_next_batch_
     assert sent[-1] == ["u9"]
 
 
+async def test_while_more_callers_are_expected_a_batch_waits_past_the_quiet_period_and_goes_when_none_are():
+    sent: list[list[str]] = []
+    expected = {"more": True}
+
+    async def call(ids: list[str]) -> None:
+        sent.append(list(ids))
+
+    batcher = WriteBatcher(call, interval_s=5.0, quiet_s=0.01, expect_more=lambda: expected["more"])
+    first = asyncio.ensure_future(batcher.submit("u1"))
+    await asyncio.sleep(0.1)  # ten quiet periods: without expect_more, u1 would have gone alone
+    assert sent == []
+    expected["more"] = False  # the last incident the worker was waiting for arrives
+    await asyncio.gather(first, batcher.submit("u2"))
+    assert sent == [["u1", "u2"]]
+
+
 async def test_a_lone_reader_gets_its_own_read_and_readers_waiting_together_share_one_bulk_read():
     calls = {"single": 0, "bulk": 0}
 
@@ -223,3 +239,26 @@ async def test_containment_never_waits_on_identity_protection():
     assert incident["state"] == "succeeded"
     evidence = await deps.ledger.list_evidence(incident["incident_id"])
     assert evidence["risky_user"]["riskState"] == "atRisk"  # the state before the reset, all the same
+
+
+async def test_a_dismiss_batch_is_followed_by_one_read_that_answers_every_member_s_final_state():
+    users = [user(i) for i in range(5)]
+    graph = FakeGraph(users)
+    for u in users:
+        graph.risky[u["id"]] = {"id": u["id"], "riskState": "confirmedCompromised", "riskLevel": "high",
+                                "riskLastUpdatedDateTime": iso(utcnow() - timedelta(minutes=1))}
+    calls = TenantCalls(graph, batch_s=5.0)
+    for u in users:
+        calls.prefetch_risk(u["id"], utcnow() - timedelta(hours=1))
+    await asyncio.sleep(0)
+
+    async def close(i: int, u: dict) -> dict | None:
+        calls.closing(u["id"])
+        await calls.dismiss.submit(u["id"])
+        await asyncio.sleep(0.06 * i)  # the members go on at their own pace (ledger writes) before they read
+        return await calls.risk_settled(u["id"], utcnow())
+
+    finals = await asyncio.gather(*(close(i, u) for i, u in enumerate(users)))
+    assert [c for c in graph.calls if c[0] == "dismiss_risk"] == [("dismiss_risk", tuple(u["id"] for u in users))]
+    assert graph.count("list_risky_users_changed_since") == 1 and graph.count("get_risky_user") == 0
+    assert all(f is not None and f["riskState"] == "dismissed" for f in finals)

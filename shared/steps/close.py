@@ -162,6 +162,7 @@ class Close(Step):
         reset = load_json({r["RowKey"]: r for r in rows}.get("reset-password", {}).get("detail"), {}) or {}
         we_reset = reset.get("password_reset") in ("done", "already done")
         detail: dict[str, Any] = {}
+        calls.closing(uid)
 
         # A half-finished confirm / dismiss is verified through the shared read of the risk as it is now.
         async def confirmed(_record: dict) -> bool:
@@ -182,7 +183,7 @@ class Close(Step):
                 await ctx.effect("risk-dismissed", lambda: calls.dismiss.submit(uid),
                                  description="dismiss the user's risk after the remediation", verify=dismissed)
                 detail["dismissed_after_remediation"] = not ctx.dry_run
-            risky = await calls.risk_now(uid, ctx.deps.clock())
+            risky = await calls.risk_settled(uid, ctx.deps.clock())
             if risky:
                 detail.update(final_risk_state=risky.get("riskState"), final_risk_level=risky.get("riskLevel"),
                               final_risk_detail=risky.get("riskDetail"))

@@ -115,7 +115,7 @@ class TenantCalls:
         self._open: dict[str, datetime] = {}
         self._settled: dict[str, datetime] = {}  # when each user's latest confirm / dismiss call returned
         self.confirm = WriteBatcher(self._confirm, max_ids=MAX_IDS, interval_s=batch_s,
-                                    quiet_s=CONFIRM_QUIET_S, expect_more=self._expect_more)
+                                    quiet_s=CONFIRM_QUIET_S, expect_more=self.expects_more)
         self.dismiss = WriteBatcher(self._dismiss_then_read, max_ids=MAX_IDS, interval_s=batch_s,
                                     quiet_s=DISMISS_QUIET_S)
         self._before: SharedRead[str, tuple[str, list[dict[str, Any]]]] = SharedRead(
@@ -129,7 +129,8 @@ class TenantCalls:
 
     # -- the batched writes ---------------------------------------------------------------------
 
-    def _expect_more(self) -> bool:
+    def expects_more(self) -> bool:
+        """Whether incidents whose snapshot ran here have still to reach close (or be held or fail)."""
         oldest = self.clock() - OPEN_TTL
         for user_id in [u for u, at in self._open.items() if at < oldest]:
             del self._open[user_id]
@@ -200,7 +201,7 @@ class TenantCalls:
             task.add_done_callback(_consume)
 
     def closing(self, user_id: str) -> None:
-        """The incident reached close: confirm batches no longer wait for it."""
+        """The incident reached close (or was held or failed on the way): confirm batches no longer wait for it."""
         self._open.pop(user_id.lower(), None)
 
     async def risk_before(self, user_id: str, fresh_after: datetime, changed_at: datetime | None

@@ -262,3 +262,16 @@ async def test_a_dismiss_batch_is_followed_by_one_read_that_answers_every_member
     assert [c for c in graph.calls if c[0] == "dismiss_risk"] == [("dismiss_risk", tuple(u["id"] for u in users))]
     assert graph.count("list_risky_users_changed_since") == 1 and graph.count("get_risky_user") == 0
     assert all(f is not None and f["riskState"] == "dismissed" for f in finals)
+
+
+async def test_an_incident_that_failed_after_its_snapshot_is_not_waited_for_by_the_confirm_batches(storm):
+    deps, runner, users = storm
+    graph: FakeGraph = deps.graph  # type: ignore[assignment]
+    graph.fail("reset_password", PermanentError("Request_BadRequest", status=400))  # the first incident's reset fails
+    for u in users[:3]:
+        await submit(deps, IncidentRequest(user_id=u["id"], user_principal_name=u["userPrincipalName"]))
+    await drive_concurrently(deps, runner)
+    assert sorted((i["state"], i.get("stopped_at")) for i in deps.ledger.incidents.values()) == [
+        ("failed", "reset-password"), ("succeeded", None), ("succeeded", None)]
+    # every incident whose snapshot ran here has closed, failed or been held: nothing left to wait for
+    assert deps.tenant_calls().expects_more() is False

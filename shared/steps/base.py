@@ -315,6 +315,7 @@ class StepRunner:
                         "current_step": task.step}
                 await ledger.update_incident(task.incident_id, {**ctx.incident_updates, **held})
                 log.warning("incident held before any change: %s", held_reason)
+                self._not_closing_now(ctx)
                 await notify_held(self.deps, {**incident, **held})
                 return RunOutcome.HELD
             result = await step.act(ctx)
@@ -331,6 +332,7 @@ class StepRunner:
                 {**ctx.incident_updates, "state": IncidentState.FAILED, "stopped_at": task.step,
                  "stop_reason": str(exc)[:1000]},
             )
+            self._not_closing_now(ctx)
             await notify_failed(self.deps, task.incident_id)
             return RunOutcome.STOPPED
         except Exception as exc:  # a bug or an unexpected SDK error: retry, then poison
@@ -342,6 +344,12 @@ class StepRunner:
         incident.update(result.incident_updates)
         await self._advance(task, incident, order, log, result.incident_updates)
         return RunOutcome.RAN
+
+    def _not_closing_now(self, ctx: StepContext) -> None:
+        """A held or failed incident will not reach close soon: the worker's confirm batches stop waiting for it."""
+        calls, user_id = self.deps.shared_calls, ctx.incident.get("user_id")
+        if calls is not None and user_id:
+            calls.closing(str(user_id))
 
     async def _prepare(self, ctx: StepContext, order: tuple[str, ...], step: Step) -> str | None:
         """Resolve the user (once per incident) and, before the first step and before every step

@@ -48,18 +48,20 @@ class WriteBatcher:
     incidents of the moment are all in), or ``interval_s`` after its first caller (a steady stream
     of callers is cut into one call per interval). With ``expect_more`` (more callers are on their
     way: the worker still has incidents that will join), the quiet rule waits: the batch goes at
-    ``interval_s`` or when full, and at once (after ``quiet_s``) when nobody else is expected.
+    ``interval_s``, when full, or when it holds ``enough`` callers, and at once (after ``quiet_s``)
+    when nobody else is expected.
     """
 
     def __init__(self, call: Callable[[list[str]], Awaitable[None]], *, max_ids: int = 60, interval_s: float = 10.0,
                  quiet_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
-                 expect_more: Callable[[], bool] | None = None) -> None:
+                 expect_more: Callable[[], bool] | None = None, enough: int | None = None) -> None:
         self._call = call
         self.max_ids = max_ids
         self.interval_s = interval_s
         self.quiet_s = min(quiet_s, interval_s)
         self._clock = clock
         self._expect_more = expect_more
+        self.enough = min(enough or max_ids, max_ids)
         self._pending: dict[str, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._first = self._latest = 0.0
@@ -83,7 +85,7 @@ class WriteBatcher:
         while self._pending:
             while len(self._pending) < self.max_ids:
                 deadline = self._first + self.interval_s
-                if self._expect_more is None or not self._expect_more():
+                if self._expect_more is None or len(self._pending) >= self.enough or not self._expect_more():
                     deadline = min(deadline, self._latest + self.quiet_s)
                 wait = deadline - self._clock()
                 if wait <= 0:

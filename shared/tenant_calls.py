@@ -51,6 +51,10 @@ RECENT_RISK_CHANGES = timedelta(minutes=15)  # risk_now reads the users whose ri
 READ_INTERVAL_S = 1.0  # at most one shared read of a kind per second (Identity Protection's pace)
 CONFIRM_QUIET_S = 0.3
 DISMISS_QUIET_S = 0.1
+# A confirm batch that waits for more incidents goes once it holds this many: the Functions host runs
+# at most batchSize + newBatchThreshold of a queue's messages and fetches more only when fewer than
+# newBatchThreshold (host.json: 16) run, so closes held beyond that would stop the close queue.
+CONFIRM_ENOUGH = 16
 OPEN_TTL = timedelta(minutes=30)  # an incident that has not closed this long after its snapshot is not waited for
 
 LISTING, HISTORY = "listing", "history"
@@ -115,7 +119,7 @@ class TenantCalls:
         self._open: dict[str, datetime] = {}
         self._settled: dict[str, datetime] = {}  # when each user's latest confirm / dismiss call returned
         self.confirm = WriteBatcher(self._confirm, max_ids=MAX_IDS, interval_s=batch_s,
-                                    quiet_s=CONFIRM_QUIET_S, expect_more=self.expects_more)
+                                    quiet_s=CONFIRM_QUIET_S, expect_more=self.expects_more, enough=CONFIRM_ENOUGH)
         self.dismiss = WriteBatcher(self._dismiss_then_read, max_ids=MAX_IDS, interval_s=batch_s,
                                     quiet_s=DISMISS_QUIET_S)
         self._before: SharedRead[str, tuple[str, list[dict[str, Any]]]] = SharedRead(

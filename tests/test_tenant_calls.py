@@ -73,6 +73,17 @@ async def test_while_more_callers_are_expected_a_batch_waits_past_the_quiet_peri
     assert sent == [["u1", "u2"]]
 
 
+async def test_a_batch_holding_enough_callers_goes_even_while_more_are_expected():
+    sent: list[list[str]] = []
+
+    async def call(ids: list[str]) -> None:
+        sent.append(list(ids))
+
+    batcher = WriteBatcher(call, interval_s=30.0, quiet_s=0.01, expect_more=lambda: True, enough=3)
+    await asyncio.wait_for(asyncio.gather(*(batcher.submit(f"u{i}") for i in range(3))), timeout=5)
+    assert sent == [["u0", "u1", "u2"]]
+
+
 async def test_a_lone_reader_gets_its_own_read_and_readers_waiting_together_share_one_bulk_read():
     calls = {"single": 0, "bulk": 0}
 

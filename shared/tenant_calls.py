@@ -55,6 +55,7 @@ DISMISS_QUIET_S = 0.1
 # at most batchSize + newBatchThreshold of a queue's messages and fetches more only when fewer than
 # newBatchThreshold (host.json: 16) run, so closes held beyond that would stop the close queue.
 CONFIRM_ENOUGH = 16
+MAX_REMEMBERED = 10_000  # users kept in the open / settled records of one worker
 OPEN_TTL = timedelta(minutes=30)  # an incident that has not closed this long after its snapshot is not waited for
 
 LISTING, HISTORY = "listing", "history"
@@ -111,11 +112,10 @@ class TenantCalls:
         self.clock = clock
         self.detection_lookback = timedelta(days=detection_lookback_days)
         # The platform hands a worker its queue messages in batches (host.json batchSize): the closes
-        # of a batch join a confirm batch within moments, and it is sent once none joined for
-        # CONFIRM_QUIET_S (or batch_s passed). They all leave it together, so the dismiss batch that
-        # follows is complete almost at once.
-        # Incidents whose snapshot ran in this worker and whose close has not started: while there are
-        # any, a confirm batch waits for them (up to batch_s) instead of going after a moment's quiet.
+        # of a batch join a confirm batch within moments. While incidents whose snapshot ran in this
+        # worker have still to close (``_open``), the batch waits for them, up to batch_s or
+        # CONFIRM_ENOUGH members; with none left it goes once none joined for CONFIRM_QUIET_S. Its
+        # members leave it together, so the dismiss batch that follows is complete almost at once.
         self._open: dict[str, datetime] = {}
         self._settled: dict[str, datetime] = {}  # when each user's latest confirm / dismiss call returned
         self.confirm = WriteBatcher(self._confirm, max_ids=MAX_IDS, interval_s=batch_s,
@@ -140,13 +140,12 @@ class TenantCalls:
             del self._open[user_id]
         return bool(self._open)
 
-    def _mark_settled(self, ids: list[str]) -> datetime:
+    def _mark_settled(self, ids: list[str]) -> None:
         done = self.clock()
-        if len(self._settled) >= 10_000:
+        if len(self._settled) >= MAX_REMEMBERED:
             self._settled.clear()
         for user_id in ids:
             self._settled[user_id.lower()] = done
-        return done
 
     async def _confirm(self, ids: list[str]) -> None:
         await self.graph.confirm_compromised(ids)
@@ -199,6 +198,10 @@ class TenantCalls:
     def prefetch_risk(self, user_id: str, fresh_after: datetime) -> None:
         """Start (never wait for) the shared reads ``risk_before`` and ``detections`` will want, so that
         they are taken before the responder's change: the snapshot calls this and goes on at once."""
+        if len(self._open) >= MAX_REMEMBERED:
+            self.expects_more()  # drops the incidents older than OPEN_TTL
+            if len(self._open) >= MAX_REMEMBERED:  # (a playbook without close never drains it)
+                self._open.clear()
         self._open[user_id.lower()] = self.clock()
         for read in (self._before, self._detections):
             task: asyncio.Task[Any] = asyncio.create_task(read.get(user_id.lower(), fresh_after))

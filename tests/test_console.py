@@ -15,7 +15,7 @@ from localdev.host.launcher import start_host
 from localdev.stack import REPO, SEED_FILE, tenant_settings
 from shared.cli import main as cli_main
 from tests.helpers.console import ConsoleClient
-from tests.helpers.operator import APPROVE, READ, SUBMIT, api, host_env
+from tests.helpers.operator import APPROVE, READ, SUBMIT, api, console_host_env
 from tests.helpers.storage import wait_for
 
 SEED = json.loads(SEED_FILE.read_text())
@@ -30,9 +30,7 @@ EVIL_ALERT = '"><img src=x onerror=alert(1)>'
 @pytest.fixture(scope="module")
 def host(azurite, simulator, tmp_path_factory):
     port = free_port()
-    env = host_env(azurite.connection_string, simulator, tenant_settings(SEED), RESPONDER_MODE="auto",
-                   RECOVERY="tap", RECOVERY_DELIVER_TO="manager", RECOVERY_HELPDESK_MAILBOX="helpdesk@contoso.onmicrosoft.com",
-                   CONSOLE_BASE_URL=f"http://127.0.0.1:{port}")
+    env = console_host_env(azurite.connection_string, simulator, tenant_settings(SEED), port)
     proc = start_host(str(REPO), env=env, port=port, log_path=str(tmp_path_factory.mktemp("host-console") / "host.log"))
     yield proc
     proc.stop()

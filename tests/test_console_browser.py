@@ -17,7 +17,7 @@ from localdev.cli import console_login_url
 from localdev.host.launcher import start_host
 from localdev.stack import REPO, SEED_FILE, tenant_settings
 from shared.model import IncidentRequest
-from tests.helpers.operator import APPROVE, READ, SUBMIT, api, host_env
+from tests.helpers.operator import APPROVE, READ, SUBMIT, api, console_host_env
 
 SEED = json.loads(SEED_FILE.read_text())
 ADELE = "adele.vance@contoso.onmicrosoft.com"
@@ -29,9 +29,7 @@ TIMEOUT_MS = 30_000
 @pytest.fixture(scope="module")
 def stack(azurite, simulator, tmp_path_factory):
     port = free_port()
-    env = host_env(azurite.connection_string, simulator, tenant_settings(SEED), RESPONDER_MODE="auto",
-                   RECOVERY="tap", RECOVERY_DELIVER_TO="manager", RECOVERY_HELPDESK_MAILBOX="helpdesk@contoso.onmicrosoft.com",
-                   CONSOLE_BASE_URL=f"http://127.0.0.1:{port}")
+    env = console_host_env(azurite.connection_string, simulator, tenant_settings(SEED), port)
     simulator.client.reset()
     empty_storage(azurite.connection_string)
     proc = start_host(str(REPO), env=env, port=port, log_path=str(tmp_path_factory.mktemp("host-browser") / "host.log"))

@@ -13,6 +13,7 @@ import pytest
 from localdev.host.launcher import start_host
 from localdev.stack import REPO, SEED_FILE, tenant_settings
 from shared.model import IncidentRequest
+from tests.helpers.operator import host_env
 from tests.helpers.storage import rows, wait_for
 from tests.test_e2e import http, incident_for, put
 
@@ -22,17 +23,8 @@ ADELE = "adele.vance@contoso.onmicrosoft.com"
 
 @pytest.fixture(scope="module")
 def host(azurite, simulator, tmp_path_factory):
-    env = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "GRAPH_BASE_URL": simulator.url,
-        "EXO_BASE_URL": simulator.url,
-        **simulator.identity_env(),
-        **simulator.easyauth_env(),
-        **tenant_settings(SEED),
-        "RESPONDER_MODE": "auto",
-        "BLOCK_SIGN_IN": "until-approved",
-        "LOCALDEV_QUEUE_LEASE_SECONDS": "30",
-    }
+    env = host_env(azurite.connection_string, simulator, tenant_settings(SEED), RESPONDER_MODE="auto",
+                   BLOCK_SIGN_IN="until-approved")
     log = tmp_path_factory.mktemp("host-signin") / "host.log"
     proc = start_host(str(REPO), env=env, port=0, log_path=str(log))
     yield proc

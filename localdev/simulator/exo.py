@@ -619,10 +619,15 @@ def get_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> 
     return st.access.mailbox_rows(user, trustee), []
 
 
-def add_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
-    for name in ("Identity", "User", "AccessRights"):
+def _require(p: Mapping[str, Any], *names: str) -> None:
+    """A mandatory cmdlet parameter that is missing or empty: Exchange's missing-parameter error."""
+    for name in names:
         if p.get(name) in (None, ""):
             raise missing_parameter(name)
+
+
+def add_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
+    _require(p, "Identity", "User", "AccessRights")
     user, trustee = _mailbox(st, p["Identity"]), _recipient(st, p["User"])
     ctx["user"] = user.id
     rights = _access_rights(p["AccessRights"], MAILBOX_RIGHTS)
@@ -640,9 +645,7 @@ def add_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> 
 
 
 def remove_mailbox_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
-    for name in ("Identity", "User", "AccessRights"):
-        if p.get(name) in (None, ""):
-            raise missing_parameter(name)
+    _require(p, "Identity", "User", "AccessRights")
     user, trustee = _mailbox(st, p["Identity"]), _recipient(st, p["User"])
     ctx["user"] = user.id
     rights = _access_rights(p["AccessRights"], MAILBOX_RIGHTS)
@@ -678,9 +681,7 @@ def get_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -
 
 
 def add_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
-    for name in ("Identity", "Trustee", "AccessRights"):
-        if p.get(name) in (None, ""):
-            raise missing_parameter(name)
+    _require(p, "Identity", "Trustee", "AccessRights")
     _access_rights(p["AccessRights"], ("SendAs",))
     user, trustee = _recipient(st, p["Identity"]), _recipient(st, p["Trustee"])
     ctx["user"] = user.id
@@ -694,9 +695,7 @@ def add_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -
 
 
 def remove_recipient_permission(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
-    for name in ("Identity", "Trustee", "AccessRights"):
-        if p.get(name) in (None, ""):
-            raise missing_parameter(name)
+    _require(p, "Identity", "Trustee", "AccessRights")
     _access_rights(p["AccessRights"], ("SendAs",))
     user, trustee = _recipient(st, p["Identity"]), _recipient(st, p["Trustee"])
     ctx["user"] = user.id
@@ -772,9 +771,7 @@ _MAX_RESULT_SIZE = 5000
 def search_unified_audit_log(st: TenantState, p: Mapping[str, Any], ctx: dict) -> Result:
     """Search-UnifiedAuditLog.md: StartDate and EndDate are required (UTC); ResultSize 100 by default, at most
     5000; records of the ExchangeAdmin type (the ones modelled), newest first, AuditData a JSON string."""
-    for name in ("StartDate", "EndDate"):
-        if p.get(name) in (None, ""):
-            raise missing_parameter(name)
+    _require(p, "StartDate", "EndDate")
     start, end = parse_iso(str(p["StartDate"])), parse_iso(str(p["EndDate"]))
     if start is None or end is None:
         raise ExoError(400, "BadRequest", "Microsoft.Exchange.AdminApi.CommandInvocation.ParameterTransformationException",

@@ -31,6 +31,14 @@ def host_env(azurite_connection: str, simulator: SimulatorProcess, seed_settings
     }
 
 
+def console_host_env(azurite_connection: str, simulator: SimulatorProcess, seed_settings: Mapping[str, str],
+                     port: int) -> dict[str, str]:
+    """The console tests' host (page and browser): auto mode, recovery passes to the manager, links to ``port``."""
+    return host_env(azurite_connection, simulator, seed_settings, RESPONDER_MODE="auto", RECOVERY="tap",
+                    RECOVERY_DELIVER_TO="manager", RECOVERY_HELPDESK_MAILBOX="helpdesk@contoso.onmicrosoft.com",
+                    CONSOLE_BASE_URL=f"http://127.0.0.1:{port}")
+
+
 def api(url: str, method: str, path: str, *, token: str | None = None, body: Any = None, key: str | None = None,
         headers: Mapping[str, str] | None = None, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
     """One call to ``{url}/api/{path}``: (status, JSON body or {"text": ...})."""

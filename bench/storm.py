@@ -109,6 +109,16 @@ def call_kinds(entries: list[dict], users: int, top: int = 40) -> dict[str, floa
     return {k: round(n / users, 2) for k, n in kinds.most_common(top)}
 
 
+def throttled_calls(entries: list[dict], t0: float) -> dict[str, list[float]]:
+    """The 429s by kind of call, each with its second of the run: which quota a storm ran into, and when."""
+    out: dict[str, list[float]] = collections.defaultdict(list)
+    for e in entries:
+        if e["status"] == 429:
+            kind = f"exo {e['cmdlet']}" if e.get("cmdlet") else f"{e['service']} {e['method']} {_ID.sub('/{id}', e['path'])}"
+            out[kind].append(round(parse_iso(e["time"]) - t0, 1))
+    return dict(out)
+
+
 def containment_floor(entries: list[dict], contained: dict[str, float], limits: Limits) -> tuple[float, dict]:
     """Per quota: the cost of the calls made for each user up to that user's containment, over the quota's rate."""
     cost: dict[str, float] = collections.defaultdict(float)
@@ -175,7 +185,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         cpu0 = sum(cpu_seconds(pid) or 0 for pid in host_pids)
         others = {"azurite": stack.azurite.pid, "simulator": stack.simulator.pid}
         others0 = {name: tree_cpu_seconds(pid) for name, pid in others.items()}
-        ops0 = stack.storage_counter.total()
+        ops0, kinds0 = stack.storage_counter.total(), stack.storage_counter.kinds()
         load0 = os.getloadavg()
         profiler = start_profiler(host_pids[0], profile_out) if profile_out else None
         t0 = now()
@@ -194,6 +204,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         wall = now() - t0
         stop_profiler(profiler)
         ops = stack.storage_counter.total() - ops0
+        kinds = {k: n - kinds0.get(k, 0) for k, n in stack.storage_counter.kinds().items()}
         load1 = os.getloadavg()
         cpu = sum(cpu_seconds(pid) or 0 for pid in host_pids)
         others_cpu = {name: round(tree_cpu_seconds(pid) - others0[name], 1) for name, pid in others.items()}
@@ -240,10 +251,13 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         "containment_floors_s": contain_floors, "terminal_floors_s": quota_floors,
         "throttled_by_quota": {n: c["throttled"] for n, c in limits_now["counters"].items() if c["throttled"]},
         "requests": {svc: sum(c.values()) for svc, c in statuses.items()}, "throttled": throttled,
-        "idp_calls": idp_calls, "calls_per_user_by_kind": call_kinds(entries, users), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
+        "idp_calls": idp_calls, "calls_per_user_by_kind": call_kinds(entries, users),
+        "throttled_calls": throttled_calls(entries, t0), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
         "simulator_cpu_s": others_cpu["simulator"],
         "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),
+        "storage_ops_per_user_by_kind": {k: round(n / users, 2) for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])
+                                         if n / users >= 0.01},
         "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1],
     }
     return result, detail

@@ -10,11 +10,14 @@ Bytes are forwarded unchanged; requests are delimited by their headers and ``Con
         conn = counter.connection_string          # give this to the host
         ...
         counter.counts()                          # {"blob": n, "queue": n, "table": n}
+        counter.kinds()                           # {"table POST Incidents": n, "queue GET step-x/messages": n, ...}
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import re
 import threading
 from typing import Any
 
@@ -23,6 +26,7 @@ from localdev.azurite import HOST, AzuritePorts, connection_string_for, free_por
 logger = logging.getLogger(__name__)
 
 SERVICES = ("blob", "queue", "table")
+_ENTITY_KEYS = re.compile(r"\(.*?\)")  # Incidents(PartitionKey='..',RowKey='..') -> Incidents()
 
 
 class _RequestCounter:
@@ -33,6 +37,7 @@ class _RequestCounter:
         self.body_left = 0
         self.chunked = False
         self.count = 0
+        self.kinds: collections.Counter[str] = collections.Counter()
 
     def feed(self, data: bytes) -> None:
         self.buffer += data
@@ -53,6 +58,7 @@ class _RequestCounter:
             head = bytes(self.buffer[:end]).decode("latin-1").lower()
             del self.buffer[:end + 4]
             self.count += 1
+            self.kinds[_kind(head.split("\r\n", 1)[0])] += 1
             length = 0
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
@@ -81,6 +87,16 @@ class _RequestCounter:
             del self.buffer[:end + 2 + size + 2]
 
 
+def _kind(request_line: str) -> str:
+    """``"put /devstoreaccount1/step-x/messages/1?popreceipt=.. http/1.1"`` -> ``"put step-x/messages/{id}"``."""
+    method, _, rest = request_line.partition(" ")
+    path = rest.split(" ", 1)[0].split("?", 1)[0]
+    parts = [p for p in path.split("/") if p][1:]  # drop the account
+    if len(parts) > 2 and parts[1] == "messages":
+        parts = [parts[0], "messages", "{id}"]
+    return " ".join([method.upper(), _ENTITY_KEYS.sub("()", "/".join(parts))])
+
+
 class StorageCounter:
     """Counting proxies for Azurite's blob, queue and table ports."""
 
@@ -88,6 +104,7 @@ class StorageCounter:
         self.upstream = upstream
         self.ports = AzuritePorts(free_port(), free_port(), free_port())
         self._counts = {name: 0 for name in SERVICES}
+        self._kinds: collections.Counter[str] = collections.Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.AbstractServer] = []
@@ -100,6 +117,11 @@ class StorageCounter:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def kinds(self) -> dict[str, int]:
+        """Requests by service, method and resource (lower case; entity keys and message ids left out)."""
+        with self._lock:
+            return dict(self._kinds)
 
     def total(self) -> int:
         return sum(self.counts().values())
@@ -117,6 +139,9 @@ class StorageCounter:
                     if counter.count != before:
                         with self._lock:
                             self._counts[service] += counter.count - before
+                            for kind, n in counter.kinds.items():
+                                self._kinds[f"{service} {kind}"] += n
+                        counter.kinds.clear()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):

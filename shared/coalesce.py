@@ -138,6 +138,9 @@ class SharedRead(Generic[K, V]):
         self._pending: list[tuple[K, datetime, asyncio.Future[V]]] = []
         self._task: asyncio.Task[None] | None = None
         self._last = float("-inf")
+        # A key's ``missing`` read in flight: whoever else needs it meanwhile (the bulk read's caller
+        # and a later one answered from the same window) waits for it instead of reading again.
+        self._inflight: dict[K, asyncio.Future[V]] = {}
         self.calls = {"single": 0, "bulk": 0, "missing": 0, "hits": 0}
 
     async def get(self, key: K, fresh_after: datetime) -> V:
@@ -165,10 +168,23 @@ class SharedRead(Generic[K, V]):
         if key in window.data:
             return window.data[key]
         if self._missing is not None:
-            self.calls["missing"] += 1
-            return self._keep(key, self._wall(), await self._missing(key))
+            return await self._missing_read(key)
         assert self._absent is not None
         return self._absent()
+
+    async def _missing_read(self, key: K) -> V:
+        """``missing(key)``, one call at a time per key (it starts after the window it completes)."""
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = self._inflight[key] = asyncio.ensure_future(self._read_missing(key))
+            pending.add_done_callback(lambda _done, k=key: self._inflight.pop(k, None))
+        return await asyncio.shield(pending)
+
+    async def _read_missing(self, key: K) -> V:
+        assert self._missing is not None
+        self.calls["missing"] += 1
+        started = self._wall()
+        return self._keep(key, started, await self._missing(key))
 
     def _keep(self, key: K, started: datetime, value: V) -> V:
         if len(self._singles) >= MAX_SINGLES:
@@ -209,10 +225,7 @@ class SharedRead(Generic[K, V]):
                     asyncio.create_task(self._resolve_missing(key, future))
 
     async def _resolve_missing(self, key: K, future: asyncio.Future[V]) -> None:
-        assert self._missing is not None
-        self.calls["missing"] += 1
-        started = self._wall()
         try:
-            _deliver(future, self._keep(key, started, await self._missing(key)))
+            _deliver(future, await self._missing_read(key))
         except Exception as exc:
             _deliver(future, error=exc)

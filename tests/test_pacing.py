@@ -223,3 +223,56 @@ async def test_a_quota_configured_too_high_is_corrected_by_the_429s(sim_identity
     assert bucket.throttled >= 1 and bucket.rate < bucket.ceiling
     throttled = len(sim.client.requests(service="graph", status=429))
     assert 0 < throttled < 40
+
+
+# ---------------------------------------------------------------------- one service's 429 is that service's
+
+class _Token:
+    token, expires_on = "t", 4_102_444_800.0
+
+
+class _Credential:
+    async def get_token(self, *_scopes: str) -> _Token:
+        return _Token()
+
+
+async def test_a_429_from_one_service_never_holds_back_another_services_requests():
+    """Microsoft throttles each service on its own: directory audits answering 429 with a long
+    Retry-After must not pause or narrow the password reset and session revoke behind them (they
+    would then go out together when the pause ends, and overrun the write quota)."""
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        if "/auditLogs/" in request.path:
+            return web.json_response({"error": {"code": "TooManyRequests"}}, status=429, headers={"Retry-After": "30"})
+        if request.method == "PATCH":
+            return web.Response(status=204)
+        return web.json_response({"value": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    graph = GraphAdapter(_Credential(), f"http://127.0.0.1:{port}", pacer=Pacer(PacingLimits()))
+    audits = [asyncio.create_task(graph.list_user_audits("u2", "2026-11-01T00:00:00Z"))]
+    try:
+        while not any("/auditLogs/" in s for s in seen):  # the audit read has been answered 429
+            await asyncio.sleep(0.01)
+        with priority(Priority.CONTAINMENT):
+            await asyncio.wait_for(asyncio.gather(
+                graph.request("PATCH", "/users/u1", body={"accountEnabled": True}, permission="User.ReadWrite.All"),
+                graph.revoke_sessions("u1")), timeout=10)
+        assert not any(task.done() for task in audits)  # still waiting out their own Retry-After
+        assert graph.pacer.buckets["reports"].paused_until > graph.pacer.buckets["directory-write"].paused_until
+    finally:
+        for task in audits:
+            task.cancel()
+        await asyncio.gather(*audits, return_exceptions=True)
+        await graph.close()
+        await runner.cleanup()

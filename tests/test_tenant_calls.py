@@ -110,6 +110,33 @@ async def test_a_lone_reader_gets_its_own_read_and_readers_waiting_together_shar
     assert calls == {"single": 2, "bulk": 1}
 
 
+async def test_a_key_the_window_lacks_is_read_once_for_every_reader_that_needs_it_meanwhile():
+    missing_calls: list[str] = []
+    release = asyncio.Event()
+
+    async def single(key: str) -> str:
+        return f"one:{key}"
+
+    async def bulk() -> dict[str, str]:
+        return {"k1": "all:1"}
+
+    async def missing(key: str) -> str:
+        missing_calls.append(key)
+        await release.wait()
+        return f"history:{key}"
+
+    reads: SharedRead[str, str] = SharedRead(single, bulk, missing=missing, interval_s=0.01, wall=utcnow)
+    start = utcnow()
+    first = asyncio.gather(reads.get("k1", start), reads.get("k9", start))  # one bulk read; k9 is not in it
+    while not missing_calls:
+        await asyncio.sleep(0.001)
+    later = asyncio.ensure_future(reads.get("k9", start))  # answered from the same window, k9's read in flight
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == ["all:1", "history:k9"] and await later == "history:k9"
+    assert missing_calls == ["k9"]
+
+
 def test_the_state_before_a_change_is_the_last_one_recorded_before_it():
     t0 = parse_timestamp("2024-05-01T10:00:00Z")
     states = [{"riskState": "atRisk", "riskLevel": "medium", "riskLastUpdatedDateTime": "2024-05-01T09:00:00Z"},

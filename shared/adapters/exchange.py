@@ -26,12 +26,12 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 
 from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from .credentials import EXO_SCOPE, BearerToken
 from .graph import MAX_IN_FLIGHT
+from .http import HttpClient, Reply, TransportFailure
 from .pacing import Pacer, PacingLimits
 from .throttle import AdaptiveLimiter
 
@@ -53,16 +53,13 @@ class ExchangeAdapter:
         self._base = base_url.rstrip("/")
         self._tenant = tenant_id
         self._domain = tenant_domain
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
-        )
+        self._http = HttpClient(timeout_s, MAX_IN_FLIGHT)
         self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
         self.pacer = pacer or Pacer(PacingLimits.unlimited())  # the worker passes its own (bootstrap)
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     @property
     def url(self) -> str:
@@ -124,20 +121,17 @@ class ExchangeAdapter:
         retrier = Retrier(ADAPTER_POLICY)
         while True:
             try:
-                async with self.pacer.exo(cmdlet) as ticket, self.limiter.slot() as slot:
-                    response = await self._http.post(url, headers=headers, content=json.dumps(body))
-                    if response.status_code == 429:
-                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                        slot.mark_throttled(retry_after)
-                        ticket.throttled(retry_after)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                async with self.pacer.exo(cmdlet) as ticket, self.limiter.slot():  # 429s: the pacer's
+                    response = await self._http.request("POST", url, headers, json.dumps(body).encode("utf-8"))
+                    if response.status == 429:
+                        ticket.throttled(parse_retry_after(response.headers.get("Retry-After")))
+            except TransportFailure as exc:
                 delay = retrier.next_delay(RetryKind.TRANSIENT, safe=read_only)  # a Get-* that hung is safe to repeat
                 if delay is None:
-                    what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
-                    raise TransientError(f"Exchange {cmdlet} {what}") from None
+                    raise TransientError(f"Exchange {cmdlet} {exc}") from None
                 await asyncio.sleep(delay)
                 continue
-            status = response.status_code
+            status = response.status
             if status < 300:
                 return response.json() if response.content else {}
             if status == 401:
@@ -150,9 +144,9 @@ class ExchangeAdapter:
             await asyncio.sleep(delay)
 
 
-def _error(response: httpx.Response, cmdlet: str, retry_after: float | None) -> Exception:
+def _error(response: Reply, cmdlet: str, retry_after: float | None) -> Exception:
     reason = _reason(response)
-    status = response.status_code
+    status = response.status
     if status in TRANSIENT_STATUS:
         return TransientError(f"Exchange {cmdlet}: {status} {reason}", status=status, retry_after=retry_after)
     if status == 403:
@@ -160,7 +154,7 @@ def _error(response: httpx.Response, cmdlet: str, retry_after: float | None) -> 
     return PermanentError(f"Exchange {cmdlet}: {status} {reason}", status=status)
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: Reply) -> str:
     try:
         error = response.json().get("error", {})
     except ValueError:

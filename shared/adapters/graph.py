@@ -1,4 +1,4 @@
-"""Microsoft Graph adapter: plain JSON over one pooled httpx client.
+"""Microsoft Graph adapter: plain JSON over one pooled HTTP client (http.py, aiohttp).
 
 Each call is one HTTP request built from validated ids (each path segment percent-encoded;
 OData string literals through odata_quote()), sent with the worker's bearer token
@@ -10,8 +10,8 @@ millisecond of CPU a request and half its import time; nothing here needs it (do
 Every request first waits for its turn at its service's quota (pacing.py: identity reads in
 resource units, identity writes, Identity Protection, directory audits, security, Outlook per
 mailbox), so a storm runs just under Microsoft's published limits instead of probing them; a 429
-still slows that bucket down. An AdaptiveLimiter (throttle.py) bounds the requests in flight
-(the connection pool). Failed requests are retried in-process under shared/retry.py's policy
+still slows that bucket down, and only that bucket. An AdaptiveLimiter (throttle.py) bounds the
+requests in flight (the connection pool); it is not told of 429s. Failed requests are retried in-process under shared/retry.py's policy
 (429 always; 5xx, timeouts and transport errors only for reads); Graph's fractional Retry-After
 is honoured. A write that fails with a 5xx goes back to the step, whose checkpoint and verify
 decide whether to repeat it.
@@ -30,13 +30,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import httpx
-
 from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from ..timestamps import iso_seconds
 from ..validation import odata_quote
 from .credentials import GRAPH_SCOPE, BearerToken
+from .http import HttpClient, Reply, TransportFailure
 from .pacing import Pacer, PacingLimits
 from .throttle import AdaptiveLimiter
 
@@ -57,7 +56,7 @@ def _seg(value: str) -> str:
     return quote(value, safe="@")
 
 
-def _graph_error(response: httpx.Response) -> tuple[str, str]:
+def _graph_error(response: Reply) -> tuple[str, str]:
     """(code, message) of a Graph error body; empty strings for anything else (a gateway's HTML)."""
     try:
         error = response.json().get("error") or {}
@@ -74,16 +73,12 @@ class GraphAdapter:
     def __init__(self, credential: Any, base_url: str, timeout_s: float = 30.0, pacer: Pacer | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._token = BearerToken(credential, GRAPH_SCOPE)
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT),
-            follow_redirects=False,
-        )
+        self._http = HttpClient(timeout_s, MAX_IN_FLIGHT)
         self.limiter = AdaptiveLimiter(initial=16, maximum=MAX_IN_FLIGHT)
         self.pacer = pacer or Pacer(PacingLimits.unlimited())  # the worker passes its own (bootstrap)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     # -- transport -----------------------------------------------------------------------
 
@@ -129,22 +124,23 @@ class GraphAdapter:
             if content is not None:
                 send_headers["Content-Type"] = "application/json"
             try:
-                async with self.pacer.graph(method, path, query) as ticket, self.limiter.slot() as slot:
-                    response = await self._http.request(method, url, headers=send_headers, content=content)
-                    if response.status_code == 429:
-                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                        slot.mark_throttled(retry_after)
-                        ticket.throttled(retry_after, response.headers.get("x-ms-throttle-information"))
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                # A 429 slows and pauses only the bucket it is about (the pacer), never the limiter:
+                # Microsoft throttles each service on its own, and a Graph-wide pause would hold the
+                # containment writes back and then send them together, over the write quota.
+                async with self.pacer.graph(method, path, query) as ticket, self.limiter.slot():
+                    response = await self._http.request(method, url, send_headers, content)
+                    if response.status == 429:
+                        ticket.throttled(parse_retry_after(response.headers.get("Retry-After")),
+                                         response.headers.get("x-ms-throttle-information"))
+            except TransportFailure as exc:
                 # A read that hung or lost its connection is safe to repeat; a write is not.
                 delay = retrier.next_delay(RetryKind.TRANSIENT, safe=safe)
                 if delay is None:
-                    what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"transport error: {exc.__class__.__name__}"
-                    raise TransientError(f"Graph {method} {path} {what}") from None
-                logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, exc.__class__.__name__, delay)
+                    raise TransientError(f"Graph {method} {path} {exc}") from None
+                logger.debug("Graph %s %s: %s, retrying in %.2fs", method, path, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            status = response.status_code
+            status = response.status
             if status < 300:
                 return response.content
             if status == 401:
@@ -158,8 +154,8 @@ class GraphAdapter:
             await asyncio.sleep(delay)
 
     @staticmethod
-    def _map_error(response: httpx.Response, method: str, path: str, permission: str) -> Exception:
-        status = response.status_code
+    def _map_error(response: Reply, method: str, path: str, permission: str) -> Exception:
+        status = response.status
         code, message = _graph_error(response)
         message = message[:300]
         where = f"Graph {method} {path}"

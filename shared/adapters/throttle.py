@@ -8,6 +8,11 @@ their budget. One ``AdaptiveLimiter`` per service per worker bounds the requests
 - Retry-After pauses every new request to that service until it has passed, instead of
   each request discovering the throttle for itself.
 The limiter only paces; retrying the throttled request stays with the caller.
+
+The Graph and Exchange adapters use it only as the bound on their requests in flight and do not
+mark slots throttled: since issue 15 a 429 goes to the pacer (pacing.py), which slows and pauses
+the bucket of the quota that answered. A whole-service pause held the password resets back behind
+a directory-audit 429 and then sent them together, over the write quota (docs/benchmarks.md).
 """
 from __future__ import annotations
 

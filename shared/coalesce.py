@@ -177,7 +177,11 @@ class SharedRead(Generic[K, V]):
         pending = self._inflight.get(key)
         if pending is None:
             pending = self._inflight[key] = asyncio.ensure_future(self._read_missing(key))
-            pending.add_done_callback(lambda _done, k=key: self._inflight.pop(k, None))
+
+            def forget(_done: "asyncio.Future[V]") -> None:
+                self._inflight.pop(key, None)
+
+            pending.add_done_callback(forget)
         return await asyncio.shield(pending)
 
     async def _read_missing(self, key: K) -> V:

@@ -112,7 +112,7 @@ async def test_a_lone_reader_gets_its_own_read_and_readers_waiting_together_shar
 
 async def test_a_key_the_window_lacks_is_read_once_for_every_reader_that_needs_it_meanwhile():
     missing_calls: list[str] = []
-    release = asyncio.Event()
+    asked, release = asyncio.Event(), asyncio.Event()
 
     async def single(key: str) -> str:
         return f"one:{key}"
@@ -122,14 +122,14 @@ async def test_a_key_the_window_lacks_is_read_once_for_every_reader_that_needs_i
 
     async def missing(key: str) -> str:
         missing_calls.append(key)
+        asked.set()
         await release.wait()
         return f"history:{key}"
 
     reads: SharedRead[str, str] = SharedRead(single, bulk, missing=missing, interval_s=0.01, wall=utcnow)
     start = utcnow()
     first = asyncio.gather(reads.get("k1", start), reads.get("k9", start))  # one bulk read; k9 is not in it
-    while not missing_calls:
-        await asyncio.sleep(0.001)
+    await asked.wait()
     later = asyncio.ensure_future(reads.get("k9", start))  # answered from the same window, k9's read in flight
     await asyncio.sleep(0)
     release.set()

@@ -26,7 +26,6 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-
 from ..errors import PermanentError, TransientError
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from .credentials import EXO_SCOPE, BearerToken

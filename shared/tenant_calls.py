@@ -52,9 +52,9 @@ READ_INTERVAL_S = 1.0  # at most one shared read of a kind per second (Identity 
 CONFIRM_QUIET_S = 0.3
 DISMISS_QUIET_S = 0.1
 # A confirm batch that waits for more incidents goes once it holds this many: the Functions host runs
-# at most batchSize + newBatchThreshold of a queue's messages and fetches more only when fewer than
-# newBatchThreshold (host.json: 16) run, so closes held beyond that would stop the close queue.
-CONFIRM_ENOUGH = 16
+# at most batchSize + newBatchThreshold of a queue's messages and fetches more only when at most
+# newBatchThreshold (host.json: 32) run, so closes held beyond that would stop the close queue.
+CONFIRM_ENOUGH = 32
 MAX_REMEMBERED = 10_000  # users kept in the open / settled records of one worker
 OPEN_TTL = timedelta(minutes=30)  # an incident that has not closed this long after its snapshot is not waited for
 

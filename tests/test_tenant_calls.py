@@ -313,3 +313,15 @@ async def test_an_incident_that_failed_after_its_snapshot_is_not_waited_for_by_t
         ("failed", "reset-password"), ("succeeded", None), ("succeeded", None)]
     # every incident whose snapshot ran here has closed, failed or been held: nothing left to wait for
     assert deps.tenant_calls().expects_more() is False
+
+
+def test_a_waiting_confirm_batch_never_holds_more_closes_than_the_host_keeps_fetching_beside():
+    """Closes held in a confirm batch are running invocations: more than host.json's newBatchThreshold
+    of them would stop the close queue's fetches until the batch went (issue 15's storm)."""
+    from pathlib import Path
+
+    from shared.tenant_calls import CONFIRM_ENOUGH
+
+    queues = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())["extensions"]["queues"]
+    assert 16 <= CONFIRM_ENOUGH <= queues["newBatchThreshold"]
+    assert CONFIRM_ENOUGH <= MAX_IDS

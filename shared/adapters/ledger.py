@@ -20,6 +20,7 @@ by steps, which never put secrets in them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import random
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 TABLES = ("incidents", "steps", "userincidents", "stormwindow", "errors", "evidence", "defenderpending", "watermarks", "redrives")
 STORM_ROUNDS = 200  # conditional-write rounds before a reservation gives up (TransientError: retried)
+STORM_GROUP = 500  # reservations decided and written together at most (the row's reservations fit one property)
 _MAX_KEY_CHARS = 512  # a PartitionKey/RowKey is at most 1 KiB
 CLAIM_ROUNDS = 5
 
@@ -78,6 +80,15 @@ def _is_conflict(exc: HttpResponseError) -> bool:
     return isinstance(exc, (ResourceModifiedError, ResourceExistsError)) or getattr(exc, "status_code", 0) in (409, 412)
 
 
+@dataclasses.dataclass(frozen=True)
+class _StormAsk:
+    at: datetime
+    window_minutes: int
+    threshold: int
+    source: str
+    source_quota: int
+
+
 class Ledger:
     """The app's tables over one aio TableServiceClient; ``clock`` is the worker's clock (Deps.clock)."""
 
@@ -85,6 +96,10 @@ class Ledger:
         self._service = tables
         self._clock = clock
         self.t = {name: tables.get_table_client(name) for name in TABLES}
+        # Reservations asked while one is being written wait here and go together (one read, one
+        # conditional write for the lot): a storm's intakes no longer race each other for the row.
+        self._storm_waiting: list[tuple[_StormAsk, asyncio.Future[Reservation]]] = []
+        self._storm_task: asyncio.Task[None] | None = None
 
     async def ensure(self) -> None:
         async def create(name: str) -> None:
@@ -189,13 +204,41 @@ class Ledger:
 
     async def reserve_incident(self, at: datetime, *, window_minutes: int, threshold: int, source: str,
                                source_quota: int) -> Reservation:
+        """One slot, decided exactly as if this worker's concurrent reservations ran one after another
+        (the rule in shared/storm.py, in order of asking), written with theirs in one conditional write."""
+        future: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
+        self._storm_waiting.append((_StormAsk(at, window_minutes, threshold, source, source_quota), future))
+        if self._storm_task is None or self._storm_task.done():
+            self._storm_task = asyncio.create_task(self._reserve_waiting())
+        return await future
+
+    async def _reserve_waiting(self) -> None:
+        while self._storm_waiting:
+            group, self._storm_waiting = self._storm_waiting[:STORM_GROUP], self._storm_waiting[STORM_GROUP:]
+            try:
+                decisions = await self._reserve_group([ask for ask, _ in group])
+            except Exception as exc:  # every intake of the group gets the error (TransientError: retried)
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), decision in zip(group, decisions):
+                if not future.done():
+                    future.set_result(decision)
+
+    async def _reserve_group(self, asks: list["_StormAsk"]) -> list[Reservation]:
         for attempt in range(STORM_ROUNDS):
             row, etag = await self._storm_row()
-            decision = decide_reservation(StormState.from_row(row), at, window_minutes=window_minutes,
-                                          threshold=threshold, source=source, source_quota=source_quota)
-            if decision.state is None or await self._write_storm(decision.state, etag):
-                return decision
-            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * (attempt + 1))))  # another intake won: read again
+            state, changed, decisions = StormState.from_row(row), False, []
+            for ask in asks:
+                decision = decide_reservation(state, ask.at, window_minutes=ask.window_minutes, threshold=ask.threshold,
+                                              source=ask.source, source_quota=ask.source_quota)
+                if decision.state is not None:
+                    state, changed = decision.state, True
+                decisions.append(decision)
+            if not changed or await self._write_storm(state, etag):
+                return decisions
+            await asyncio.sleep(random.uniform(0, min(0.2, 0.005 * (attempt + 1))))  # another worker won: read again
         raise TransientError("storm breaker row is too contended; the intake will be retried")
 
     async def storm_state(self) -> StormState:

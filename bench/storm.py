@@ -109,6 +109,31 @@ def call_kinds(entries: list[dict], users: int, top: int = 40) -> dict[str, floa
     return {k: round(n / users, 2) for k, n in kinds.most_common(top)}
 
 
+def write_timeline(entries: list[dict], contained: dict[str, float], t0: float, limits: Limits,
+                   step_s: float = 10.0) -> dict[str, list[int]]:
+    """Per ``step_s`` of the run: users contained, and the tenant-write quota's writes split into those
+    made for a user before that user was contained and the rest (later steps' writes, which delay the
+    containment of the users still waiting when they take the quota's tokens)."""
+    end = max([*contained.values(), t0]) - t0
+    slots = int(end // step_s) + 1
+    out = {"contained": [0] * slots, "containment_writes": [0] * slots, "other_writes": [0] * slots}
+    for at in contained.values():
+        out["contained"][min(slots - 1, int((at - t0) // step_s))] += 1
+    for entry in entries:
+        if entry["status"] == 429 or entry["service"] != "graph":
+            continue
+        at = parse_iso(entry["time"]) - t0
+        if at > end:
+            continue
+        charges = limits.classify_graph(entry["method"], entry["path"].split("/")[2:], entry.get("query") or {})
+        if not any(c.quota.name == "dir-write-tenant" for c in charges):
+            continue
+        user = entry_user(entry)
+        early = user in contained and parse_iso(entry["time"]) <= contained[user] + 0.001
+        out["containment_writes" if early else "other_writes"][min(slots - 1, int(at // step_s))] += 1
+    return out
+
+
 def throttled_calls(entries: list[dict], t0: float) -> dict[str, list[float]]:
     """The 429s by kind of call, each with its second of the run: which quota a storm ran into, and when."""
     out: dict[str, list[float]] = collections.defaultdict(list)
@@ -252,7 +277,8 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         "throttled_by_quota": {n: c["throttled"] for n, c in limits_now["counters"].items() if c["throttled"]},
         "requests": {svc: sum(c.values()) for svc, c in statuses.items()}, "throttled": throttled,
         "idp_calls": idp_calls, "calls_per_user_by_kind": call_kinds(entries, users),
-        "throttled_calls": throttled_calls(entries, t0), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
+        "throttled_calls": throttled_calls(entries, t0),
+        "until_contained_by_10s": write_timeline(entries, contained, t0, model), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
         "simulator_cpu_s": others_cpu["simulator"],
         "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from datetime import datetime
-from typing import Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class WriteBatcher:
     when nobody else is expected.
     """
 
-    def __init__(self, call: Callable[[list[str]], Awaitable[None]], *, max_ids: int = 60, interval_s: float = 10.0,
+    def __init__(self, call: Callable[[list[str]], Awaitable[Mapping[str, Any] | None]], *, max_ids: int = 60,
+                 interval_s: float = 10.0,
                  quiet_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
                  expect_more: Callable[[], bool] | None = None, enough: int | None = None) -> None:
         self._call = call
@@ -62,15 +63,16 @@ class WriteBatcher:
         self._clock = clock
         self._expect_more = expect_more
         self.enough = min(enough or max_ids, max_ids)
-        self._pending: dict[str, list[asyncio.Future[None]]] = {}
+        self._pending: dict[str, list[asyncio.Future[Any]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._first = self._latest = 0.0
         self._wake = asyncio.Event()
         self.calls = 0
 
-    async def submit(self, user_id: str) -> None:
-        """Return when a call carrying ``user_id`` succeeded; raise what it raised."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def submit(self, user_id: str) -> Any:
+        """Return when a call carrying ``user_id`` succeeded (with what the call said of that id, if it
+        answers per id); raise what it raised."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         now = self._clock()
         if not self._pending:
             self._first = now
@@ -79,7 +81,7 @@ class WriteBatcher:
         self._wake.set()  # the batch's deadline is decided again: full, or nobody else expected
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        await future
+        return await future
 
     async def _run(self) -> None:
         while self._pending:
@@ -96,19 +98,19 @@ class WriteBatcher:
                 except asyncio.TimeoutError:
                     pass
             ids = list(self._pending)[: self.max_ids]
-            waiters = [f for user_id in ids for f in self._pending.pop(user_id)]
+            waiters = [(user_id, f) for user_id in ids for f in self._pending.pop(user_id)]
             self._first = self._latest = self._clock()  # what is left starts a new batch
             self.calls += 1
             try:
-                await self._call(ids)
+                answers = await self._call(ids) or {}
             except BaseException as exc:  # every caller of this batch gets the error
-                for future in waiters:
+                for _, future in waiters:
                     _deliver(future, error=exc)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             else:
-                for future in waiters:
-                    _deliver(future)
+                for user_id, future in waiters:
+                    _deliver(future, answers.get(user_id))
 
 
 @dataclasses.dataclass

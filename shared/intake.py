@@ -82,9 +82,9 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
                  via: str = "internal", submitter: Principal | None = None) -> IntakeResult:
     """``via``: ``http`` / ``queue`` for what a caller wrote, ``internal`` for the normalizers'
     requests (streams, poller, ``responder ingest``); ``submitter``: the validated caller.
-    Intake is on the way from the alert to the password reset: its Graph reads go first at a
-    throttled service (shared/priority.py)."""
-    with priority(Priority.CONTAINMENT):
+    Intake is on the way from the alert to the password reset: its Graph reads go before the later
+    steps' at a throttled service, after the snapshots' and resets' (shared/priority.py)."""
+    with priority(Priority.INTAKE):
         return await _submit(deps, request, correlation_id, via=via, submitter=submitter)
 
 

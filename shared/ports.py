@@ -189,6 +189,8 @@ class GraphPort(Protocol):
         (security-info registrations, consents): one read shared by the steps that date things."""
 
     async def add_group_member(self, group_id: str, user_id: str) -> bool: ...
+    async def add_group_members(self, group_id: str, user_ids: list[str]) -> dict[str, bool]:
+        """Add up to 20 users in one request; per user: True added, False already a member."""
     async def remove_group_member(self, group_id: str, user_id: str) -> bool:
         """Remove the user from the group; False when the user was not a member (404)."""
 

@@ -1,9 +1,14 @@
 """Which work goes first when a throttled service has a queue: containment before the rest.
 
-The step runner marks the steps from the alert up to and including reset-password (the password
-reset and the session revoke) as ``CONTAINMENT``; every call they make waits ahead of the later
-steps' calls at the pacing buckets (shared/adapters/pacing.py). The mark travels with the task in
-a context variable, so the adapters need no per-call wiring.
+Everything from the alert up to and including reset-password (the password reset and the session
+revoke) waits ahead of the later steps' calls at the pacing buckets (shared/adapters/pacing.py), and
+within it the incident nearest to being contained goes first: ``CONTAINMENT`` (the reset-password
+step itself), then ``APPROACH`` (the steps before it: the snapshot), then ``INTAKE`` (the alert
+becoming an incident), then ``NORMAL`` (every later step). A storm's 300 intakes then no longer
+queue ahead of the first incidents' snapshot and reset reads: the directory write quota, which sets
+how fast a storm is contained, gets its first password reset within seconds and is never left idle
+while intakes are still being read (docs/benchmarks.md). The mark travels with the task in a context
+variable, so the adapters need no per-call wiring.
 """
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from typing import Iterator
 
 class Priority(IntEnum):
     CONTAINMENT = 0
-    NORMAL = 1
+    APPROACH = 1
+    INTAKE = 2
+    NORMAL = 3
 
 
 CURRENT: ContextVar[Priority] = ContextVar("pacing_priority", default=Priority.NORMAL)

@@ -55,6 +55,9 @@ DISMISS_QUIET_S = 0.1
 # at most batchSize + newBatchThreshold of a queue's messages and fetches more only when at most
 # newBatchThreshold (host.json: 32) run, so closes held beyond that would stop the close queue.
 CONFIRM_ENOUGH = 32
+GROUP_BATCH_S = 5.0  # a group add waits at most this long for the worker's other incidents on their way to it
+GROUP_QUIET_S = 0.1
+MAX_MEMBERS = 20  # group-post-members: "you can add up to only 20 members" in one request
 MAX_REMEMBERED = 10_000  # users kept in the open / settled records of one worker
 OPEN_TTL = timedelta(minutes=30)  # an incident that has not closed this long after its snapshot is not waited for
 
@@ -117,6 +120,11 @@ class TenantCalls:
         # CONFIRM_ENOUGH members; with none left it goes once none joined for CONFIRM_QUIET_S. Its
         # members leave it together, so the dismiss batch that follows is complete almost at once.
         self._open: dict[str, datetime] = {}
+        # Incidents whose snapshot ran here and whose enforce-mfa has not started: a group add waits
+        # for them (up to GROUP_BATCH_S, MAX_MEMBERS users), so a storm adds its users to the MFA group
+        # 20 at a time, not one directory write each beside the containment's writes.
+        self._before_mfa: dict[str, datetime] = {}
+        self._group_adds: dict[str, WriteBatcher] = {}
         self._settled: dict[str, datetime] = {}  # when each user's latest confirm / dismiss call returned
         self.confirm = WriteBatcher(self._confirm, max_ids=MAX_IDS, interval_s=batch_s,
                                     quiet_s=CONFIRM_QUIET_S, expect_more=self.expects_more, enough=CONFIRM_ENOUGH)
@@ -132,6 +140,29 @@ class TenantCalls:
             self._user_audits, self._recent_audits, absent=list, interval_s=READ_INTERVAL_S, wall=clock)
 
     # -- the batched writes ---------------------------------------------------------------------
+
+    def _expects_mfa(self) -> bool:
+        oldest = self.clock() - OPEN_TTL
+        for user_id in [u for u, at in self._before_mfa.items() if at < oldest]:
+            del self._before_mfa[user_id]
+        return bool(self._before_mfa)
+
+    def mfa_reached(self, user_id: str) -> None:
+        """The incident's enforce-mfa started: group adds no longer wait for it."""
+        self._before_mfa.pop(user_id.lower(), None)
+
+    async def add_to_group(self, group_id: str, user_id: str) -> bool:
+        """Add the user to the group, in one request with the other incidents' adds of the moment (up
+        to 20); True: added, False: already a member."""
+        self.mfa_reached(user_id)
+        batcher = self._group_adds.get(group_id)
+        if batcher is None:
+            async def add(ids: list[str], group: str = group_id) -> dict[str, bool]:
+                return await self.graph.add_group_members(group, ids)
+
+            batcher = self._group_adds[group_id] = WriteBatcher(
+                add, max_ids=MAX_MEMBERS, interval_s=GROUP_BATCH_S, quiet_s=GROUP_QUIET_S, expect_more=self._expects_mfa)
+        return bool(await batcher.submit(user_id))
 
     def expects_more(self) -> bool:
         """Whether incidents whose snapshot ran here have still to reach close (or be held or fail)."""
@@ -202,14 +233,19 @@ class TenantCalls:
             self.expects_more()  # drops the incidents older than OPEN_TTL
             if len(self._open) >= MAX_REMEMBERED:  # (a playbook without close never drains it)
                 self._open.clear()
-        self._open[user_id.lower()] = self.clock()
+        if len(self._before_mfa) >= MAX_REMEMBERED:
+            self._expects_mfa()
+            if len(self._before_mfa) >= MAX_REMEMBERED:  # (nor one without enforce-mfa this one)
+                self._before_mfa.clear()
+        self._open[user_id.lower()] = self._before_mfa[user_id.lower()] = self.clock()
         for read in (self._before, self._detections):
             task: asyncio.Task[Any] = asyncio.create_task(read.get(user_id.lower(), fresh_after))
             task.add_done_callback(_consume)
 
     def closing(self, user_id: str) -> None:
-        """The incident reached close (or was held or failed on the way): confirm batches no longer wait for it."""
+        """The incident reached close (or was held or failed on the way): batches no longer wait for it."""
         self._open.pop(user_id.lower(), None)
+        self._before_mfa.pop(user_id.lower(), None)
 
     async def risk_before(self, user_id: str, fresh_after: datetime, changed_at: datetime | None
                           ) -> tuple[dict[str, Any] | None, str]:

@@ -108,6 +108,34 @@ async def test_containment_is_served_before_waiting_clean_up_and_each_class_firs
     assert bucket.waited == 5
 
 
+async def test_the_incident_nearest_to_containment_goes_first_then_the_intakes_then_the_later_steps():
+    bucket = Bucket("directory-ru", rate=50.0)
+    bucket.tokens = 0.0
+    order: list[str] = []
+
+    async def one(name: str, level: Priority) -> None:
+        await bucket.take(1, level)
+        order.append(name)
+
+    arrivals = [("clean-up", Priority.NORMAL), ("intake", Priority.INTAKE), ("snapshot", Priority.APPROACH),
+                ("reset", Priority.CONTAINMENT), ("intake-2", Priority.INTAKE)]
+    tasks = []
+    for name, level in arrivals:
+        tasks.append(asyncio.create_task(one(name, level)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == ["reset", "snapshot", "intake", "intake-2", "clean-up"]
+
+
+def test_each_step_runs_at_its_distance_from_containment():
+    from shared.playbook import STEP_NAMES
+    from shared.steps.base import step_priority
+
+    levels = {step: step_priority(STEP_NAMES, step) for step in STEP_NAMES}
+    assert levels["snapshot"] is Priority.APPROACH and levels["reset-password"] is Priority.CONTAINMENT
+    assert {levels[s] for s in STEP_NAMES[STEP_NAMES.index("reset-password") + 1:]} == {Priority.NORMAL}
+
+
 async def test_a_429_slows_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():
     clock = Clock()
     bucket = Bucket("directory-write", rate=6.0, clock=clock)

@@ -225,3 +225,34 @@ def test_account_enabled_of_a_synced_user_is_refused(sim, gtoken):
     assert sim.client.user_state(ADELE)["accountEnabled"] is False
     sim.client.set_permissions(denied=["User.EnableDisableAccount.All"])
     assert graph(sim, gtoken, "PATCH", f"/v1.0/users/{ADELE_ID}", body={"accountEnabled": True})[0] == 403
+
+
+MFA_GROUP = "4889d933-f4ca-5590-b917-e07ec631c0b6"
+
+
+def _members(sim, token) -> set[str]:
+    status, _, body = graph(sim, token, "GET", f"/v1.0/groups/{MFA_GROUP}/members")
+    assert status == 200
+    return {m["id"] for m in body["value"]}
+
+
+def test_a_group_takes_up_to_twenty_members_in_one_patch_and_refuses_the_whole_request_otherwise(sim, gtoken):
+    users = sim.client.add_users(22, prefix="bind")
+    ref = "https://graph.microsoft.com/v1.0/directoryObjects/{}".format
+    before = _members(sim, gtoken)
+    status, _, body = graph(sim, gtoken, "PATCH", f"/v1.0/groups/{MFA_GROUP}",
+                            body={"members@odata.bind": [ref(u["id"]) for u in users[:21]]})
+    assert status == 400 and body["error"]["code"] == "Request_BadRequest"  # 21 > 20
+    assert _members(sim, gtoken) == before
+    status, _, _ = graph(sim, gtoken, "PATCH", f"/v1.0/groups/{MFA_GROUP}",
+                         body={"members@odata.bind": [ref(u["id"]) for u in users[:20]]})
+    assert status == 204 and _members(sim, gtoken) == before | {u["id"] for u in users[:20]}
+    # one of them already a member: the whole request is refused, the newcomer is not added either
+    status, _, body = graph(sim, gtoken, "PATCH", f"/v1.0/groups/{MFA_GROUP}",
+                            body={"members@odata.bind": [ref(users[0]["id"]), ref(users[21]["id"])]})
+    assert status == 400 and "already exist" in body["error"]["message"]
+    assert users[21]["id"] not in _members(sim, gtoken)
+    sim.client.set_permissions(denied=["GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"])
+    status, _, body = graph(sim, gtoken, "PATCH", f"/v1.0/groups/{MFA_GROUP}",
+                            body={"members@odata.bind": [ref(users[21]["id"])]})
+    assert status == 403 and body["error"]["code"] == "Authorization_RequestDenied"

@@ -357,3 +357,27 @@ async def test_identity_protection_429_without_retry_after_is_retried_with_backo
     assert world.ledger.incidents[incident_id]["state"] == "succeeded"
     throttled = [r for r in world.sim.client.requests(service="graph", status=429)]
     assert len(throttled) == 2
+
+
+async def test_users_are_added_to_the_mfa_group_in_one_patch_and_one_by_one_when_one_is_already_there(sim_identity_env):
+    from shared.adapters.credentials import build_credential
+    from shared.adapters.graph import GraphAdapter
+
+    sim = sim_identity_env
+    group = "4889d933-f4ca-5590-b917-e07ec631c0b6"  # MFA required (Conditional Access), seed.json
+    users = [u["id"] for u in sim.client.add_users(4, prefix="mfabatch")]
+    credential = build_credential()
+    graph = GraphAdapter(credential, sim.url, timeout_s=10)
+    try:
+        sim.client.clear_requests()
+        assert await graph.add_group_members(group, users[:2]) == {users[0]: True, users[1]: True}
+        assert [(r["method"], r["status"]) for r in sim.client.requests(service="graph")] == [("PATCH", 204)]
+        sim.client.clear_requests()
+        assert await graph.add_group_members(group, users[1:]) == {users[1]: False, users[2]: True, users[3]: True}
+        sent = [(r["method"], r["status"]) for r in sim.client.requests(service="graph")]
+        assert sent[0] == ("PATCH", 400) and sorted(sent[1:]) == [("POST", 204), ("POST", 204), ("POST", 400)]
+        with pytest.raises(ValueError):
+            await graph.add_group_members(group, users * 6)  # 24 > 20: never sent
+    finally:
+        await graph.close()
+        await credential.close()

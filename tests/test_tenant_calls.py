@@ -137,6 +137,24 @@ async def test_a_key_the_window_lacks_is_read_once_for_every_reader_that_needs_i
     assert missing_calls == ["k9"]
 
 
+async def test_incidents_on_their_way_to_enforce_mfa_are_added_to_the_group_together_and_each_learns_its_outcome():
+    graph = FakeGraph([user(i) for i in range(1, 26)])
+    graph.groups["mfa"] = {user(3)["id"]}  # already a member
+    calls = TenantCalls(graph, batch_s=30.0)
+    ids = [user(i)["id"] for i in range(1, 26)]
+    for uid in ids:  # their snapshots ran here
+        calls.prefetch_risk(uid, utcnow())
+    for uid in ids[20:]:
+        calls.closing(uid)  # these five were held on the way: nobody waits for them
+    outcomes = await asyncio.gather(*(calls.add_to_group("mfa", uid) for uid in ids[:20]))
+    assert [c for c in graph.calls if c[0] == "add_group_members"] == [("add_group_members", "mfa", ids[:20])]
+    assert outcomes == [uid != user(3)["id"] for uid in ids[:20]]  # the refused request, then one by one
+    assert graph.groups["mfa"] == set(ids[:20])
+    # a lone incident, nobody else on the way: its add goes at once, in a request of its own
+    assert await calls.add_to_group("mfa", ids[20]) is True
+    assert graph.calls[-1] == ("add_group_members", "mfa", [ids[20]])
+
+
 def test_the_state_before_a_change_is_the_last_one_recorded_before_it():
     t0 = parse_timestamp("2024-05-01T10:00:00Z")
     states = [{"riskState": "atRisk", "riskLevel": "medium", "riskLastUpdatedDateTime": "2024-05-01T09:00:00Z"},

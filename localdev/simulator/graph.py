@@ -588,6 +588,41 @@ def add_member(st: TenantState, rq: GraphRequest) -> GraphResponse:
     return GraphResponse(204)
 
 
+MAX_BOUND_MEMBERS = 20  # group-post-members: "you can add up to only 20 members" in one request
+
+
+def update_group_members(st: TenantState, rq: GraphRequest) -> GraphResponse:
+    """PATCH /groups/{id} with ``members@odata.bind`` (the documented way to add several members in one
+    request). Only that property is modelled; more than 20 references, or one that is already a member,
+    refuses the whole request and adds nobody (docs/tenant-behaviours.md: the all-or-nothing is assumed)."""
+    rq.require(P_GROUP_WRITE)
+    group = _group(st, rq.params["group"])
+    body = _body_object(rq)
+    other = sorted(k for k in body if k != "members@odata.bind")
+    if other:
+        raise bad_request(f"the simulator models only members@odata.bind on PATCH /groups, not {other}")
+    refs = body.get("members@odata.bind")
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+        raise bad_request("members@odata.bind must be a non-empty array of directoryObjects URLs.")
+    if len(refs) > MAX_BOUND_MEMBERS:
+        raise bad_request(f"A maximum of {MAX_BOUND_MEMBERS} members can be added in a single request.")
+    users = []
+    for ref in refs:
+        match = _REF_RE.search(ref)
+        if not match or not GUID_RE.match(match.group(1)):
+            raise bad_request("Invalid URL format specified in @odata.bind for members.")
+        user = st.users.get(match.group(1).lower())
+        if user is None:
+            raise not_found_user(match.group(1))
+        users.append(user)
+    if any(u.id in group.members for u in users) or len({u.id for u in users}) < len(users):
+        raise bad_request("One or more added object references already exist for the following modified "
+                          "properties: 'members'.")
+    for user in users:
+        st.add_member(group, user)
+    return GraphResponse(204)
+
+
 def remove_member(st: TenantState, rq: GraphRequest) -> GraphResponse:
     rq.require(P_GROUP_WRITE)
     group = _group(st, rq.params["group"])
@@ -1059,6 +1094,7 @@ ROUTES: list[Route] = [
     Route("GET", ("groups", "{group}"), get_group),
     Route("GET", ("groups", "{group}", "members"), list_members),
     Route("POST", ("groups", "{group}", "members", "$ref"), add_member),
+    Route("PATCH", ("groups", "{group}"), update_group_members),
     Route("DELETE", ("groups", "{group}", "members", "{user}", "$ref"), remove_member),
     Route("GET", ("users", "{user}", "authentication", "requirements"), get_requirements, frozenset({"beta"})),
     Route("PATCH", ("users", "{user}", "authentication", "requirements"), patch_requirements, frozenset({"beta"})),

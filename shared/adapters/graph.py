@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 _SAFE_METHODS = {"GET", "HEAD"}
 MAX_IN_FLIGHT = 64  # per service per worker: the adaptive limiter's ceiling and the connection pool
+MAX_MEMBERS_PER_REQUEST = 20  # group-post-members: "you can add up to only 20 members" in one request
 
 # Roles an operator must also assign for some calls (app permission alone is not enough).
 ROLE_HINTS = {
@@ -275,6 +276,26 @@ class GraphAdapter:
                 return False
             raise
         return True
+
+    async def add_group_members(self, group_id: str, user_ids: list[str]) -> dict[str, bool]:
+        """Add several users in one request (``PATCH /groups/{id}`` with ``members@odata.bind``: "you can add
+        up to only 20 members" in one request; one directory write instead of one per user). When one of
+        them is already a member Graph refuses the whole request (400 "already exist"): each is then
+        added on its own, and says whether it was added or already there."""
+        if len(user_ids) > MAX_MEMBERS_PER_REQUEST:
+            raise ValueError(f"at most {MAX_MEMBERS_PER_REQUEST} members per request")
+        if len(user_ids) == 1:
+            return {user_ids[0]: await self.add_group_member(group_id, user_ids[0])}
+        refs = [f"https://graph.microsoft.com/v1.0/directoryObjects/{_seg(u)}" for u in user_ids]
+        try:
+            await self.request("PATCH", f"/groups/{_seg(group_id)}", body={"members@odata.bind": refs},
+                               permission="GroupMember.ReadWrite.All")
+        except PermanentError as exc:
+            if exc.status == 400 and "already exist" in str(exc):
+                added = await asyncio.gather(*(self.add_group_member(group_id, u) for u in user_ids))
+                return dict(zip(user_ids, added))
+            raise
+        return {u: True for u in user_ids}
 
     async def remove_group_member(self, group_id: str, user_id: str) -> bool:
         """Remove; return False when the user was not a member (404 'do not exist')."""

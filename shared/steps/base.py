@@ -27,7 +27,7 @@ from ..ledger_protocol import Claim, ClaimStatus, load_json
 from ..logs import IncidentLog, incident_log
 from ..model import StepTask
 from ..notify import notify_action, notify_failed, notify_held
-from ..playbook import incident_order, next_step, on_containment_path, predecessors, queue_name
+from ..playbook import CONTAINMENT_STEP, incident_order, next_step, on_containment_path, predecessors, queue_name
 from ..policy import GateFacts
 from ..ports import ExchangePort, GraphPort, LedgerPort
 from ..priority import Priority, priority
@@ -192,6 +192,13 @@ class Step(ABC):
         """Do the step's work through ctx (ctx.effect for every change); return the result."""
 
 
+def step_priority(order: tuple[str, ...], step: str) -> Priority:
+    """CONTAINMENT for the containment step, APPROACH for those before it, NORMAL after (priority.py)."""
+    if not on_containment_path(order, step):
+        return Priority.NORMAL
+    return Priority.CONTAINMENT if step == CONTAINMENT_STEP else Priority.APPROACH
+
+
 async def enqueue_step(deps: Deps, incident_id: str, step: str, user_key: str, correlation_id: str, delay_s: int | None = None) -> None:
     task = StepTask(incident_id=incident_id, step=step, user_key=user_key, correlation_id=correlation_id)
     await deps.queues.send(queue_name(step), task.to_json(), visibility_timeout=delay_s)
@@ -247,8 +254,8 @@ class StepRunner:
             return RunOutcome.BUSY
         if claim.status is ClaimStatus.DONE:
             return await self._redelivered(task, incident, order, claim, log)
-        # Containment's calls wait ahead of every later step's at a throttled service.
-        with priority(Priority.CONTAINMENT if on_containment_path(order, task.step) else Priority.NORMAL):
+        # Containment's calls wait ahead of every later step's at a throttled service (the reset's first).
+        with priority(step_priority(order, task.step)):
             return await self._execute(step, task, incident, order, claim, log)
 
     # -- phases -------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 compromise began (the attacker's own authenticator, SMS phone, TOTP app).
 
 Mode ``ca-group`` adds the user to the group a Conditional Access policy requiring MFA
-targets ("already a member" is success); ``per-user`` sets the beta per-user MFA state to
+targets ("already a member" is success), in one request with the worker's other incidents that
+reach this step together (``PATCH /groups/{id}`` binds up to 20 members: one directory write, not
+one per user, beside the containment's writes; tenant_calls.py); ``per-user`` sets the beta per-user MFA state to
 enforced.
 
 "After the compromise began" is the cut-off AUTH_METHOD_CUTOFF: ``first-risk-detection``
@@ -138,6 +140,8 @@ class EnforceMfa(Step):
     name = "enforce-mfa"
     calls = (
         Call("graph", "POST /groups/{id}/members/$ref (ca-group)", "GroupMember.ReadWrite.All"),
+        Call("graph", "PATCH /groups/{id} members@odata.bind (ca-group, up to 20 users in one request)",
+             "GroupMember.ReadWrite.All"),
         Call("graph", "GET beta /users/{id}/authentication/requirements (per-user)", "Policy.Read.All"),
         Call("graph", "PATCH beta /users/{id}/authentication/requirements (per-user)", "Policy.ReadWrite.AuthenticationMethod"),
         Call("graph", "GET /users/{id}/authentication/methods", "UserAuthenticationMethod.ReadWrite.All"),
@@ -151,13 +155,15 @@ class EnforceMfa(Step):
     async def act(self, ctx: StepContext) -> StepResult:
         settings, uid = ctx.settings, ctx.user_id
         detail: dict[str, Any] = {"mode": settings.mfa_mode}
+        calls = ctx.deps.tenant_calls()
+        calls.mfa_reached(uid)  # the other incidents' group adds stop waiting for this one
         if settings.mfa_mode == "ca-group":
             if not settings.mfa_group_id:
                 raise ConfigError("MFA_MODE=ca-group needs MFA_GROUP_ID (the Conditional Access policy's target group)")
             outcome: dict[str, bool] = {}
 
-            async def add() -> None:
-                outcome["added"] = await ctx.graph.add_group_member(settings.mfa_group_id, uid)
+            async def add() -> None:  # with the other incidents' adds of the moment: one request for up to 20
+                outcome["added"] = await calls.add_to_group(settings.mfa_group_id, uid)
 
             # Graph answers "already exist" for a member: a repeat is a no-op, no checkpoint needed.
             ran = await ctx.effect("mfa-group", add, description=f"add the user to MFA group {settings.mfa_group_id}",

@@ -470,6 +470,16 @@ class FakeGraph:
         members.add(user_id)
         return True
 
+    async def add_group_members(self, group_id: str, user_ids: list[str]) -> dict[str, bool]:
+        self._call("add_group_members", group_id, list(user_ids))
+        members = self.groups.setdefault(group_id, set())
+        if len(user_ids) > 20:
+            raise PermanentError("Graph PATCH /groups/{id}: 400 - at most 20 members per request", status=400)
+        if any(u in members for u in user_ids):  # Graph refuses the whole request: each on its own
+            return {u: await self.add_group_member(group_id, u) for u in user_ids}
+        members.update(user_ids)
+        return {u: True for u in user_ids}
+
     async def remove_group_member(self, group_id: str, user_id: str) -> bool:
         self._call("remove_group_member", group_id, user_id)
         members = self.groups.setdefault(group_id, set())

@@ -3,6 +3,7 @@ tests pass hand-written fakes that satisfy the same protocols (shared/ports.py).
 shared across incidents (tenant_calls.py) are made once per Deps, on first use."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -26,6 +27,14 @@ class Deps:
     scores: ScoreStorePort | None = None
     clock: Callable[[], datetime] = field(default=utcnow)
     shared_calls: TenantCalls | None = None
+    intake_slots: asyncio.Semaphore | None = None
+
+    def intake_slot(self) -> asyncio.Semaphore:
+        """How many intakes this worker runs at once (INTAKE_CONCURRENCY): a storm's hundreds of alerts
+        must not take the worker's CPU from the first incidents' snapshot and password reset."""
+        if self.intake_slots is None:
+            self.intake_slots = asyncio.Semaphore(self.settings.intake_concurrency)
+        return self.intake_slots
 
     def tenant_calls(self) -> TenantCalls:
         """Identity Protection and directory-audit calls shared by this worker's incidents."""

@@ -84,8 +84,9 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
     requests (streams, poller, ``responder ingest``); ``submitter``: the validated caller.
     Intake is on the way from the alert to the password reset: its Graph reads go before the later
     steps' at a throttled service, after the snapshots' and resets' (shared/priority.py)."""
-    with priority(Priority.INTAKE):
-        return await _submit(deps, request, correlation_id, via=via, submitter=submitter)
+    async with deps.intake_slot():  # at most INTAKE_CONCURRENCY at once: the first resets keep the CPU
+        with priority(Priority.INTAKE):
+            return await _submit(deps, request, correlation_id, via=via, submitter=submitter)
 
 
 async def _submit(deps: Deps, request: IncidentRequest, correlation_id: str | None, *,

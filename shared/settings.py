@@ -85,6 +85,7 @@ DEFAULTS: dict[str, str] = {
     # Identity Protection calls of incidents that close together go in one call, one per this many
     # seconds while busy (shared/tenant_calls.py); detections are read this far back in bulk.
     "IDP_BATCH_SECONDS": "10",
+    "INTAKE_CONCURRENCY": "8",
     # The protection gate runs before every step that changes the tenant; its Graph lookups (groups,
     # active and eligible roles: 3 reads) are reused for this many seconds (0: read before every step).
     "GATE_FACTS_MAX_AGE_SECONDS": "60",
@@ -285,6 +286,7 @@ class Settings:
     step_lease_s: int
     redrive_max: int
     idp_batch_s: float = 10.0
+    intake_concurrency: int = 8
     gate_facts_max_age_s: int = 60
     risk_detection_lookback_days: int = 30
     pacing: Mapping[str, float] = field(default_factory=dict)  # PacingLimits fields (PACING_FIELDS)
@@ -349,6 +351,7 @@ class Settings:
             step_lease_s=_int("STEP_LEASE_SECONDS", values["STEP_LEASE_SECONDS"], 5),
             redrive_max=_int("REDRIVE_MAX", values["REDRIVE_MAX"], 0),
             idp_batch_s=float(_int("IDP_BATCH_SECONDS", values["IDP_BATCH_SECONDS"], 0)),
+            intake_concurrency=_int("INTAKE_CONCURRENCY", values["INTAKE_CONCURRENCY"], 1, 1000),
             gate_facts_max_age_s=_int("GATE_FACTS_MAX_AGE_SECONDS", values["GATE_FACTS_MAX_AGE_SECONDS"], 0, 3600),
             risk_detection_lookback_days=_int("RISK_DETECTION_LOOKBACK_DAYS", values["RISK_DETECTION_LOOKBACK_DAYS"], 1),
             pacing=_pacing(values),

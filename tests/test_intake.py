@@ -91,3 +91,26 @@ async def test_low_risk_stream_alerts_are_ignored_but_manual_requests_are_not():
 def test_risk_threshold_ordering_and_unknown():
     assert risk_passes("high", "medium") and not risk_passes("low", "medium")
     assert not risk_passes("unknown", "low") and risk_passes("unknown", "none")
+
+
+async def test_a_worker_runs_at_most_intake_concurrency_intakes_at_once(monkeypatch):
+    """A storm's alerts wait for a slot instead of all running at once beside the first resets."""
+    import asyncio
+
+    import shared.intake as intake_module
+
+    running, most = 0, 0
+
+    async def one_intake(*_args, **_kwargs):
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        running -= 1
+        return "done"
+
+    monkeypatch.setattr(intake_module, "_submit", one_intake)
+    deps = Deps(settings=Settings.from_env({"INTAKE_CONCURRENCY": "3"}), ledger=None, queues=None)  # type: ignore[arg-type]
+    results = await asyncio.gather(*(intake_module.submit(deps, None) for _ in range(20)))  # type: ignore[arg-type]
+    assert results == ["done"] * 20 and most == 3

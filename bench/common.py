@@ -46,6 +46,21 @@ async def inject(conn: str, users: Iterable[dict], tag: str, queue: str = "alert
         await service.close()
 
 
+async def step_rows(conn: str) -> list[dict[str, Any]]:
+    """Every step row's incident, step, started_at and finished_at (when each step of each incident ran)."""
+    service = TableServiceClient.from_connection_string(conn)
+    out = []
+    try:
+        async for entity in service.get_table_client("steps").list_entities(
+                select=["PartitionKey", "RowKey", "started_at", "finished_at", "state"]):
+            out.append(dict(entity))
+    except ResourceNotFoundError:
+        return []
+    finally:
+        await service.close()
+    return out
+
+
 async def incidents(conn: str) -> list[dict[str, Any]]:
     """Incident rows with ``_updated`` (epoch seconds of the row's last write, from storage)."""
     service = TableServiceClient.from_connection_string(conn)

@@ -57,6 +57,7 @@ from bench.common import (  # noqa: E402
     now,
     parse_iso,
     peak_rss_mb,
+    step_rows,
     tree_cpu_seconds,
 )
 from localdev.simulator.limits import Limits, parse_overrides  # noqa: E402
@@ -131,6 +132,27 @@ def write_timeline(entries: list[dict], contained: dict[str, float], t0: float, 
         user = entry_user(entry)
         early = user in contained and parse_iso(entry["time"]) <= contained[user] + 0.001
         out["containment_writes" if early else "other_writes"][min(slots - 1, int(at // step_s))] += 1
+    return out
+
+
+def step_timeline(rows: list[dict], t0: float) -> dict[str, list[float]]:
+    """Per step: when the 1st, 10th, 50th and 100th incident started it, and the median time it took
+    (seconds of the run): where the pipeline's start-up goes before the first password resets."""
+    started: dict[str, list[float]] = collections.defaultdict(list)
+    took: dict[str, list[float]] = collections.defaultdict(list)
+    for row in rows:
+        if not row.get("started_at"):
+            continue
+        begin = parse_iso(row["started_at"])
+        started[row["RowKey"]].append(round(begin - t0, 1))
+        if row.get("finished_at"):
+            took[row["RowKey"]].append(parse_iso(row["finished_at"]) - begin)
+    out = {}
+    for step, times in started.items():
+        times.sort()
+        picks = [times[min(i, len(times) - 1)] for i in (0, 9, 49, 99)]
+        durations = sorted(took[step])
+        out[step] = picks + [round(durations[len(durations) // 2], 2) if durations else -1.0]
     return out
 
 
@@ -237,6 +259,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         entries = sim.requests(since=since)
         limits_now = sim.limits()
         contained = containment_times(sim.mutations(), ids)
+        steps_run = asyncio.run(step_rows(conn))
         terminal_rows = [r for r in rows if r.get("state") in SETTLED_INCIDENT_STATES]
 
     statuses = {svc: collections.Counter(e["status"] for e in entries if e["service"] == svc) for svc in SERVICES}
@@ -278,7 +301,9 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         "requests": {svc: sum(c.values()) for svc, c in statuses.items()}, "throttled": throttled,
         "idp_calls": idp_calls, "calls_per_user_by_kind": call_kinds(entries, users),
         "throttled_calls": throttled_calls(entries, t0),
-        "until_contained_by_10s": write_timeline(entries, contained, t0, model), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
+        "until_contained_by_10s": write_timeline(entries, contained, t0, model),
+        "steps_started_s": step_timeline(steps_run + [{"RowKey": "(intake: created)", "started_at": r.get("created_at")}
+                                                      for r in rows], t0), "host_cpu_s": round(cpu - cpu0, 1), "azurite_cpu_s": others_cpu["azurite"],
         "simulator_cpu_s": others_cpu["simulator"],
         "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),

@@ -25,6 +25,7 @@ ids already present) and re-enqueues the first step if the incident is still ``n
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,7 @@ async def submit(deps: Deps, request: IncidentRequest, correlation_id: str | Non
     Intake is on the way from the alert to the password reset: its Graph reads go before the later
     steps' at a throttled service, after the snapshots' and resets' (shared/priority.py)."""
     async with deps.intake_slot():  # at most INTAKE_CONCURRENCY at once: the first resets keep the CPU
-        with priority(Priority.INTAKE):
+        with priority(Priority.INTAKE, time.time()):
             return await _submit(deps, request, correlation_id, via=via, submitter=submitter)
 
 

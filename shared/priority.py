@@ -4,7 +4,9 @@ Everything from the alert up to and including reset-password (the password reset
 revoke) waits ahead of the later steps' calls at the pacing buckets (shared/adapters/pacing.py), and
 within it the incident nearest to being contained goes first: ``CONTAINMENT`` (the reset-password
 step itself), then ``APPROACH`` (the steps before it: the snapshot), then ``INTAKE`` (the alert
-becoming an incident), then ``NORMAL`` (every later step). A storm's 300 intakes then no longer
+becoming an incident), then ``NORMAL`` (every later step); within a level the oldest incident's calls
+go first (``order``: its creation time), so the first incidents of a storm finish their snapshot and
+reach the reset first instead of all of them advancing one call at a time. A storm's 300 intakes then no longer
 queue ahead of the first incidents' snapshot and reset reads: the directory write quota, which sets
 how fast a storm is contained, gets its first password reset within seconds and is never left idle
 while intakes are still being read (docs/benchmarks.md). The mark travels with the task in a context
@@ -26,17 +28,26 @@ class Priority(IntEnum):
 
 
 CURRENT: ContextVar[Priority] = ContextVar("pacing_priority", default=Priority.NORMAL)
+ORDER: ContextVar[float] = ContextVar("pacing_order", default=0.0)
 
 
 def current() -> Priority:
     return CURRENT.get()
 
 
+def current_order() -> float:
+    return ORDER.get()
+
+
 @contextlib.contextmanager
-def priority(level: Priority) -> Iterator[None]:
-    """Run the block (and every task it starts) at ``level``."""
+def priority(level: Priority, order: float | None = None) -> Iterator[None]:
+    """Run the block (and every task it starts) at ``level``; ``order`` is the incident's place in line
+    within that level (its creation time, epoch seconds: the older goes first; unchanged if None)."""
     token = CURRENT.set(level)
+    order_token = ORDER.set(order) if order is not None else None
     try:
         yield
     finally:
+        if order_token is not None:
+            ORDER.reset(order_token)
         CURRENT.reset(token)

@@ -127,10 +127,30 @@ async def test_the_incident_nearest_to_containment_goes_first_then_the_intakes_t
     assert order == ["reset", "snapshot", "intake", "intake-2", "clean-up"]
 
 
+async def test_within_a_priority_the_oldest_incidents_calls_go_first_so_its_step_finishes_first():
+    """Three snapshots of five calls each at one bucket: served incident by incident (the first is done
+    after 5 grants), not round-robin (where every one would wait for nearly all 15)."""
+    bucket = Bucket("exo", rate=100.0)
+    bucket.tokens = 0.0
+    done: list[str] = []
+
+    async def snapshot(name: str, created: float) -> None:
+        for _ in range(5):
+            await bucket.take(1, Priority.APPROACH, created)
+        done.append(name)
+
+    tasks = [asyncio.create_task(snapshot(name, created)) for name, created in (("third", 3.0), ("first", 1.0),
+                                                                                 ("second", 2.0))]
+    await asyncio.gather(*tasks)
+    assert done == ["first", "second", "third"]
+    assert bucket.granted == 15
+
+
 def test_each_step_runs_at_its_distance_from_containment():
     from shared.playbook import STEP_NAMES
-    from shared.steps.base import step_priority
+    from shared.steps.base import place_in_line, step_priority
 
+    assert place_in_line({"created_at": "2026-12-02T10:00:00Z"}) < place_in_line({"created_at": "2026-12-02T10:00:01Z"})
     levels = {step: step_priority(STEP_NAMES, step) for step in STEP_NAMES}
     assert levels["snapshot"] is Priority.APPROACH and levels["reset-password"] is Priority.CONTAINMENT
     assert {levels[s] for s in STEP_NAMES[STEP_NAMES.index("reset-password") + 1:]} == {Priority.NORMAL}

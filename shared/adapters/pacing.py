@@ -32,11 +32,13 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import heapq
+import itertools
 import random
 import time
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
-from ..priority import Priority, current
+from ..priority import Priority, current, current_order
 
 MARGIN = 0.02  # pace this far below each quota: network jitter must not turn a paced request into a 429
 DEPTH_S = 0.25  # seconds of quota a bucket may bank (Microsoft's bucket depth is not published)
@@ -175,8 +177,10 @@ class Bucket:
         self.last = clock()
         self.paused_until = 0.0
         self.last_cut = float("-inf")
-        self._waiters: dict[Priority, collections.deque[tuple[float, asyncio.Future[None]]]] = {
-            p: collections.deque() for p in Priority}
+        # (priority, incident order, arrival, cost, future): served by priority, then the oldest incident's
+        # calls first, then first come first served; a cancelled waiter is dropped when it reaches the top.
+        self._waiters: list[tuple[int, float, int, float, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self.granted = 0
         self.waited = 0  # requests that had to wait for a token
@@ -190,10 +194,15 @@ class Bucket:
         self.last = now
 
     def _queued(self) -> bool:
-        return any(self._waiters.values())
+        while self._waiters and self._waiters[0][4].done():
+            heapq.heappop(self._waiters)
+        return bool(self._waiters)
 
-    async def take(self, cost: float, level: Priority = Priority.NORMAL) -> None:
-        """Wait until ``cost`` units may be spent (a cost above the depth waits for a full bucket)."""
+    async def take(self, cost: float, level: Priority = Priority.NORMAL, order: float = 0.0) -> None:
+        """Wait until ``cost`` units may be spent (a cost above the depth waits for a full bucket).
+        ``order``: the incident's place in line (its creation time): among waiters of one priority the
+        oldest incident's calls go first, so a storm's first incidents finish their step (and reach
+        the password reset) first instead of every incident advancing a call at a time."""
         now = self._clock()
         self._refill(now)
         if not self._queued() and now >= self.paused_until and self.tokens >= min(cost, self.depth):
@@ -202,16 +211,13 @@ class Bucket:
             return
         self.waited += 1
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[level].append((cost, future))
+        heapq.heappush(self._waiters, (int(level), order, next(self._arrivals), cost, future))
         self._pump()
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 self.tokens += cost  # granted as we were cancelled: give the units back
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters[level].remove((cost, future))
             raise
 
     def _pump(self) -> None:
@@ -223,21 +229,19 @@ class Bucket:
         if now < self.paused_until:
             self._arm(self.paused_until - now)
             return
-        for level in Priority:
-            queue = self._waiters[level]
-            while queue:
-                cost, future = queue[0]
-                if future.done():
-                    queue.popleft()
-                    continue
-                need = min(cost, self.depth)
-                if self.tokens < need:
-                    self._arm((need - self.tokens) / self.rate)
-                    return
-                queue.popleft()
-                self.tokens -= cost
-                self.granted += 1
-                future.set_result(None)
+        while self._waiters:
+            cost, future = self._waiters[0][3], self._waiters[0][4]
+            if future.done():
+                heapq.heappop(self._waiters)
+                continue
+            need = min(cost, self.depth)
+            if self.tokens < need:
+                self._arm((need - self.tokens) / self.rate)
+                return
+            heapq.heappop(self._waiters)
+            self.tokens -= cost
+            self.granted += 1
+            future.set_result(None)
 
     def _arm(self, delay: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(max(delay, 0.001), self._pump)
@@ -350,9 +354,9 @@ class Pacer:
         return bucket
 
     async def _take(self, charges: Iterable[Charge]) -> None:
-        level = current()
+        level, order = current(), current_order()
         for charge in charges:
-            await self._bucket(charge).take(charge.cost, level)
+            await self._bucket(charge).take(charge.cost, level, order)
 
     @contextlib.asynccontextmanager
     async def graph(self, method: str, path: str, query: Mapping[str, str] | None = None) -> AsyncIterator[Ticket]:

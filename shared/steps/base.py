@@ -34,7 +34,7 @@ from ..priority import Priority, priority
 from ..retry import EFFECT_POLICY, Retrier, RetryKind, kind_of_status
 from ..settings import Settings
 from ..states import COMPLETED_STEP_STATES, TERMINAL_INCIDENT_STATES, IncidentState, RunOutcome, StepState
-from ..timestamps import iso
+from ..timestamps import iso, parse_timestamp
 from ..userindex import index_user_keys, resolved_user_fields
 
 logger = logging.getLogger(__name__)
@@ -199,6 +199,14 @@ def step_priority(order: tuple[str, ...], step: str) -> Priority:
     return Priority.CONTAINMENT if step == CONTAINMENT_STEP else Priority.APPROACH
 
 
+def place_in_line(incident: dict[str, Any]) -> float:
+    """The incident's creation time (epoch seconds): its calls' place among the same stage's (priority.py)."""
+    try:
+        return parse_timestamp(str(incident.get("created_at") or "")).timestamp()
+    except ValueError:
+        return time.time()
+
+
 async def enqueue_step(deps: Deps, incident_id: str, step: str, user_key: str, correlation_id: str, delay_s: int | None = None) -> None:
     task = StepTask(incident_id=incident_id, step=step, user_key=user_key, correlation_id=correlation_id)
     await deps.queues.send(queue_name(step), task.to_json(), visibility_timeout=delay_s)
@@ -254,8 +262,9 @@ class StepRunner:
             return RunOutcome.BUSY
         if claim.status is ClaimStatus.DONE:
             return await self._redelivered(task, incident, order, claim, log)
-        # Containment's calls wait ahead of every later step's at a throttled service (the reset's first).
-        with priority(step_priority(order, task.step)):
+        # Containment's calls wait ahead of every later step's at a throttled service (the reset's first),
+        # and among incidents at the same stage the oldest incident's calls go first.
+        with priority(step_priority(order, task.step), place_in_line(incident)):
             return await self._execute(step, task, incident, order, claim, log)
 
     # -- phases -------------------------------------------------------------------------------

@@ -224,8 +224,12 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         sim.set_faults(latency_faults(latency_ms, rate))
         time.sleep(2.0)
         idle0, idle_t0 = stack.storage_counter.total(), time.monotonic()
+        idle_cpu0 = sum(cpu_seconds(pid) or 0 for pid in stack.host_pids)
         time.sleep(3.0)
         idle_rate = (stack.storage_counter.total() - idle0) / (time.monotonic() - idle_t0)
+        # what the hosts spend doing nothing but poll their queues (maxPollingInterval): in Azure the
+        # Functions host (not the Python worker) does that polling
+        idle_cpu_rate = (sum(cpu_seconds(pid) or 0 for pid in stack.host_pids) - idle_cpu0) / (time.monotonic() - idle_t0)
         sim.reset_limit_counters()
         since = max((e["seq"] for e in sim.requests(limit=1)), default=0)
         host_pids = stack.host_pids
@@ -307,6 +311,8 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         "simulator_cpu_s": others_cpu["simulator"],
         "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),
+        "host_idle_cpu_ms_per_s": round(idle_cpu_rate * 1000, 1),
+        "host_cpu_ms_per_user_beyond_idle_polling": round(((cpu - cpu0) - idle_cpu_rate * wall) * 1000 / users),
         "storage_ops_per_user_by_kind": {k: round(n / users, 2) for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])
                                          if n / users >= 0.01},
         "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in load1],

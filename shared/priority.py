@@ -3,7 +3,7 @@
 Everything from the alert up to and including reset-password (the password reset and the session
 revoke) waits ahead of the later steps' calls at the pacing buckets (shared/adapters/pacing.py), and
 within it the incident nearest to being contained goes first: ``CONTAINMENT`` (the reset-password
-step itself), then ``APPROACH`` (the steps before it: the snapshot), then ``INTAKE`` (the alert
+step itself, and enforce-mfa, which finishes taking the account back with a few writes), then ``APPROACH`` (the steps before it: the snapshot), then ``INTAKE`` (the alert
 becoming an incident), then ``NORMAL`` (every later step); within a level the oldest incident's calls
 go first (``order``: its creation time), so the first incidents of a storm finish their snapshot and
 reach the reset first instead of all of them advancing one call at a time. A storm's 300 intakes then no longer

@@ -153,7 +153,8 @@ def test_each_step_runs_at_its_distance_from_containment():
     assert place_in_line({"created_at": "2026-12-02T10:00:00Z"}) < place_in_line({"created_at": "2026-12-02T10:00:01Z"})
     levels = {step: step_priority(STEP_NAMES, step) for step in STEP_NAMES}
     assert levels["snapshot"] is Priority.APPROACH and levels["reset-password"] is Priority.CONTAINMENT
-    assert {levels[s] for s in STEP_NAMES[STEP_NAMES.index("reset-password") + 1:]} == {Priority.NORMAL}
+    assert levels["enforce-mfa"] is Priority.CONTAINMENT  # its group add must not wait for the whole storm
+    assert {levels[s] for s in STEP_NAMES[STEP_NAMES.index("enforce-mfa") + 1:]} == {Priority.NORMAL}
 
 
 async def test_a_429_slows_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():

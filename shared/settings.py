@@ -84,7 +84,7 @@ DEFAULTS: dict[str, str] = {
     "REDRIVE_MAX": "3",
     # Identity Protection calls of incidents that close together go in one call, one per this many
     # seconds while busy (shared/tenant_calls.py); detections are read this far back in bulk.
-    "IDP_BATCH_SECONDS": "10",
+    "IDP_BATCH_SECONDS": "20",
     "INTAKE_CONCURRENCY": "8",
     # The protection gate runs before every step that changes the tenant; its Graph lookups (groups,
     # active and eligible roles: 3 reads) are reused for this many seconds (0: read before every step).
@@ -285,7 +285,7 @@ class Settings:
     key_only_intake: bool
     step_lease_s: int
     redrive_max: int
-    idp_batch_s: float = 10.0
+    idp_batch_s: float = 20.0
     intake_concurrency: int = 8
     gate_facts_max_age_s: int = 60
     risk_detection_lookback_days: int = 30

@@ -109,7 +109,7 @@ def _consume(task: "asyncio.Task[Any]") -> None:
 class TenantCalls:
     """The shared calls of one worker (bootstrap builds one; Deps.tenant_calls() makes one on demand)."""
 
-    def __init__(self, graph: GraphPort, *, batch_s: float = 10.0, detection_lookback_days: int = 30,
+    def __init__(self, graph: GraphPort, *, batch_s: float = 20.0, detection_lookback_days: int = 30,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.graph = graph
         self.clock = clock

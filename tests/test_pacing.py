@@ -91,7 +91,8 @@ def test_settings_give_the_published_numbers_by_default_and_refuse_nonsense():
 
 # ---------------------------------------------------------------------- the bucket
 
-async def test_containment_is_served_before_waiting_clean_up_and_each_class_first_come_first_served():
+async def _served(arrivals: list[tuple[str, Priority]]) -> tuple[list[str], Bucket]:
+    """Queue ``arrivals`` one after another at an empty bucket; the order they are served in."""
     bucket = Bucket("directory-write", rate=50.0)
     bucket.tokens = 0.0
     order: list[str] = []
@@ -100,30 +101,24 @@ async def test_containment_is_served_before_waiting_clean_up_and_each_class_firs
         await bucket.take(1, level)
         order.append(name)
 
-    tasks = [asyncio.create_task(one(f"clean-{i}", Priority.NORMAL)) for i in range(3)]
-    await asyncio.sleep(0)
-    tasks += [asyncio.create_task(one(f"contain-{i}", Priority.CONTAINMENT)) for i in range(2)]
-    await asyncio.gather(*tasks)
-    assert order == ["contain-0", "contain-1", "clean-0", "clean-1", "clean-2"]
-    assert bucket.waited == 5
-
-
-async def test_the_incident_nearest_to_containment_goes_first_then_the_intakes_then_the_later_steps():
-    bucket = Bucket("directory-ru", rate=50.0)
-    bucket.tokens = 0.0
-    order: list[str] = []
-
-    async def one(name: str, level: Priority) -> None:
-        await bucket.take(1, level)
-        order.append(name)
-
-    arrivals = [("clean-up", Priority.NORMAL), ("intake", Priority.INTAKE), ("snapshot", Priority.APPROACH),
-                ("reset", Priority.CONTAINMENT), ("intake-2", Priority.INTAKE)]
     tasks = []
     for name, level in arrivals:
         tasks.append(asyncio.create_task(one(name, level)))
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
+    return order, bucket
+
+
+async def test_containment_is_served_before_waiting_clean_up_and_each_class_first_come_first_served():
+    order, bucket = await _served([(f"clean-{i}", Priority.NORMAL) for i in range(3)]
+                                  + [(f"contain-{i}", Priority.CONTAINMENT) for i in range(2)])
+    assert order == ["contain-0", "contain-1", "clean-0", "clean-1", "clean-2"]
+    assert bucket.waited == 5
+
+
+async def test_the_incident_nearest_to_containment_goes_first_then_the_intakes_then_the_later_steps():
+    order, _ = await _served([("clean-up", Priority.NORMAL), ("intake", Priority.INTAKE), ("snapshot", Priority.APPROACH),
+                              ("reset", Priority.CONTAINMENT), ("intake-2", Priority.INTAKE)])
     assert order == ["reset", "snapshot", "intake", "intake-2", "clean-up"]
 
 

@@ -48,6 +48,7 @@ MAX_IDS = 60  # riskyUsers/dismiss: "The maximum count of users to dismiss in on
 AUDIT_RETENTION = timedelta(days=30)
 AUDIT_MAX = 500  # a lone incident's per-user read, as steps/audit_reads.py asks it
 RECENT_RISK_CHANGES = timedelta(minutes=15)  # risk_now reads the users whose risk changed this recently
+DISMISS_READ_MARGIN = timedelta(minutes=2)  # the read after a dismiss: changed since it began, less clock skew
 READ_INTERVAL_S = 1.0  # at most one shared read of a kind per second (Identity Protection's pace)
 CONFIRM_QUIET_S = 0.3
 DISMISS_QUIET_S = 0.1
@@ -185,13 +186,14 @@ class TenantCalls:
     async def _dismiss_then_read(self, ids: list[str]) -> None:
         """Dismiss, then (for a batch of several) one read of the users whose risk changed: the state
         every member's close records. A failed read is not the dismiss's failure: members read alone."""
+        started = self.clock()
         await self.graph.dismiss_risk(ids)
         self._mark_settled(ids)
         if len(ids) < 2:
             return
-        started = self.clock()
-        try:
-            self._now.offer(Window(started, await self._recently_changed()))
+        read_at = self.clock()
+        try:  # the members changed at the dismiss: a short window keeps a big storm's read to one page
+            self._now.offer(Window(read_at, await self._recently_changed(started - DISMISS_READ_MARGIN)))
         except (PermanentError, TransientError) as exc:
             logger.warning("the final risk state of %d dismissed users is read one by one: %s", len(ids), exc)
 
@@ -206,8 +208,8 @@ class TenantCalls:
     async def _current(self, user_id: str) -> dict[str, Any] | None:
         return await self.graph.get_risky_user(user_id)
 
-    async def _recently_changed(self) -> dict[str, dict[str, Any] | None]:
-        since = self.clock() - RECENT_RISK_CHANGES
+    async def _recently_changed(self, since: datetime | None = None) -> dict[str, dict[str, Any] | None]:
+        since = since or self.clock() - RECENT_RISK_CHANGES
         return {r["id"].lower(): r for r in await self.graph.list_risky_users_changed_since(since) if r.get("id")}
 
     async def _user_detections(self, user_id: str) -> list[dict[str, Any]]:

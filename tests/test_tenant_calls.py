@@ -155,6 +155,17 @@ async def test_incidents_on_their_way_to_enforce_mfa_are_added_to_the_group_toge
     assert graph.calls[-1] == ("add_group_members", "mfa", [ids[20]])
 
 
+async def test_the_read_after_a_dismiss_asks_only_for_changes_since_that_dismiss_began():
+    """A 1,000-user storm has hundreds of users whose risk changed in the last 15 minutes: the read
+    that gives a dismiss batch its final states asks for the last two minutes (one page), not those."""
+    graph = FakeGraph([user(1), user(2)])
+    now = parse_timestamp("2026-12-02T10:00:00Z")
+    calls = TenantCalls(graph, clock=lambda: now)
+    await asyncio.gather(calls.dismiss.submit(user(1)["id"]), calls.dismiss.submit(user(2)["id"]))
+    reads = [c for c in graph.calls if c[0] == "list_risky_users_changed_since"]
+    assert reads == [("list_risky_users_changed_since", now - timedelta(minutes=2))]
+
+
 def test_the_state_before_a_change_is_the_last_one_recorded_before_it():
     t0 = parse_timestamp("2024-05-01T10:00:00Z")
     states = [{"riskState": "atRisk", "riskLevel": "medium", "riskLastUpdatedDateTime": "2024-05-01T09:00:00Z"},

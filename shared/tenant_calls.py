@@ -10,8 +10,8 @@ incident in a storm (coalesce.py):
   close together are confirmed (and dismissed) in one call, at most 60 ids (dismiss's documented
   maximum; confirmCompromised documents none) and one call per IDP_BATCH_SECONDS while the worker
   still has incidents on their way to close (their snapshot ran here, their close has not), at
-  once when it has none; each dismiss batch is followed by one read of the users whose risk changed,
-  which answers ``risk_settled`` for every member of the batch;
+  once when it has none; each dismiss batch is followed by one read of the users whose risk changed
+  since that dismiss began, which answers ``risk_settled`` for every member of the batch;
 - ``risk_before``: the user's risk as it was before the responder's first change, from one read
   of every user at risk (shared by the incidents of that moment) when the record shows no change
   since, else from the user's riskyUser history (Identity Protection's record of each change, which

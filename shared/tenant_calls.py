@@ -107,6 +107,35 @@ def _consume(task: "asyncio.Task[Any]") -> None:
         logger.debug("Identity Protection prefetch failed: %s", task.exception())
 
 
+class _OnTheirWay:
+    """The users whose incidents this worker expects at a later step: a batch there waits for them.
+    One that has not arrived OPEN_TTL after it set out is not waited for; at most MAX_REMEMBERED are
+    kept (a playbook without that step never drains the record)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._since: dict[str, datetime] = {}
+
+    def _expire(self) -> None:
+        oldest = self._clock() - OPEN_TTL
+        for user_id in [u for u, at in self._since.items() if at < oldest]:
+            del self._since[user_id]
+
+    def add(self, user_id: str) -> None:
+        if len(self._since) >= MAX_REMEMBERED:
+            self._expire()
+            if len(self._since) >= MAX_REMEMBERED:
+                self._since.clear()
+        self._since[user_id.lower()] = self._clock()
+
+    def discard(self, user_id: str) -> None:
+        self._since.pop(user_id.lower(), None)
+
+    def any(self) -> bool:
+        self._expire()
+        return bool(self._since)
+
+
 class TenantCalls:
     """The shared calls of one worker (bootstrap builds one; Deps.tenant_calls() makes one on demand)."""
 
@@ -120,11 +149,11 @@ class TenantCalls:
         # worker have still to close (``_open``), the batch waits for them, up to batch_s or
         # CONFIRM_ENOUGH members; with none left it goes once none joined for CONFIRM_QUIET_S. Its
         # members leave it together, so the dismiss batch that follows is complete almost at once.
-        self._open: dict[str, datetime] = {}
+        self._open = _OnTheirWay(clock)
         # Incidents whose snapshot ran here and whose enforce-mfa has not started: a group add waits
         # for them (up to GROUP_BATCH_S, MAX_MEMBERS users), so a storm adds its users to the MFA group
         # 20 at a time, not one directory write each beside the containment's writes.
-        self._before_mfa: dict[str, datetime] = {}
+        self._before_mfa = _OnTheirWay(clock)
         self._group_adds: dict[str, WriteBatcher] = {}
         self._settled: dict[str, datetime] = {}  # when each user's latest confirm / dismiss call returned
         self.confirm = WriteBatcher(self._confirm, max_ids=MAX_IDS, interval_s=batch_s,
@@ -142,15 +171,9 @@ class TenantCalls:
 
     # -- the batched writes ---------------------------------------------------------------------
 
-    def _expects_mfa(self) -> bool:
-        oldest = self.clock() - OPEN_TTL
-        for user_id in [u for u, at in self._before_mfa.items() if at < oldest]:
-            del self._before_mfa[user_id]
-        return bool(self._before_mfa)
-
     def mfa_reached(self, user_id: str) -> None:
         """The incident's enforce-mfa started: group adds no longer wait for it."""
-        self._before_mfa.pop(user_id.lower(), None)
+        self._before_mfa.discard(user_id)
 
     async def add_to_group(self, group_id: str, user_id: str) -> bool:
         """Add the user to the group, in one request with the other incidents' adds of the moment (up
@@ -162,15 +185,12 @@ class TenantCalls:
                 return await self.graph.add_group_members(group, ids)
 
             batcher = self._group_adds[group_id] = WriteBatcher(
-                add, max_ids=MAX_MEMBERS, interval_s=GROUP_BATCH_S, quiet_s=GROUP_QUIET_S, expect_more=self._expects_mfa)
+                add, max_ids=MAX_MEMBERS, interval_s=GROUP_BATCH_S, quiet_s=GROUP_QUIET_S, expect_more=self._before_mfa.any)
         return bool(await batcher.submit(user_id))
 
     def expects_more(self) -> bool:
         """Whether incidents whose snapshot ran here have still to reach close (or be held or fail)."""
-        oldest = self.clock() - OPEN_TTL
-        for user_id in [u for u, at in self._open.items() if at < oldest]:
-            del self._open[user_id]
-        return bool(self._open)
+        return self._open.any()
 
     def _mark_settled(self, ids: list[str]) -> None:
         done = self.clock()
@@ -231,23 +251,16 @@ class TenantCalls:
     def prefetch_risk(self, user_id: str, fresh_after: datetime) -> None:
         """Start (never wait for) the shared reads ``risk_before`` and ``detections`` will want, so that
         they are taken before the responder's change: the snapshot calls this and goes on at once."""
-        if len(self._open) >= MAX_REMEMBERED:
-            self.expects_more()  # drops the incidents older than OPEN_TTL
-            if len(self._open) >= MAX_REMEMBERED:  # (a playbook without close never drains it)
-                self._open.clear()
-        if len(self._before_mfa) >= MAX_REMEMBERED:
-            self._expects_mfa()
-            if len(self._before_mfa) >= MAX_REMEMBERED:  # (nor one without enforce-mfa this one)
-                self._before_mfa.clear()
-        self._open[user_id.lower()] = self._before_mfa[user_id.lower()] = self.clock()
+        self._open.add(user_id)
+        self._before_mfa.add(user_id)
         for read in (self._before, self._detections):
             task: asyncio.Task[Any] = asyncio.create_task(read.get(user_id.lower(), fresh_after))
             task.add_done_callback(_consume)
 
     def closing(self, user_id: str) -> None:
         """The incident reached close (or was held or failed on the way): batches no longer wait for it."""
-        self._open.pop(user_id.lower(), None)
-        self._before_mfa.pop(user_id.lower(), None)
+        self._open.discard(user_id)
+        self._before_mfa.discard(user_id)
 
     async def risk_before(self, user_id: str, fresh_after: datetime, changed_at: datetime | None
                           ) -> tuple[dict[str, Any] | None, str]:

@@ -354,3 +354,21 @@ def test_a_waiting_confirm_batch_never_holds_more_closes_than_the_host_keeps_fet
     queues = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())["extensions"]["queues"]
     assert 16 <= CONFIRM_ENOUGH <= queues["newBatchThreshold"]
     assert CONFIRM_ENOUGH <= MAX_IDS
+
+
+def test_the_incidents_a_batch_waits_for_expire_after_open_ttl_and_stay_bounded(monkeypatch):
+    import shared.tenant_calls as tc
+
+    now = [parse_timestamp("2026-12-02T10:00:00Z")]
+    waiting = tc._OnTheirWay(lambda: now[0])
+    waiting.add("A")
+    assert waiting.any()
+    waiting.discard("a")  # keys are case-insensitive
+    assert not waiting.any()
+    waiting.add("b")
+    now[0] += tc.OPEN_TTL + timedelta(seconds=1)
+    assert not waiting.any()  # set out longer ago than OPEN_TTL: not waited for
+    monkeypatch.setattr(tc, "MAX_REMEMBERED", 3)
+    for user_id in "cdef":
+        waiting.add(user_id)
+    assert waiting.any() and len(waiting._since) <= 3

@@ -101,12 +101,30 @@ def entry_user(entry: dict[str, Any]) -> str | None:
 _ID = re.compile(r"/[0-9a-fA-F-]{36}|/[^/]+@[^/]+|/[A-Za-z0-9_-]{20,}(?=/|$)|/(?=[^/]*\d)[A-Za-z0-9+_=-]{8,}(?=/|$)")
 
 
+def call_kind(entry: dict) -> str:
+    """A logged request's kind: Graph method + path with ids elided, or the Exchange cmdlet."""
+    if entry.get("cmdlet"):
+        return f"exo {entry['cmdlet']}"
+    return f"{entry['service']} {entry['method']} {_ID.sub('/{id}', entry['path'])}"
+
+
+def charges_of(entry: dict, limits: Limits) -> list:
+    """The quotas a logged request drew on, as the simulator classified it."""
+    if entry["service"] == "graph":
+        return limits.classify_graph(entry["method"], entry["path"].split("/")[2:], entry.get("query") or {})
+    return limits.classify_exo(entry.get("cmdlet"))
+
+
+def before_containment(entry: dict, contained: dict[str, float]) -> bool:
+    """Whether the request was made for a user up to that user's containment."""
+    user = entry_user(entry)
+    return user in contained and parse_iso(entry["time"]) <= contained[user] + 0.001
+
+
 def call_kinds(entries: list[dict], users: int, top: int = 40) -> dict[str, float]:
-    """Calls per user by kind (Graph method + path with ids elided, or the Exchange cmdlet), most first:
-    where a storm's requests go, to see what a change added or saved."""
-    kinds = collections.Counter(
-        f"exo {e['cmdlet']}" if e.get("cmdlet") else f"{e['service']} {e['method']} {_ID.sub('/{id}', e['path'])}"
-        for e in entries)
+    """Calls per user by kind (call_kind), most first: where a storm's requests go, to see what a
+    change added or saved."""
+    kinds = collections.Counter(call_kind(e) for e in entries)
     return {k: round(n / users, 2) for k, n in kinds.most_common(top)}
 
 
@@ -126,11 +144,9 @@ def write_timeline(entries: list[dict], contained: dict[str, float], t0: float, 
         at = parse_iso(entry["time"]) - t0
         if at > end:
             continue
-        charges = limits.classify_graph(entry["method"], entry["path"].split("/")[2:], entry.get("query") or {})
-        if not any(c.quota.name == "dir-write-tenant" for c in charges):
+        if not any(c.quota.name == "dir-write-tenant" for c in charges_of(entry, limits)):
             continue
-        user = entry_user(entry)
-        early = user in contained and parse_iso(entry["time"]) <= contained[user] + 0.001
+        early = before_containment(entry, contained)
         out["containment_writes" if early else "other_writes"][min(slots - 1, int(at // step_s))] += 1
     return out
 
@@ -161,8 +177,7 @@ def throttled_calls(entries: list[dict], t0: float) -> dict[str, list[float]]:
     out: dict[str, list[float]] = collections.defaultdict(list)
     for e in entries:
         if e["status"] == 429:
-            kind = f"exo {e['cmdlet']}" if e.get("cmdlet") else f"{e['service']} {e['method']} {_ID.sub('/{id}', e['path'])}"
-            out[kind].append(round(parse_iso(e["time"]) - t0, 1))
+            out[call_kind(e)].append(round(parse_iso(e["time"]) - t0, 1))
     return dict(out)
 
 
@@ -170,15 +185,9 @@ def containment_floor(entries: list[dict], contained: dict[str, float], limits: 
     """Per quota: the cost of the calls made for each user up to that user's containment, over the quota's rate."""
     cost: dict[str, float] = collections.defaultdict(float)
     for entry in entries:
-        user = entry_user(entry)
-        if entry["status"] == 429 or user not in contained or parse_iso(entry["time"]) > contained[user] + 0.001:
+        if entry["status"] == 429 or not before_containment(entry, contained):
             continue
-        if entry["service"] == "graph":
-            segments = entry["path"].split("/")[2:]
-            charges = limits.classify_graph(entry["method"], segments, entry.get("query") or {})
-        else:
-            charges = limits.classify_exo(entry.get("cmdlet"))
-        for charge in charges:
+        for charge in charges_of(entry, limits):
             if not charge.quota.concurrent:
                 cost[charge.quota.name] += charge.cost
     floors = {}

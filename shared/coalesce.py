@@ -53,8 +53,7 @@ class WriteBatcher:
     """
 
     def __init__(self, call: Callable[[list[str]], Awaitable[Mapping[str, Any] | None]], *, max_ids: int = 60,
-                 interval_s: float = 10.0,
-                 quiet_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 interval_s: float = 10.0, quiet_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
                  expect_more: Callable[[], bool] | None = None, enough: int | None = None) -> None:
         self._call = call
         self.max_ids = max_ids

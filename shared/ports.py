@@ -155,6 +155,11 @@ class ScoreStorePort(Protocol):
 # -- Microsoft 365 ------------------------------------------------------------------------------
 
 
+# group-post-members: "When using the API to add multiple members in one request, you can add up to
+# only 20 members" (GraphPort.add_group_members).
+GROUP_MEMBERS_PER_REQUEST = 20
+
+
 class GraphPort(Protocol):
     """Microsoft Graph, as the steps, the poller and Secure Score use it (adapters/graph.py)."""
 
@@ -190,7 +195,8 @@ class GraphPort(Protocol):
 
     async def add_group_member(self, group_id: str, user_id: str) -> bool: ...
     async def add_group_members(self, group_id: str, user_ids: list[str]) -> dict[str, bool]:
-        """Add up to 20 users in one request; per user: True added, False already a member."""
+        """Add up to GROUP_MEMBERS_PER_REQUEST users in one request; per user: True added, False already
+        a member."""
     async def remove_group_member(self, group_id: str, user_id: str) -> bool:
         """Remove the user from the group; False when the user was not a member (404)."""
 

@@ -1,16 +1,14 @@
 """Which work goes first when a throttled service has a queue: containment before the rest.
 
-Everything from the alert up to and including reset-password (the password reset and the session
-revoke) waits ahead of the later steps' calls at the pacing buckets (shared/adapters/pacing.py), and
-within it the incident nearest to being contained goes first: ``CONTAINMENT`` (the reset-password
-step itself, and enforce-mfa, which finishes taking the account back with a few writes), then ``APPROACH`` (the steps before it: the snapshot), then ``INTAKE`` (the alert
-becoming an incident), then ``NORMAL`` (every later step); within a level the oldest incident's calls
-go first (``order``: its creation time), so the first incidents of a storm finish their snapshot and
-reach the reset first instead of all of them advancing one call at a time. A storm's 300 intakes then no longer
-queue ahead of the first incidents' snapshot and reset reads: the directory write quota, which sets
-how fast a storm is contained, gets its first password reset within seconds and is never left idle
-while intakes are still being read (docs/benchmarks.md). The mark travels with the task in a context
-variable, so the adapters need no per-call wiring.
+At the pacing buckets (shared/adapters/pacing.py) calls wait in this order: ``CONTAINMENT`` (the
+steps that take the account back: reset-password, and enforce-mfa with its few writes), then
+``APPROACH`` (the steps before them: the snapshot), then ``INTAKE`` (an alert becoming an incident),
+then ``NORMAL`` (every later step). Within a level the oldest incident's calls go first (``order``:
+its creation time), so a storm's first incidents finish their snapshot and reach the reset first
+instead of all of them advancing one call at a time, and the directory write quota, which sets how
+fast a storm is contained, gets its first password reset within seconds and is never left idle
+while intakes are still being read (docs/benchmarks.md). The mark travels with the task in a
+context variable, so the adapters need no per-call wiring.
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 from .coalesce import SharedRead, Window, WriteBatcher
 from .errors import PermanentError, TransientError
-from .ports import GraphPort
+from .ports import GROUP_MEMBERS_PER_REQUEST, GraphPort
 from .timestamps import iso_seconds, parse_timestamp, utcnow
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ DISMISS_QUIET_S = 0.1
 CONFIRM_ENOUGH = 32
 GROUP_BATCH_S = 5.0  # a group add waits at most this long for the worker's other incidents on their way to it
 GROUP_QUIET_S = 0.1
-MAX_MEMBERS = 20  # group-post-members: "you can add up to only 20 members" in one request
 MAX_REMEMBERED = 10_000  # users kept in the open / settled records of one worker
 OPEN_TTL = timedelta(minutes=30)  # an incident that has not closed this long after its snapshot is not waited for
 
@@ -151,7 +150,7 @@ class TenantCalls:
         # members leave it together, so the dismiss batch that follows is complete almost at once.
         self._open = _OnTheirWay(clock)
         # Incidents whose snapshot ran here and whose enforce-mfa has not started: a group add waits
-        # for them (up to GROUP_BATCH_S, MAX_MEMBERS users), so a storm adds its users to the MFA group
+        # for them (up to GROUP_BATCH_S, GROUP_MEMBERS_PER_REQUEST users), so a storm adds its users to the MFA group
         # 20 at a time, not one directory write each beside the containment's writes.
         self._before_mfa = _OnTheirWay(clock)
         self._group_adds: dict[str, WriteBatcher] = {}
@@ -185,7 +184,7 @@ class TenantCalls:
                 return await self.graph.add_group_members(group, ids)
 
             batcher = self._group_adds[group_id] = WriteBatcher(
-                add, max_ids=MAX_MEMBERS, interval_s=GROUP_BATCH_S, quiet_s=GROUP_QUIET_S, expect_more=self._before_mfa.any)
+                add, max_ids=GROUP_MEMBERS_PER_REQUEST, interval_s=GROUP_BATCH_S, quiet_s=GROUP_QUIET_S, expect_more=self._before_mfa.any)
         return bool(await batcher.submit(user_id))
 
     def expects_more(self) -> bool:

@@ -11,9 +11,9 @@ Every request first waits for its turn at its service's quota (pacing.py: identi
 resource units, identity writes, Identity Protection, directory audits, security, Outlook per
 mailbox), so a storm runs just under Microsoft's published limits instead of probing them; a 429
 still slows that bucket down, and only that bucket. An AdaptiveLimiter (throttle.py) bounds the
-requests in flight (the connection pool); it is not told of 429s. Failed requests are retried in-process under shared/retry.py's policy
-(429 always; 5xx, timeouts and transport errors only for reads); Graph's fractional Retry-After
-is honoured. A write that fails with a 5xx goes back to the step, whose checkpoint and verify
+requests in flight (the connection pool); it is not told of 429s. Failed requests are retried
+in-process under shared/retry.py's policy (429 always; 5xx, timeouts and transport errors only for
+reads); Graph's fractional Retry-After is honoured. A write that fails with a 5xx goes back to the step, whose checkpoint and verify
 decide whether to repeat it.
 
 Every method names the app permission it needs, so a 403 becomes a PermanentError that tells
@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from ..errors import PermanentError, TransientError
+from ..ports import GROUP_MEMBERS_PER_REQUEST
 from ..retry import ADAPTER_POLICY, TRANSIENT_STATUS, Retrier, RetryKind, kind_of_status, parse_retry_after
 from ..timestamps import iso_seconds
 from ..validation import odata_quote
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 _SAFE_METHODS = {"GET", "HEAD"}
 MAX_IN_FLIGHT = 64  # per service per worker: the adaptive limiter's ceiling and the connection pool
-MAX_MEMBERS_PER_REQUEST = 20  # group-post-members: "you can add up to only 20 members" in one request
 
 # Roles an operator must also assign for some calls (app permission alone is not enough).
 ROLE_HINTS = {
@@ -282,8 +282,8 @@ class GraphAdapter:
         up to only 20 members" in one request; one directory write instead of one per user). When one of
         them is already a member Graph refuses the whole request (400 "already exist"): each is then
         added on its own, and says whether it was added or already there."""
-        if len(user_ids) > MAX_MEMBERS_PER_REQUEST:
-            raise ValueError(f"at most {MAX_MEMBERS_PER_REQUEST} members per request")
+        if len(user_ids) > GROUP_MEMBERS_PER_REQUEST:
+            raise ValueError(f"at most {GROUP_MEMBERS_PER_REQUEST} members per request")
         if len(user_ids) == 1:
             return {user_ids[0]: await self.add_group_member(group_id, user_ids[0])}
         refs = [f"https://graph.microsoft.com/v1.0/directoryObjects/{_seg(u)}" for u in user_ids]

@@ -4,8 +4,8 @@ compromise began (the attacker's own authenticator, SMS phone, TOTP app).
 Mode ``ca-group`` adds the user to the group a Conditional Access policy requiring MFA
 targets ("already a member" is success), in one request with the worker's other incidents that
 reach this step together (``PATCH /groups/{id}`` binds up to 20 members: one directory write, not
-one per user, beside the containment's writes; tenant_calls.py); ``per-user`` sets the beta per-user MFA state to
-enforced.
+one per user, beside the containment's writes; tenant_calls.py); ``per-user`` sets the beta
+per-user MFA state to enforced.
 
 "After the compromise began" is the cut-off AUTH_METHOD_CUTOFF: ``first-risk-detection``
 (default: the earliest Identity Protection detection the snapshot found, else the alert's

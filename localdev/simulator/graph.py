@@ -568,22 +568,27 @@ def list_members(st: TenantState, rq: GraphRequest) -> GraphResponse:
 _REF_RE = re.compile(r"/(?:directoryObjects|users)/([^/?#]+)$", re.IGNORECASE)
 
 
+_ALREADY_MEMBER = "One or more added object references already exist for the following modified properties: 'members'."
+
+
+def _referenced_user(st: TenantState, ref: object, annotation: str) -> User:
+    """The user a directoryObjects URL (``@odata.id`` / ``@odata.bind``) names: 400 when it is not one, 404 when absent."""
+    match = _REF_RE.search(ref) if isinstance(ref, str) else None
+    if not match or not GUID_RE.match(match.group(1)):
+        raise bad_request(f"Invalid URL format specified in {annotation} for members.")
+    user = st.users.get(match.group(1).lower())
+    if user is None:
+        raise not_found_user(match.group(1).lower())
+    return user
+
+
 def add_member(st: TenantState, rq: GraphRequest) -> GraphResponse:
     rq.require(P_GROUP_WRITE)
     group = _group(st, rq.params["group"])
-    body = _body_object(rq)
-    ref = body.get("@odata.id")
-    match = _REF_RE.search(ref) if isinstance(ref, str) else None
-    if not match or not GUID_RE.match(match.group(1)):
-        raise bad_request("Invalid URL format specified in @odata.id for members.")
-    user_id = match.group(1).lower()
-    user = st.users.get(user_id)
-    if user is None:
-        raise not_found_user(user_id)
+    user = _referenced_user(st, _body_object(rq).get("@odata.id"), "@odata.id")
     rq.user_id = user.id
     if user.id in group.members:
-        raise bad_request("One or more added object references already exist for the following modified "
-                          "properties: 'members'.")
+        raise bad_request(_ALREADY_MEMBER)
     st.add_member(group, user)
     return GraphResponse(204)
 
@@ -606,18 +611,9 @@ def update_group_members(st: TenantState, rq: GraphRequest) -> GraphResponse:
         raise bad_request("members@odata.bind must be a non-empty array of directoryObjects URLs.")
     if len(refs) > MAX_BOUND_MEMBERS:
         raise bad_request(f"A maximum of {MAX_BOUND_MEMBERS} members can be added in a single request.")
-    users = []
-    for ref in refs:
-        match = _REF_RE.search(ref)
-        if not match or not GUID_RE.match(match.group(1)):
-            raise bad_request("Invalid URL format specified in @odata.bind for members.")
-        user = st.users.get(match.group(1).lower())
-        if user is None:
-            raise not_found_user(match.group(1))
-        users.append(user)
+    users = [_referenced_user(st, ref, "@odata.bind") for ref in refs]
     if any(u.id in group.members for u in users) or len({u.id for u in users}) < len(users):
-        raise bad_request("One or more added object references already exist for the following modified "
-                          "properties: 'members'.")
+        raise bad_request(_ALREADY_MEMBER)
     for user in users:
         st.add_member(group, user)
     return GraphResponse(204)

@@ -148,8 +148,11 @@ async def test_break_glass_alert_is_held_and_runs_only_after_two_approvals(host,
     incident_id = body["incident_id"]
     held = await wait_for(lambda: incident_for(tables, GLASS, ("held",)))
     assert held["incident_id"] == incident_id and "protected" in held["held_reason"]
-    # nothing changed in the tenant: the one mutation is the SOC's mail about the hold (one per event)
-    assert [m["action"] for m in sim.client.mutations()] == ["mail_sent"] and sim.client.tenant_changes() == []
+    # nothing changed in the tenant: the one mutation is the SOC's mail about the hold (one per event),
+    # sent just after the held row is written, so wait for it rather than race it
+    async def mail_about_the_hold():
+        return [m["action"] for m in await asyncio.to_thread(sim.client.mutations)]
+    assert await wait_for(mail_about_the_hold) == ["mail_sent"] and sim.client.tenant_changes() == []
     status, view = await asyncio.to_thread(http, host, "GET", f"incidents/{incident_id}", token=alice)
     assert status == 200 and view["state"] == "held" and view["steps"][0]["state"] == "held"
 

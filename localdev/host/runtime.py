@@ -48,6 +48,7 @@ from .http_server import DEFAULT_MAX_BODY_BYTES, HttpFrontEnd
 from .invocation import Invoker, default_thread_count
 from .ncrontab import ScheduleError, parse_schedule
 from .queues import POISON_SUFFIX, QueueListener, StorageQueue
+from .restqueue import RestQueue, account_of
 from .settings import (
     HostConfig,
     SettingsError,
@@ -132,6 +133,7 @@ class LocalHost:
         self._loop_tasks: list = []
         self._admin_tasks: set = set()
         self._services: dict = {}  # connection string -> QueueServiceClient
+        self._accounts: dict = {}  # connection string -> QueueAccount, or None (no account key)
         self._queues: list = []
         self._stopped = asyncio.Event()
 
@@ -278,6 +280,15 @@ class LocalHost:
             self._services[conn] = service
         return service
 
+    def _queue(self, conn: str, service: QueueServiceClient, name: str) -> Any:
+        """The REST plumbing when the connection signs with an account key (Azurite's does), else the SDK
+        client (a SAS): restqueue.py says why."""
+        client = service.get_queue_client(name)
+        if conn not in self._accounts:
+            self._accounts[conn] = account_of(client)
+        account = self._accounts[conn]
+        return StorageQueue(client) if account is None else RestQueue(account, client.url, name)
+
     def _setup_queue(self, info: FunctionInfo) -> None:
         name = resolve_setting_refs(str(info.attr("queue_name", "")), self.environ).strip().lower()
         if not _QUEUE_NAME.match(name) or len(name) + len(POISON_SUFFIX) > 63:
@@ -285,9 +296,9 @@ class LocalHost:
         if info.is_disabled(self.environ):
             logger.info("Function '%s' is disabled (%s)", info.name, info.disabled_setting())
             return
-        service = self._service(self._connection_string(info))
-        queue = StorageQueue(service.get_queue_client(name))
-        poison = StorageQueue(service.get_queue_client(name + POISON_SUFFIX))
+        conn = self._connection_string(info)
+        service = self._service(conn)
+        queue, poison = self._queue(conn, service, name), self._queue(conn, service, name + POISON_SUFFIX)
         self._queues.extend([queue, poison])
         self.listeners[info.name] = QueueListener(info, queue, poison, self.config.queues, self._require_invoker())
 
@@ -506,7 +517,11 @@ class LocalHost:
                 await service.close()
             except Exception:
                 pass
+        for account in self._accounts.values():
+            if account is not None:
+                await account.close()
         self._services.clear()
+        self._accounts.clear()
         self._queues.clear()
         if self.invoker is not None:
             self.invoker.shutdown()

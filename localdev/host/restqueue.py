@@ -1,0 +1,206 @@
+"""The local host's queue plumbing over the Queue service REST API, signed with the account key.
+
+In Azure the Functions host (.NET) polls the queues, deletes finished messages and moves poison
+ones; the Python worker never pays for it. This local host does that work in the app's own process,
+and through ``azure-storage-queue`` each poll, delete and visibility change cost about 2 ms of CPU
+(azure-core runs ~2,000 Python calls per request; docs/benchmarks.md), so a storm's idle polling
+and message settling counted as ~40 % of the app's measured CPU. Here the same five operations are
+plain requests on one pooled aiohttp session (``shared/adapters/http.py``), the same wire calls the
+SDK makes:
+
+* ``ensure``          PUT    {queue}                               (201 created, 204 exists)
+* ``receive``         GET    {queue}/messages?numofmessages=&visibilitytimeout=
+* ``delete``          DELETE {queue}/messages/{id}?popreceipt=
+* ``set_visibility``  PUT    {queue}/messages/{id}?popreceipt=&visibilitytimeout=  (new receipt
+  in ``x-ms-popreceipt``)
+* ``send``            POST   {queue}/messages   ``<QueueMessage><MessageText>…``
+
+Requests are signed with Shared Key (the string-to-sign of the Blob/Queue/File services, as
+``azure.storage.queue``'s policy builds it). A connection that has no account key (a SAS) keeps the
+SDK client (``StorageQueue``). Errors are azure-core's exceptions, as the SDK raises them
+(404 → ResourceNotFoundError, 409 → ResourceExistsError, other → HttpResponseError); a connection
+failure, a 408 or a 5xx is tried twice more, as the SDK's retry policy does. Message text is never
+logged.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any, Optional
+from urllib.parse import quote, unquote, urlsplit
+from xml.sax.saxutils import escape
+
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+from shared.adapters.http import HttpClient, Reply, TransportFailure
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["QueueAccount", "RestQueue", "account_of"]
+
+TIMEOUT_S = 60.0
+MAX_CONNECTIONS = 64
+RETRIES = 2  # after the first try, for a connection failure, 408 or 5xx
+RETRY_DELAYS_S = (0.2, 0.8)
+_SIGNED_HEADERS = ("content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
+                   "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range")
+
+
+@dataclass
+class ReceivedMessage:
+    """What the listener reads of a received message (the SDK's QueueMessage attribute names)."""
+
+    id: str
+    pop_receipt: str
+    dequeue_count: int
+    content: Optional[str]
+    inserted_on: Optional[datetime]
+    expires_on: Optional[datetime]
+    next_visible_on: Optional[datetime]
+
+
+class QueueAccount:
+    """One storage account's queue endpoint, key and connection pool (shared by its queues)."""
+
+    def __init__(self, account_name: str, account_key: str, api_version: str) -> None:
+        self.account_name = account_name
+        self._key = base64.b64decode(account_key)
+        self.api_version = api_version
+        self.http = HttpClient(TIMEOUT_S, MAX_CONNECTIONS)
+
+    def sign(self, method: str, url: str, headers: dict[str, str]) -> str:
+        """The Shared Key Authorization header value for this request."""
+        parts = urlsplit(url)
+        lowered = {k.lower(): v for k, v in headers.items() if v}
+        if lowered.get("content-length") == "0":
+            del lowered["content-length"]
+        canonical_headers = "".join(f"{k}:{lowered[k]}\n" for k in sorted(k for k in lowered if k.startswith("x-ms-")))
+        query: dict[str, list[str]] = {}
+        for pair in filter(None, parts.query.split("&")):
+            name, _, value = pair.partition("=")
+            query.setdefault(unquote(name).lower(), []).append(unquote(value))
+        resource = "/" + self.account_name + parts.path
+        resource += "".join(f"\n{name}:{','.join(sorted(values))}" for name, values in sorted(query.items()))
+        to_sign = (method + "\n" + "\n".join(lowered.get(h, "") for h in _SIGNED_HEADERS) + "\n"
+                   + canonical_headers + resource)
+        digest = hmac.new(self._key, to_sign.encode("utf-8"), hashlib.sha256).digest()
+        return f"SharedKey {self.account_name}:{base64.b64encode(digest).decode()}"
+
+    async def call(self, method: str, url: str, body: Optional[str] = None,
+                   expect: tuple[int, ...] = (200, 201, 204)) -> Reply:
+        content = body.encode("utf-8") if body is not None else None
+        for attempt in range(RETRIES + 1):
+            headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": self.api_version}
+            if content is not None or method in ("PUT", "POST"):
+                # aiohttp would add application/octet-stream to a PUT or POST without one: name it, sign it
+                headers["Content-Length"] = str(len(content or b""))
+                headers["Content-Type"] = "application/xml; charset=utf-8"
+            headers["Authorization"] = self.sign(method, url, headers)
+            try:
+                reply = await self.http.request(method, url, headers, content)
+            except TransportFailure:
+                if attempt < RETRIES:
+                    await asyncio.sleep(RETRY_DELAYS_S[attempt])
+                    continue
+                raise
+            if reply.status in expect:
+                return reply
+            if (reply.status == 408 or reply.status >= 500) and attempt < RETRIES:
+                await asyncio.sleep(RETRY_DELAYS_S[attempt])
+                continue
+            raise _error(method, url, reply)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def _error(method: str, url: str, reply: Reply) -> HttpResponseError:
+    code = reply.headers.get("x-ms-error-code", "")
+    message = f"{method} {urlsplit(url).path}: {reply.status} {code}".rstrip()
+    kind = {404: ResourceNotFoundError, 409: ResourceExistsError}.get(reply.status, HttpResponseError)
+    error = kind(message=message)
+    error.status_code = reply.status
+    setattr(error, "error_code", code or None)  # as the storage SDKs set it
+    return error
+
+
+def account_of(queue_client: Any) -> Optional[QueueAccount]:
+    """The account behind an SDK QueueClient, when it signs with an account key (else None: a SAS)."""
+    credential = getattr(queue_client, "credential", None)
+    name, key = getattr(credential, "account_name", None), getattr(credential, "account_key", None)
+    if not name or not key or urlsplit(queue_client.url).query:
+        return None
+    return QueueAccount(name, key, queue_client.api_version)
+
+
+def _when(text: Optional[str]) -> Optional[datetime]:
+    try:
+        return parsedate_to_datetime(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+class RestQueue:
+    """One queue, with the interface of ``queues.StorageQueue``."""
+
+    def __init__(self, account: QueueAccount, url: str, name: str) -> None:
+        self.account = account
+        self.name = name
+        self._url = url.rstrip("/")
+        self._ensured = False
+
+    async def ensure(self) -> None:
+        if self._ensured:
+            return
+        try:
+            reply = await self.account.call("PUT", self._url)
+            if reply.status == 201:
+                logger.info("Created queue %s", self.name)
+        except ResourceExistsError:  # exists with other metadata
+            pass
+        self._ensured = True
+
+    async def receive(self, max_messages: int, visibility_timeout: int) -> list[ReceivedMessage]:
+        reply = await self.account.call(
+            "GET", f"{self._url}/messages?numofmessages={int(max_messages)}&visibilitytimeout={int(visibility_timeout)}",
+            expect=(200,))
+        if not reply.content.strip():
+            return []
+        received = []
+        for item in ElementTree.fromstring(reply.content).iter("QueueMessage"):
+            received.append(ReceivedMessage(
+                id=item.findtext("MessageId") or "",
+                pop_receipt=item.findtext("PopReceipt") or "",
+                dequeue_count=int(item.findtext("DequeueCount") or 1),
+                content=item.findtext("MessageText"),
+                inserted_on=_when(item.findtext("InsertionTime")),
+                expires_on=_when(item.findtext("ExpirationTime")),
+                next_visible_on=_when(item.findtext("TimeNextVisible")),
+            ))
+        return received
+
+    def _message_url(self, message_id: str, pop_receipt: str) -> str:
+        return f"{self._url}/messages/{quote(message_id, safe='')}?popreceipt={quote(pop_receipt, safe='')}"
+
+    async def delete(self, message_id: str, pop_receipt: str) -> None:
+        await self.account.call("DELETE", self._message_url(message_id, pop_receipt), expect=(204,))
+
+    async def set_visibility(self, message_id: str, pop_receipt: str, seconds: int) -> str:
+        reply = await self.account.call(
+            "PUT", f"{self._message_url(message_id, pop_receipt)}&visibilitytimeout={int(seconds)}", expect=(204,))
+        return reply.headers.get("x-ms-popreceipt", "")
+
+    async def send(self, content: str) -> None:
+        body = f"<?xml version='1.0' encoding='utf-8'?>\n<QueueMessage><MessageText>{escape(content)}</MessageText></QueueMessage>"
+        await self.account.call("POST", f"{self._url}/messages", body, expect=(201,))
+
+    async def close(self) -> None:
+        """The account's pool is closed by its owner (the runtime), once for all its queues."""

@@ -132,3 +132,102 @@ async def test_a_user_without_a_mailbox_has_no_mailbox_rights_of_its_own_and_not
     assert detail["unverified"] == [] and any("no Exchange mailbox" in n for n in detail["notes"])
     assert [c for c, _ in exchange.calls if c == "Get-MailboxPermission"] == []  # no own mailbox to read
     assert ("Get-RecipientPermission", {"Trustee": UPN, "AccessRights": "SendAs"}) in exchange.calls
+
+
+def count_checkpoints(deps: Deps) -> list[dict]:
+    """Wrap the ledger's checkpoint writes: what each one stored."""
+    written: list[dict] = []
+    original = deps.ledger.checkpoint
+
+    async def checkpoint(incident_id, step, claim, updates):
+        await original(incident_id, step, claim, updates)
+        written.append(json.loads(deps.ledger.steps[(incident_id, step)]["checkpoint"]))
+
+    deps.ledger.checkpoint = checkpoint
+    return written
+
+
+async def test_the_plan_is_stored_with_the_first_removal_and_a_state_verified_removal_writes_nothing_else():
+    deps, runner, exchange, _ = world("remove-delegates")
+    mailbox(exchange)
+    written = count_checkpoints(deps)
+    assert await runner.run(task("remove-delegates")) == "ran"
+    assert sum(1 for c, _ in exchange.calls if c == "Remove-MailboxPermission") == 1
+    # one write, before the removal: the plan and the removal's start mark together
+    assert len(written) == 1
+    assert [e["trustee"] for e in written[0]["plan"]["entries"]] == ["mallory@contoso.com"]
+    assert list(written[0]["effects"]) == [written[0]["plan"]["entries"][0]["effect"]]
+
+
+async def test_a_plan_with_nothing_to_remove_is_never_written():
+    deps, runner, exchange, _ = world("remove-delegates")
+    mailbox(exchange)
+    exchange.results["Get-MailboxPermission"] = exchange.results["Get-MailboxPermission"][:1]  # only SELF
+    written = count_checkpoints(deps)
+    assert await runner.run(task("remove-delegates")) == "ran"
+    assert written == [] and deps.ledger.step_state(INCIDENT, "remove-delegates") == "succeeded"
+
+
+async def test_a_retry_verifies_a_state_verified_removal_that_left_no_mark_instead_of_repeating_it():
+    # Only the first removal writes (the plan with its start mark); the second writes nothing before it
+    # runs. The worker dies after the second landed: the retry asks the tenant and repeats neither.
+    deps, runner, exchange, _ = world("remove-delegates")
+    mailbox(exchange)
+    eve = {"User": "eve@contoso.com", "AccessRights": ["FullAccess"], "IsInherited": False, "Deny": False}
+    exchange.results["Get-MailboxPermission"].append(eve)
+    exchange.results["Search-UnifiedAuditLog"].append(
+        audit_row("Add-MailboxPermission", "2024-05-01T13:05:00", UPN, User="eve@contoso.com", AccessRights="FullAccess"))
+    written = count_checkpoints(deps)
+    invoke = exchange.invoke
+
+    async def lands_then_the_worker_dies(cmdlet, parameters=None, anchor=None, warnings=None):
+        result = await invoke(cmdlet, parameters, anchor, warnings)
+        if cmdlet == "Remove-MailboxPermission":
+            gone = str((parameters or {}).get("User"))
+            exchange.results["Get-MailboxPermission"] = [
+                r for r in exchange.results["Get-MailboxPermission"] if r["User"] != gone]
+            if gone == "eve@contoso.com":
+                raise RuntimeError("worker died")
+        return result
+
+    exchange.invoke = lands_then_the_worker_dies
+    with pytest.raises(RuntimeError):
+        await runner.run(task("remove-delegates"))
+    assert len(written) == 1 and len(written[0]["effects"]) == 1  # the plan and the first start mark only
+    assert await runner.run(task("remove-delegates")) == "ran"
+    removals = [p["User"] for c, p in exchange.calls if c == "Remove-MailboxPermission"]
+    assert sorted(removals) == ["eve@contoso.com", "mallory@contoso.com"]  # each once
+    detail = deps.ledger.step_detail(INCIDENT, "remove-delegates")
+    assert sorted(e["trustee"] for e in detail["removed"]) == ["eve@contoso.com", "mallory@contoso.com"]
+
+
+async def test_a_retry_runs_a_state_verified_removal_again_when_it_did_not_land():
+    deps, runner, exchange, _ = world("remove-delegates")
+    mailbox(exchange)
+    eve = {"User": "eve@contoso.com", "AccessRights": ["FullAccess"], "IsInherited": False, "Deny": False}
+    exchange.results["Get-MailboxPermission"].append(eve)
+    exchange.results["Search-UnifiedAuditLog"].append(
+        audit_row("Add-MailboxPermission", "2024-05-01T13:05:00", UPN, User="eve@contoso.com", AccessRights="FullAccess"))
+    invoke = exchange.invoke
+    died: list[bool] = []
+
+    async def dies_before_eve(cmdlet, parameters=None, anchor=None, warnings=None):
+        if cmdlet == "Remove-MailboxPermission" and (parameters or {}).get("User") == "eve@contoso.com" and not died:
+            died.append(True)
+            exchange.calls.append((cmdlet, {"User": "(never sent)"}))
+            raise RuntimeError("worker died before the call went out")
+        result = await invoke(cmdlet, parameters, anchor, warnings)
+        if cmdlet == "Get-MailboxPermission" and (parameters or {}).get("User"):  # the service filters by -User
+            result = [r for r in result if r["User"] == parameters["User"]]
+        if cmdlet == "Remove-MailboxPermission":
+            exchange.results["Get-MailboxPermission"] = [
+                r for r in exchange.results["Get-MailboxPermission"] if r["User"] != (parameters or {}).get("User")]
+        return result
+
+    exchange.invoke = dies_before_eve
+    with pytest.raises(RuntimeError):
+        await runner.run(task("remove-delegates"))
+    assert await runner.run(task("remove-delegates")) == "ran"
+    removals = [p["User"] for c, p in exchange.calls if c == "Remove-MailboxPermission"]
+    assert removals == ["mallory@contoso.com", "(never sent)", "eve@contoso.com"]  # eve still there: run again
+    assert [r["User"] for r in exchange.results["Get-MailboxPermission"]] == ["NT AUTHORITY\\SELF"]

@@ -128,7 +128,7 @@ def _error(method: str, url: str, reply: Reply) -> HttpResponseError:
     kind = {404: ResourceNotFoundError, 409: ResourceExistsError}.get(reply.status, HttpResponseError)
     error = kind(message=message)
     error.status_code = reply.status
-    setattr(error, "error_code", code or None)  # as the storage SDKs set it
+    error.error_code = code or None  # type: ignore[attr-defined]  # as the storage SDKs set it
     return error
 
 

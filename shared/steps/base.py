@@ -84,6 +84,7 @@ class StepContext:
         # Incident fields learnt during the step (the resolved user): written with the runner's own
         # update of the incident at the end of the step, not in a round trip of their own.
         self.incident_updates: dict[str, Any] = {}
+        self._staged = False  # stage() left updates that the next start mark must write
 
     @property
     def graph(self) -> GraphPort:
@@ -106,7 +107,15 @@ class StepContext:
         return self.claim.checkpoint
 
     async def save(self, **updates: Any) -> None:
+        self._staged = False
         await self.deps.ledger.checkpoint(self.task.incident_id, self.task.step, self.claim, updates)
+
+    def stage(self, **updates: Any) -> None:
+        """Progress that must be stored before the step's next change, not now (a plan of removals): it goes
+        with the next effect's start mark, which is then always written. If no change follows, it is never
+        written: a retry decides again from a tenant nothing changed in."""
+        self.claim.checkpoint.update(updates)
+        self._staged = True
 
     async def effect(
         self,
@@ -116,6 +125,7 @@ class StepContext:
         description: str,
         verify: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
         idempotent: bool = False,
+        state_verified: bool = False,
     ) -> bool:
         """Run one side effect at most once per incident.
 
@@ -125,6 +135,10 @@ class StepContext:
         ``idempotent``: the service itself makes a repeat a no-op and says so (a member already
         added, a method already gone): no checkpoint is written; a redelivery repeats the call and
         the action reports that nothing was left to do.
+        ``state_verified``: ``verify`` reads only the tenant's state (a rule off, a sender absent),
+        never ``record["issued_at"]``: no start mark is written (unless stage() left something to
+        write), and a later attempt asks ``verify`` before running the effect. A verify that compares
+        the tenant's timestamps with the issue time (the password reset's) keeps its start mark.
         """
         record = dict(self.checkpoint.get("effects", {}).get(name, {}))
         if record.get("done_at"):
@@ -138,11 +152,17 @@ class StepContext:
             await action()
             self.log.info("effect %s done: %s", name, description)
             return True
-        if record.get("issued_at") and verify is not None and await verify(record):
-            self.log.info("effect %s issued at %s is confirmed in the tenant; not repeating it", name, record["issued_at"])
-            await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True})
+        state_verified = state_verified and verify is not None
+        # An earlier attempt may have issued it: its start mark says so, or (state-verified effects write
+        # none) the step has run before.
+        maybe_issued = bool(record.get("issued_at")) or (state_verified and self.claim.attempts > 1)
+        if maybe_issued and verify is not None and await verify(record):
+            self.log.info("effect %s of an earlier attempt is confirmed in the tenant; not repeating it", name)
+            await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True},
+                             write=not state_verified or self._staged)
             return False
-        await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts})
+        await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts},
+                         write=not state_verified or self._staged)
         retrier = Retrier(EFFECT_POLICY)
         while True:
             try:

@@ -154,7 +154,7 @@ class CleanMailbox(Step):
                 lambda: ctx.exchange.invoke("Disable-InboxRule", {"Identity": identity, "Confirm": False},
                                             anchor=upn, warnings=warnings),
                 description=f"disable {'hidden ' if hidden else ''}inbox rule '{name}' through Exchange ({', '.join(reasons)})",
-                verify=exo_rule_off,
+                verify=exo_rule_off, state_verified=True,
             )
             via_exchange += 1
             disabled.append({"via": "exchange", "id": identity, "rule_identity": rule_identity, "name": name,
@@ -187,7 +187,7 @@ class CleanMailbox(Step):
                     f"rule-graph-{rule['id']}",
                     functools.partial(ctx.graph.disable_message_rule, uid, rule["id"]),
                     description=f"disable inbox rule '{name}' ({', '.join(reasons)})",
-                    verify=graph_rule_off,
+                    verify=graph_rule_off, state_verified=True,
                 )
             except PermanentError as exc:
                 if exc.status != 403 or not row:
@@ -228,7 +228,7 @@ class CleanMailbox(Step):
                 lambda: ctx.exchange.invoke("Set-Mailbox", {"Identity": upn, "ForwardingSmtpAddress": None,
                                                             "ForwardingAddress": None, "DeliverToMailboxAndForward": False}),
                 description=f"clear mailbox forwarding to {before['ForwardingSmtpAddress'] or before['ForwardingAddress']}",
-                verify=forwarding_off,
+                verify=forwarding_off, state_verified=True,
             )
             forwarding = {"cleared": not ctx.dry_run, "before": before}
         else:
@@ -281,7 +281,7 @@ class CleanMailbox(Step):
                                              "parameters": {"Identity": upn,
                                                             "TrustedSendersAndDomains": hashtable("Add", value)}}})
             plan = {"before": before, "cutoff": cut, "entries": entries}
-            await ctx.save(trusted_plan=plan)
+            ctx.stage(trusted_plan=plan)  # stored with the first removal's start mark
         removed: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         not_removed: list[dict[str, Any]] = []
@@ -302,7 +302,7 @@ class CleanMailbox(Step):
 
             try:
                 ran = await ctx.effect(entry["effect"], remove,
-                                       description=f"remove trusted sender '{value}' ({entry['reason']})", verify=absent)
+                                       description=f"remove trusted sender '{value}' ({entry['reason']})", verify=absent, state_verified=True)
             except PermanentError as exc:
                 ctx.log.warning("could not remove trusted sender %s: %s", value, exc)
                 not_removed.append({**entry, "error": str(exc)[:300]})

@@ -175,13 +175,13 @@ class Close(Step):
 
         try:
             ran = await ctx.effect("risk-confirmed", lambda: calls.confirm.submit(uid),
-                                   description="confirm the user compromised in Identity Protection", verify=confirmed)
+                                   description="confirm the user compromised in Identity Protection", verify=confirmed, state_verified=True)
             detail["risk_confirmed"] = "done" if ran else ("planned" if ctx.dry_run else "already done")
             if not ctx.dry_run and not ctx.incident.get("risk_confirmed_at"):
                 ctx.incident["risk_confirmed_at"] = iso(ctx.deps.clock())  # intake ignores this confirmation's echo
             if we_reset:
                 await ctx.effect("risk-dismissed", lambda: calls.dismiss.submit(uid),
-                                 description="dismiss the user's risk after the remediation", verify=dismissed)
+                                 description="dismiss the user's risk after the remediation", verify=dismissed, state_verified=True)
                 detail["dismissed_after_remediation"] = not ctx.dry_run
             risky = await calls.risk_settled(uid, ctx.deps.clock())
             if risky:

@@ -184,7 +184,7 @@ class EnforceMfa(Step):
                     return await ctx.graph.get_mfa_state(uid) == "enforced"
 
                 await ctx.effect("per-user-mfa", lambda: ctx.graph.enforce_per_user_mfa(uid),
-                                 description="set per-user MFA to enforced", verify=enforced)
+                                 description="set per-user MFA to enforced", verify=enforced, state_verified=True)
                 detail["mfa"] = "planned" if ctx.dry_run else "enforced"
 
         if not settings.remove_new_auth_methods:

@@ -37,7 +37,7 @@ class MailboxAudit(Step):
                 return (await exo.invoke("Get-Mailbox", {"Identity": upn}) or [{}])[0].get("AuditEnabled") is True
 
             await ctx.effect("audit-enable", lambda: exo.invoke("Set-Mailbox", {"Identity": upn, "AuditEnabled": True}),
-                             description="turn mailbox auditing on (AuditEnabled true)", verify=audit_on)
+                             description="turn mailbox auditing on (AuditEnabled true)", verify=audit_on, state_verified=True)
             fixed.append("AuditEnabled")
         if found["audit_bypass_enabled"] is True:
             async def bypass_off(_record: dict) -> bool:
@@ -48,7 +48,7 @@ class MailboxAudit(Step):
                 "audit-bypass-off",
                 lambda: exo.invoke("Set-MailboxAuditBypassAssociation", {"Identity": upn, "AuditBypassEnabled": False}),
                 description="remove the mailbox audit bypass (AuditBypassEnabled false)",
-                verify=bypass_off,
+                verify=bypass_off, state_verified=True,
             )
             fixed.append("AuditBypassEnabled")
         if found["org_audit_disabled"] is True:

@@ -2,8 +2,8 @@
 
 remove-delegates and revoke-app-consent both read what the user has, decide for each entry
 (remove / keep / review, with the before-values and the call that would undo it), save that
-plan in the step's checkpoint before the first change, and then run one verified effect per
-entry to remove. A redelivered task finds the saved plan and carries out the same decisions
+plan in the step's checkpoint before the first change (with that change's start mark: a plan
+with nothing to remove is not written), and then run one verified effect per entry to remove. A redelivered task finds the saved plan and carries out the same decisions
 (it never re-decides after changes began). What the step reports about the plan is built here
 too, so both steps say it the same way.
 """
@@ -24,7 +24,7 @@ async def saved_plan(ctx: StepContext, make: Callable[[], Awaitable[dict[str, An
     plan = ctx.checkpoint.get("plan")
     if plan is None:
         plan = await make()
-        await ctx.save(plan=plan)  # the decisions and before-values, before the first change
+        ctx.stage(plan=plan)  # the decisions and before-values: stored with the first change's start mark
     return plan
 
 

@@ -287,7 +287,7 @@ class RemoveDelegates(Step):
 
         try:
             ran = await ctx.effect(entry["effect"], lambda: exo.invoke(cmdlet, params, warnings=warnings),
-                                   description=f"remove {describe(entry)} ({entry['reason']})", verify=landed)
+                                   description=f"remove {describe(entry)} ({entry['reason']})", verify=landed, state_verified=True)
         except PermanentError as exc:
             if already_gone([str(exc)]):
                 return "gone"

@@ -162,7 +162,7 @@ class RevokeAppConsent(Step):
             what = (f"remove the app role assignment to '{(entry.get('resource_app') or {}).get('displayName')}' "
                     f"created {entry.get('createdDateTime')}")
         try:
-            ran = await ctx.effect(entry["effect"], delete, description=what, verify=landed)
+            ran = await ctx.effect(entry["effect"], delete, description=what, verify=landed, state_verified=True)
         except PermanentError as exc:
             ctx.log.warning("could not %s: %s", what, exc)
             return str(exc)[:300]

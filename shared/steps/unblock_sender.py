@@ -65,7 +65,7 @@ class UnblockSender(Step):
             "remove-blocked-sender",
             lambda: ctx.exchange.invoke("Remove-BlockedSenderAddress", {"SenderAddress": upn}),
             description=f"remove {upn} from the restricted-senders list",
-            verify=unblocked,
+            verify=unblocked, state_verified=True,
         )
         summary = "would unblock" if ctx.dry_run else "removed from the restricted-senders list (applies within ~1 h)"
         return StepResult(StepState.SUCCEEDED, summary, {"blocked": True, "entry": entry, "removed": not ctx.dry_run})

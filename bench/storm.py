@@ -203,7 +203,9 @@ def start_profiler(pid: int, out: str) -> subprocess.Popen | None:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(exe).exists():
         return None
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
+    # --gil: only the thread holding the GIL is sampled, so the stacks are where the host's CPU goes (without
+    # it the event loop's waits in epoll count as work).
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--gil", "--format", "raw",
                              "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

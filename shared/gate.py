@@ -153,7 +153,8 @@ class ProtectionGate:
 
     async def check(self, ctx: StepContext, facts: GateFacts) -> str | None:
         """Why this step must wait (too few approvals for who the user is), or None; records the
-        verdict on the incident and revokes the sessions of a held role holder when configured."""
+        verdict on the incident (with the step's end) and revokes the sessions of a held role holder
+        when configured."""
         if not facts.eligible_read:  # the alert named the user by UPN: now the object id is known
             await self._read_eligible(ctx.graph, ctx.deps.clock(), facts, ctx.user_id)
         protection = assess_protection(ctx.settings, ctx.incident, facts)
@@ -172,7 +173,9 @@ class ProtectionGate:
         if reason and protection.contain and not ctx.dry_run:
             record["held_containment"] = await self._contain(ctx)
         if any(ctx.incident.get(k) != v for k, v in record.items()):  # the verdict of the last step: no write
-            await ctx.deps.ledger.update_incident(ctx.task.incident_id, record)
+            # Written with the runner's own update of the incident when the step ends, is held, or fails
+            # (not a round trip of its own).
+            ctx.incident_updates.update(record)
             ctx.incident.update(record)
         return reason
 

@@ -167,3 +167,51 @@ async def test_defender_halves_watermarks_and_redrive_counters_round_trip(world)
     assert (await ledger.get_redrive("alerts", "d1"))["count"] == 1
     await ledger.put_redrive("alerts", "d1", 1, gave_up=True)
     assert (await ledger.get_redrive("alerts", "d1"))["gave_up"] is True
+
+
+async def test_evidence_sections_stored_together_come_back_whole_even_when_they_fill_more_than_one_row(world):
+    ledger, _ = world
+    big = {"rows": ["x" * 99] * 280}  # ~29,000 characters: about 58 KB of an entity's 1 MiB
+    sections = {f"section_{i:02d}": {**big, "n": i} for i in range(20)}  # ~1.2 MB: two rows in Table storage
+    sections["small"] = {"user": {"id": "u1", "displayName": "Adele <&> Vance"}}
+    sizes = await ledger.put_evidence_many("inc-ev1", sections)
+    assert set(sizes) == set(sections) and all(size > 0 for size in sizes.values())
+    assert await ledger.list_evidence("inc-ev1") == sections
+    assert await ledger.list_evidence("inc-ev2") == {}
+
+
+async def test_an_evidence_section_written_again_is_the_newest_whichever_way_it_was_written(world):
+    ledger, clock = world
+    await ledger.put_evidence_many("inc-ev3", {"rules": {"v": 1}, "user": {"v": 1}})
+    clock.advance(1)
+    await ledger.put_evidence("inc-ev3", "rules", {"v": 2})  # alone, after the bundle
+    assert await ledger.list_evidence("inc-ev3") == {"rules": {"v": 2}, "user": {"v": 1}}
+    clock.advance(1)
+    await ledger.put_evidence_many("inc-ev3", {"rules": {"v": 3}, "forwarding": {"v": 3}})  # in another bundle
+    assert await ledger.list_evidence("inc-ev3") == {"rules": {"v": 3}, "user": {"v": 1}, "forwarding": {"v": 3}}
+
+
+def test_evidence_bundles_stay_inside_an_entitys_limits_and_keep_every_section_once_in_order():
+    # Table storage: at most 255 properties and 1 MiB of property data per entity (learn.microsoft.com,
+    # "Understanding the Table service data model"); Azurite does not enforce the size, so it is checked here.
+    from shared.adapters.ledger import BUNDLE_BYTES, BUNDLE_SECTIONS, _bundles
+
+    texts = [(f"s{i}", "y" * (29_000 if i % 3 else 10)) for i in range(450)]
+    bundles = _bundles(texts)
+    assert [pair for bundle in bundles for pair in bundle] == texts
+    assert len(bundles) > 1
+    for bundle in bundles:
+        assert len(bundle) <= BUNDLE_SECTIONS
+        assert sum(2 * (len(name) + len(text)) for name, text in bundle) < BUNDLE_BYTES < 1024 * 1024 - 4096
+    many_small = _bundles([(f"s{i}", "z") for i in range(450)])
+    assert [len(b) for b in many_small] == [BUNDLE_SECTIONS, BUNDLE_SECTIONS, 50]
+
+
+async def test_a_section_written_on_its_own_is_read_alone_and_a_missing_one_is_none(world):
+    ledger, _ = world
+    await ledger.put_evidence_many("inc-ev4", {"user": {"v": 1}})
+    await ledger.put_evidence("inc-ev4", "directory_audits", {"events": [{"id": "e1"}], "complete": True})
+    assert await ledger.get_evidence("inc-ev4", "directory_audits") == {"events": [{"id": "e1"}], "complete": True}
+    assert await ledger.get_evidence("inc-ev4", "exchange_audit") is None
+    assert await ledger.get_evidence("inc-ev4", "user") is None  # stored in a bundle: list_evidence reads it
+    assert await ledger.get_evidence("inc-ev5", "directory_audits") is None

@@ -6,7 +6,8 @@ Tables (all created at start-up):
 - ``userincidents`` PartitionKey = user key (object id or UPN), RowKey = "open"
 - ``stormwindow``   PartitionKey = "storm", RowKey = "breaker": the storm breaker (shared/storm.py)
 - ``errors``        PartitionKey = where (queue / entry point), RowKey = time + uuid
-- ``evidence``      PartitionKey = incident id, RowKey = snapshot section
+- ``evidence``      PartitionKey = incident id, RowKey = snapshot section, or "bundle:<digest>" for
+                    several sections in one row (d0, d1, … named by its ``sections`` list)
 - ``defenderpending`` PartitionKey = AlertId (escaped or hashed), RowKey = kind + digest
 - ``watermarks``    PartitionKey = "poll", RowKey = feed: the polling reconciler's watermark
 - ``redrives``      PartitionKey = source queue, RowKey = body digest: poison redrive counts
@@ -61,6 +62,29 @@ STORM_ROUNDS = 200  # conditional-write rounds before a reservation gives up (Tr
 STORM_GROUP = 500  # reservations decided and written together at most (the row's reservations fit one property)
 _MAX_KEY_CHARS = 512  # a PartitionKey/RowKey is at most 1 KiB
 CLAIM_ROUNDS = 5
+
+
+# An evidence bundle's RowKey: ":" is never in key()'s output, so no single section's row can take it.
+BUNDLE_PREFIX = "bundle:"
+BUNDLE_BYTES = 900_000  # an entity holds 1 MiB; a string property counts 2 bytes a character
+BUNDLE_SECTIONS = 200  # an entity holds 252 properties besides PartitionKey, RowKey and Timestamp
+
+
+def _bundles(texts: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Sections grouped, in order, into bundles that fit one entity."""
+    bundles: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    size = 0
+    for section, text in texts:
+        cost = 2 * len(text) + 2 * len(section) + 64
+        if current and (size + cost > BUNDLE_BYTES or len(current) >= BUNDLE_SECTIONS):
+            bundles.append(current)
+            current, size = [], 0
+        current.append((section, text))
+        size += cost
+    if current:
+        bundles.append(current)
+    return bundles
 
 
 def key(value: str) -> str:
@@ -341,29 +365,47 @@ class Ledger:
         )
         return len(text)
 
+    async def get_evidence(self, incident_id: str, section: str) -> Any | None:
+        """One section written on its own (put_evidence), or None: one point read."""
+        try:
+            entity = await self.t["evidence"].get_entity(key(incident_id), key(section))
+        except ResourceNotFoundError:
+            return None
+        return load_json(entity.get("data"), None)
+
     async def put_evidence_many(self, incident_id: str, sections: dict[str, Any]) -> dict[str, int]:
-        """Store several snapshot sections in one table transaction (one partition, one round
-        trip); returns each stored size in characters."""
+        """Store several snapshot sections in one row (a bundle: one request); returns each stored size in
+        characters. A table transaction of one row per section cost ~6x the CPU (the SDK builds and parses
+        its multipart MIME body with the email package: docs/benchmarks.md). Sections that would pass an
+        entity's 1 MiB or its property count go in further bundles."""
         if not sections:
             return {}
         now = iso(self._clock())
-        sizes: dict[str, int] = {}
-        operations: list[Any] = []
-        for section, data in sections.items():
-            text = dump_json(data)
-            sizes[section] = len(text)
-            entity = {"PartitionKey": key(incident_id), "RowKey": key(section), "data": text, "recorded_at": now}
-            operations.append(("upsert", entity, {"mode": UpdateMode.REPLACE}))
-        # A transaction holds at most 100 operations and 4 MiB; sections are at most
-        # MAX_JSON_CHARS each, so chunks of 25 stay well inside both.
-        for start in range(0, len(operations), 25):
-            await self.t["evidence"].submit_transaction(operations[start:start + 25])
-        return sizes
+        texts = {section: dump_json(data) for section, data in sections.items()}
+        for bundle in _bundles(list(texts.items())):
+            names = [section for section, _ in bundle]
+            row_key = BUNDLE_PREFIX + hashlib.sha256("\n".join(names).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+            entity: dict[str, Any] = {"PartitionKey": key(incident_id), "RowKey": row_key, "recorded_at": now,
+                                      "sections": dump_json(names)}
+            entity.update({f"d{i}": text for i, (_, text) in enumerate(bundle)})
+            await self.t["evidence"].upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return {section: len(text) for section, text in texts.items()}
 
     async def list_evidence(self, incident_id: str) -> dict[str, Any]:
-        sections = {}
+        """Every section of the incident's evidence; a section stored more than once (a single row and a
+        bundle) is the one recorded last."""
+        sections: dict[str, Any] = {}
+        recorded: dict[str, str] = {}
         async for entity in self.t["evidence"].query_entities("PartitionKey eq @pk", parameters={"pk": key(incident_id)}):
-            sections[entity["RowKey"]] = load_json(entity.get("data"), None)
+            row_key, at = str(entity["RowKey"]), str(entity.get("recorded_at") or "")
+            if row_key.startswith(BUNDLE_PREFIX):
+                names = load_json(entity.get("sections"), []) or []
+                pairs = [(str(name), entity.get(f"d{i}")) for i, name in enumerate(names)]
+            else:
+                pairs = [(row_key, entity.get("data"))]
+            for name, text in pairs:
+                if name not in recorded or at >= recorded[name]:
+                    sections[name], recorded[name] = load_json(text, None), at
         return sections
 
     # -- errors --------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def contained_at(ctx: StepContext) -> datetime:
 
 
 async def _stored(ctx: StepContext, section: str) -> dict[str, Any] | None:
-    found = (await ctx.deps.ledger.list_evidence(ctx.task.incident_id)).get(section)
+    found = await ctx.deps.ledger.get_evidence(ctx.task.incident_id, section)  # written by put_evidence below
     if isinstance(found, dict) and not found.get("truncated") and ("events" in found or "error" in found):
         return found
     return None

@@ -61,6 +61,7 @@ class FakeLedger:
         self.storm = StormState()
         self.errors: list[dict[str, Any]] = []
         self.evidence: dict[tuple[str, str], Any] = {}
+        self.bundled: set[tuple[str, str]] = set()  # sections last written by put_evidence_many
         self.pending: dict[str, dict[str, tuple[str, str]]] = {}
         self.watermarks: dict[str, str] = {}
         self.redrives: dict[tuple[str, str], dict[str, Any]] = {}
@@ -168,14 +169,20 @@ class FakeLedger:
     # -- evidence ------------------------------------------------------------------------------
     async def put_evidence(self, incident_id: str, section: str, data: Any) -> int:
         text = dump_json(data)
+        self.bundled.discard((incident_id, section))
         self.evidence[(incident_id, section)] = json.loads(text)
         return len(text)
 
     async def put_evidence_many(self, incident_id: str, sections: dict[str, Any]) -> dict[str, int]:
-        return {section: await self.put_evidence(incident_id, section, data) for section, data in sections.items()}
+        sizes = {section: await self.put_evidence(incident_id, section, data) for section, data in sections.items()}
+        self.bundled.update((incident_id, section) for section in sections)  # as the Table ledger: not alone
+        return sizes
 
     async def list_evidence(self, incident_id: str) -> dict[str, Any]:
         return {s: d for (i, s), d in self.evidence.items() if i == incident_id}
+
+    async def get_evidence(self, incident_id: str, section: str) -> Any | None:
+        return None if (incident_id, section) in self.bundled else self.evidence.get((incident_id, section))
 
     # -- errors --------------------------------------------------------------------------------
     async def record_error(self, where: str, reason: str, *, message_id: str = "", excerpt: str = "",

@@ -29,9 +29,11 @@ def resolved_user_fields(user: dict[str, Any]) -> dict[str, Any]:
 
 async def index_user_keys(ledger: LedgerPort, keys: list[str], incident_id: str, created_at: str) -> None:
     """Point the user's other keys (object id, UPN) at this incident, unless they already point
-    at it or at a newer one (a lost race is fine: the row then names the other incident)."""
+    at it or at a newer one (a lost race is fine: the row then names the other incident). A key
+    seen for the first time (the usual case) costs one write: the row is created, and read only
+    when it exists already."""
     for key in keys:
-        if not key:
+        if not key or await ledger.claim_open(key, incident_id, created_at, None):
             continue
         found = await ledger.get_open(key)
         if found is not None and (found[0].get("incident_id") == incident_id or found[0].get("created_at", "") > created_at):

@@ -82,3 +82,24 @@ async def test_after_the_close_only_a_newer_signal_opens_a_new_incident():
     assert result.outcome == "created" and result.incident_id != first.incident_id
     # the new incident now owns the user's index rows
     assert (await submit(deps, IncidentRequest(user_id=None, user_principal_name=UPN))).incident_id == result.incident_id
+
+
+async def test_indexing_a_new_key_is_one_write_and_an_existing_key_moves_only_to_a_newer_incident():
+    ledger = FakeLedger()
+    calls: list[str] = []
+    for name in ("get_open", "claim_open"):
+        original = getattr(ledger, name)
+
+        async def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return await _original(*args, **kwargs)
+
+        setattr(ledger, name, counted)
+    await index_user_keys(ledger, [USER_ID], "inc-b", "2026-12-02T10:00:00.000Z")
+    assert calls == ["claim_open"]  # a key seen for the first time: created, not read first
+    await index_user_keys(ledger, [USER_ID], "inc-a", "2026-12-01T10:00:00.000Z")  # an older incident
+    assert (await ledger.get_open(USER_ID))[0]["incident_id"] == "inc-b"
+    await index_user_keys(ledger, [USER_ID], "inc-c", "2026-12-03T10:00:00.000Z")  # a newer one takes the key
+    assert (await ledger.get_open(USER_ID))[0]["incident_id"] == "inc-c"
+    await index_user_keys(ledger, ["", USER_ID], "inc-c", "2026-12-03T10:00:00.000Z")  # already there: no write
+    assert calls[-2:] == ["claim_open", "get_open"]

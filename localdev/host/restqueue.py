@@ -2,9 +2,9 @@
 
 In Azure the Functions host (.NET) polls the queues, deletes finished messages and moves poison
 ones; the Python worker never pays for it. This local host does that work in the app's own process,
-and through ``azure-storage-queue`` each poll, delete and visibility change cost about 2 ms of CPU
-(azure-core runs ~2,000 Python calls per request; docs/benchmarks.md), so a storm's idle polling
-and message settling counted as ~40 % of the app's measured CPU. Here the same five operations are
+and through ``azure-storage-queue`` each poll, delete and visibility change cost about 1 ms of CPU
+(azure-core runs ~1,800 Python calls per request; docs/benchmarks.md): a storm's ~42 polls and
+deletes per user were about a tenth of the app's measured CPU. Here the same five operations are
 plain requests on one pooled aiohttp session (``shared/adapters/http.py``), the same wire calls the
 SDK makes:
 

@@ -168,15 +168,20 @@ async def test_a_plan_with_nothing_to_remove_is_never_written():
     assert written == [] and deps.ledger.step_state(INCIDENT, "remove-delegates") == "succeeded"
 
 
-async def test_a_retry_verifies_a_state_verified_removal_that_left_no_mark_instead_of_repeating_it():
-    # Only the first removal writes (the plan with its start mark); the second writes nothing before it
-    # runs. The worker dies after the second landed: the retry asks the tenant and repeats neither.
-    deps, runner, exchange, _ = world("remove-delegates")
+def mailbox_with_two_delegates(exchange: FakeExchange) -> None:
+    """mallory and eve, both granted FullAccess after the cut-off: two removals."""
     mailbox(exchange)
     eve = {"User": "eve@contoso.com", "AccessRights": ["FullAccess"], "IsInherited": False, "Deny": False}
     exchange.results["Get-MailboxPermission"].append(eve)
     exchange.results["Search-UnifiedAuditLog"].append(
         audit_row("Add-MailboxPermission", "2024-05-01T13:05:00", UPN, User="eve@contoso.com", AccessRights="FullAccess"))
+
+
+async def test_a_retry_verifies_a_state_verified_removal_that_left_no_mark_instead_of_repeating_it():
+    # Only the first removal writes (the plan with its start mark); the second writes nothing before it
+    # runs. The worker dies after the second landed: the retry asks the tenant and repeats neither.
+    deps, runner, exchange, _ = world("remove-delegates")
+    mailbox_with_two_delegates(exchange)
     written = count_checkpoints(deps)
     invoke = exchange.invoke
 
@@ -203,11 +208,7 @@ async def test_a_retry_verifies_a_state_verified_removal_that_left_no_mark_inste
 
 async def test_a_retry_runs_a_state_verified_removal_again_when_it_did_not_land():
     deps, runner, exchange, _ = world("remove-delegates")
-    mailbox(exchange)
-    eve = {"User": "eve@contoso.com", "AccessRights": ["FullAccess"], "IsInherited": False, "Deny": False}
-    exchange.results["Get-MailboxPermission"].append(eve)
-    exchange.results["Search-UnifiedAuditLog"].append(
-        audit_row("Add-MailboxPermission", "2024-05-01T13:05:00", UPN, User="eve@contoso.com", AccessRights="FullAccess"))
+    mailbox_with_two_delegates(exchange)
     invoke = exchange.invoke
     died: list[bool] = []
 

@@ -29,57 +29,54 @@ def queue_name() -> str:
     return "rq" + uuid.uuid4().hex[:20]
 
 
-async def test_rest_queue_round_trip_matches_the_sdk_client(service):
+@pytest.fixture
+async def queue(service):
+    """A fresh queue: the SDK client, the REST client over the same account, and its name."""
     name = queue_name()
     client = service.get_queue_client(name)
     account = account_of(client)
     assert account is not None
-    rest, sdk = RestQueue(account, client.url, name), StorageQueue(client)
-    try:
-        await rest.ensure()
-        rest._ensured = False
-        await rest.ensure()  # an existing queue is fine
-        text = "eyJ2ZXJzaW9uIjogMX0= <&> 'quoted' \"double\""
-        await rest.send(text)
-        [got] = await rest.receive(32, 30)
-        assert got.content == text and got.dequeue_count == 1 and got.pop_receipt and got.id
-        assert got.inserted_on is not None and got.expires_on > got.inserted_on and got.next_visible_on > got.inserted_on
-        assert await rest.receive(32, 30) == []  # invisible while leased
-        receipt = await rest.set_visibility(got.id, got.pop_receipt, 0)
-        assert receipt and receipt != got.pop_receipt
-        # The SDK client sees the same message, with the dequeue count the service keeps.
-        [seen] = await sdk.receive(32, 30)
-        assert (seen.id, seen.content, seen.dequeue_count) == (got.id, text, 2)
+    yield client, RestQueue(account, client.url, name)
+    await client.delete_queue()
+    await account.close()
+
+
+async def test_rest_queue_round_trip_matches_the_sdk_client(queue):
+    client, rest = queue
+    sdk = StorageQueue(client)
+    await rest.ensure()
+    rest._ensured = False
+    await rest.ensure()  # an existing queue is fine
+    text = "eyJ2ZXJzaW9uIjogMX0= <&> 'quoted' \"double\""
+    await rest.send(text)
+    [got] = await rest.receive(32, 30)
+    assert got.content == text and got.dequeue_count == 1 and got.pop_receipt and got.id
+    assert got.inserted_on is not None and got.expires_on > got.inserted_on and got.next_visible_on > got.inserted_on
+    assert await rest.receive(32, 30) == []  # invisible while leased
+    receipt = await rest.set_visibility(got.id, got.pop_receipt, 0)
+    assert receipt and receipt != got.pop_receipt
+    # The SDK client sees the same message, with the dequeue count the service keeps.
+    [seen] = await sdk.receive(32, 30)
+    assert (seen.id, seen.content, seen.dequeue_count) == (got.id, text, 2)
+    await rest.delete(seen.id, seen.pop_receipt)
+    with pytest.raises(ResourceNotFoundError) as gone:
         await rest.delete(seen.id, seen.pop_receipt)
-        with pytest.raises(ResourceNotFoundError) as gone:
-            await rest.delete(seen.id, seen.pop_receipt)
-        assert gone.value.status_code == 404 and gone.value.error_code == "MessageNotFound"
-        # What the SDK sends, the REST client receives byte for byte.
-        await sdk.send("from the sdk")
-        [other] = await rest.receive(1, 30)
-        assert other.content == "from the sdk"
-    finally:
-        await client.delete_queue()
-        await account.close()
+    assert gone.value.status_code == 404 and gone.value.error_code == "MessageNotFound"
+    # What the SDK sends, the REST client receives byte for byte.
+    await sdk.send("from the sdk")
+    [other] = await rest.receive(1, 30)
+    assert other.content == "from the sdk"
 
 
-async def test_a_batch_is_received_whole_up_to_the_asked_number(service):
-    name = queue_name()
-    client = service.get_queue_client(name)
-    account = account_of(client)
-    assert account is not None
-    rest = RestQueue(account, client.url, name)
-    try:
-        await rest.ensure()
-        for i in range(5):
-            await rest.send(f"m{i}")
-        first = await rest.receive(3, 30)
-        rest_of_them = await rest.receive(32, 30)
-        assert len(first) == 3 and len(rest_of_them) == 2
-        assert sorted(m.content for m in first + rest_of_them) == [f"m{i}" for i in range(5)]
-    finally:
-        await client.delete_queue()
-        await account.close()
+async def test_a_batch_is_received_whole_up_to_the_asked_number(queue):
+    _, rest = queue
+    await rest.ensure()
+    for i in range(5):
+        await rest.send(f"m{i}")
+    first = await rest.receive(3, 30)
+    rest_of_them = await rest.receive(32, 30)
+    assert len(first) == 3 and len(rest_of_them) == 2
+    assert sorted(m.content for m in first + rest_of_them) == [f"m{i}" for i in range(5)]
 
 
 async def test_a_wrong_key_is_refused_and_the_error_carries_neither_key_nor_text(service):

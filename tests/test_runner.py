@@ -304,3 +304,49 @@ async def test_a_role_holder_is_held_with_sessions_revoked_and_the_prefetched_ro
     # the role lookups ran once, beside the resolution; the gate used what they found
     assert deps.graph.count("list_directory_roles") == 1 and deps.graph.count("check_member_groups") == 1
     assert [c for c in deps.graph.calls if c[0] == "list_eligible_roles"] == [("list_eligible_roles", admin["id"])]
+
+
+class MailStep(Step):
+    """One unverifiable effect (a mail cannot be read back), like close's summary to the SOC."""
+
+    name = "reset-password"
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.fail_next = False
+
+    async def act(self, ctx):
+        async def send() -> None:
+            if self.fail_next:
+                self.fail_next = False
+                raise RuntimeError("worker died while sending")
+            self.sent += 1
+
+        await ctx.effect("mail", send, description="mail the SOC")
+        return StepResult("succeeded", "mailed")
+
+
+async def test_an_unverifiable_effect_writes_its_end_once_and_no_start_mark_before_it():
+    deps, _ = make()
+    step = MailStep()
+    runner = StepRunner(deps, {"reset-password": step})
+    _, tasks = await start(deps)
+    written = []
+    original = deps.ledger.checkpoint
+
+    async def checkpoint(incident_id, name, claim, updates):
+        written.append(json.loads(json.dumps(updates)))
+        await original(incident_id, name, claim, updates)
+
+    deps.ledger.checkpoint = checkpoint
+    step.fail_next = True
+    with pytest.raises(RuntimeError):
+        await runner.run(tasks[0])
+    assert written == []  # nothing stored before the call: a retry runs it again either way
+    assert await runner.run(tasks[0]) == "ran"
+    assert step.sent == 1 and len(written) == 1
+    record = written[0]["effects"]["mail"]
+    assert record["issued_at"] and record["done_at"] and record["attempt"] == 2
+    deps.ledger.incidents[tasks[0].incident_id]["state"] = "running"
+    assert await runner.run(tasks[0]) == "done"  # finished: never sent again
+    assert step.sent == 1

@@ -139,6 +139,8 @@ class StepContext:
         never ``record["issued_at"]``: no start mark is written (unless stage() left something to
         write), and a later attempt asks ``verify`` before running the effect. A verify that compares
         the tenant's timestamps with the issue time (the password reset's) keeps its start mark.
+        Without ``verify`` the effect's end is written at once and no start mark before it (a retry
+        that finds no end runs it again either way: a second SOC mail rather than none).
         """
         record = dict(self.checkpoint.get("effects", {}).get(name, {}))
         if record.get("done_at"):
@@ -153,16 +155,16 @@ class StepContext:
             self.log.info("effect %s done: %s", name, description)
             return True
         state_verified = state_verified and verify is not None
-        # An earlier attempt may have issued it: its start mark says so, or (state-verified effects write
-        # none) the step has run before.
+        # The start mark is stored (before the call) only where a retry needs it: a verify that compares
+        # the tenant's timestamps with the issue time. A state-verified effect is verified on any later
+        # attempt; an unverifiable one is run again unless its end was recorded, mark or not.
+        mark_start = (verify is not None and not state_verified) or self._staged
         maybe_issued = bool(record.get("issued_at")) or (state_verified and self.claim.attempts > 1)
         if maybe_issued and verify is not None and await verify(record):
             self.log.info("effect %s of an earlier attempt is confirmed in the tenant; not repeating it", name)
-            await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True},
-                             write=not state_verified or self._staged)
+            await self._mark(name, {**record, "done_at": iso(self.deps.clock()), "verified": True}, write=mark_start)
             return False
-        await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts},
-                         write=not state_verified or self._staged)
+        await self._mark(name, {"issued_at": iso(self.deps.clock()), "attempt": self.claim.attempts}, write=mark_start)
         retrier = Retrier(EFFECT_POLICY)
         while True:
             try:

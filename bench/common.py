@@ -46,36 +46,31 @@ async def inject(conn: str, users: Iterable[dict], tag: str, queue: str = "alert
         await service.close()
 
 
-async def step_rows(conn: str) -> list[dict[str, Any]]:
-    """Every step row's incident, step, started_at and finished_at (when each step of each incident ran)."""
+async def _rows(conn: str, table: str, select: list[str]) -> list[Any]:
+    """Every entity of ``table`` with the ``select``ed properties ([] before the app created the table)."""
     service = TableServiceClient.from_connection_string(conn)
-    out = []
     try:
-        async for entity in service.get_table_client("steps").list_entities(
-                select=["PartitionKey", "RowKey", "started_at", "finished_at", "state"]):
-            out.append(dict(entity))
+        return [entity async for entity in service.get_table_client(table).list_entities(select=select)]
     except ResourceNotFoundError:
         return []
     finally:
         await service.close()
-    return out
+
+
+async def step_rows(conn: str) -> list[dict[str, Any]]:
+    """Every step row's incident, step, started_at and finished_at (when each step of each incident ran)."""
+    return [dict(e) for e in await _rows(conn, "steps", ["PartitionKey", "RowKey", "started_at", "finished_at", "state"])]
 
 
 async def incidents(conn: str) -> list[dict[str, Any]]:
     """Incident rows with ``_updated`` (epoch seconds of the row's last write, from storage)."""
-    service = TableServiceClient.from_connection_string(conn)
     out = []
-    try:
-        async for entity in service.get_table_client("incidents").list_entities(
-                select=["user_key", "state", "incident_id", "created_at", "Timestamp"]):  # Timestamp: else metadata lacks it
-            row = dict(entity)
-            stamp = entity.metadata.get("timestamp")
-            row["_updated"] = stamp.timestamp() if stamp else None
-            out.append(row)
-    except ResourceNotFoundError:
-        return []
-    finally:
-        await service.close()
+    # Timestamp selected: else the entity's metadata lacks it
+    for entity in await _rows(conn, "incidents", ["user_key", "state", "incident_id", "created_at", "Timestamp"]):
+        row = dict(entity)
+        stamp = entity.metadata.get("timestamp")
+        row["_updated"] = stamp.timestamp() if stamp else None
+        out.append(row)
     return out
 
 

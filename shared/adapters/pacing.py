@@ -229,11 +229,8 @@ class Bucket:
         if now < self.paused_until:
             self._arm(self.paused_until - now)
             return
-        while self._waiters:
+        while self._queued():  # (drops the cancelled waiters on top)
             cost, future = self._waiters[0][3], self._waiters[0][4]
-            if future.done():
-                heapq.heappop(self._waiters)
-                continue
             need = min(cost, self.depth)
             if self.tokens < need:
                 self._arm((need - self.tokens) / self.rate)

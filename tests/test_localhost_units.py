@@ -18,7 +18,7 @@ from localdev.azurite import connection_string_for
 from localdev.host.functions import FunctionInfo
 from localdev.host.invocation import Invoker
 from localdev.host.ncrontab import ScheduleError, next_occurrence, parse_schedule
-from localdev.host.queues import MessageDecodeError, QueueListener, decode_body
+from localdev.host.queues import MessageDecodeError, QueueListener, decode_body, until_next_poll
 from localdev.host.routes import compile_route, sort_routes
 from localdev.host.runtime import build_event_hub_events
 from localdev.host.settings import (
@@ -424,6 +424,51 @@ async def test_listener_backoff_doubles_to_max_polling_interval_and_resets_when_
     # message, and the next empty poll waits the minimum again.
     assert delays[:8] == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08, 0.08, 0.01]
     assert queue.receive_sizes[:8] == [1] * 8 and not queue.messages
+
+
+def test_a_wait_between_polls_ends_on_a_grid_of_its_own_length_and_never_passes_the_delay():
+    assert until_next_poll(12.34, 0.5) == pytest.approx(0.16)  # -> 12.5
+    assert until_next_poll(12.5, 0.5) == pytest.approx(0.5)  # on the grid: a whole interval
+    assert until_next_poll(12.5 - 1e-9, 0.5) == pytest.approx(0.5)  # a timer a hair early stays on it
+    assert until_next_poll(7.0, 0.0) == 0.0
+    for i in range(1000):
+        now, delay = i * 0.0137, (0.1, 0.2, 0.4, 0.5)[i % 4]
+        wait = until_next_poll(now, delay)
+        assert 0.0 <= wait <= delay + 1e-6
+        assert (now + wait) / delay == pytest.approx(round((now + wait) / delay), abs=1e-6)
+
+
+@pytest.mark.asyncio
+async def test_idle_listeners_started_apart_poll_together_once_backed_off():
+    """Two idle queues whose listeners started 30 ms apart: once both wait the maximum interval they
+    poll in the same instant (one wake of the host), not 30 ms apart."""
+    loop = asyncio.get_running_loop()
+    polls: dict[str, list[float]] = {"a": [], "b": []}
+
+    class Recording(FakeQueue):
+        async def receive(self, max_messages: int, visibility_timeout: int) -> list:
+            polls[self.name].append(loop.time())
+            return await super().receive(max_messages, visibility_timeout)
+
+    async def handler(msg):
+        pass
+
+    options = QueueOptions(batch_size=1, new_batch_threshold=0, max_polling_interval=0.1)
+    listeners = []
+    for name in ("a", "b"):
+        listener = QueueListener(_info(handler), Recording(name), FakeQueue(name + "-poison"), options, Invoker(),
+                                 lease_seconds=30, min_polling_interval=0.025)
+        listeners.append((listener, asyncio.create_task(listener.run())))
+        await asyncio.sleep(0.03)
+    deadline = loop.time() + 5
+    while min(len(polls["a"]), len(polls["b"])) < 8:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.02)
+    for listener, task in listeners:
+        await listener.drain(1.0)
+        await task
+    late_a, late_b = polls["a"][-3:], polls["b"][-3:]
+    assert all(min(abs(t - u) for u in polls["a"]) < 0.005 for t in late_b), (late_a, late_b)
 
 
 @pytest.mark.asyncio

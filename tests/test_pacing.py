@@ -12,15 +12,18 @@ from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphAdapter
 from shared.adapters.pacing import (
     CUT,
+    DEPTH_S,
     FLOOR,
     MARGIN,
     RECOVERY_S,
+    TICK_S,
     Bucket,
     KeyedSlots,
     Pacer,
     PacingLimits,
     classify_graph,
     identity_cost,
+    next_tick,
 )
 from shared.priority import Priority, priority
 from shared.settings import Settings
@@ -150,6 +153,33 @@ def test_each_step_runs_at_its_distance_from_containment():
     assert levels["snapshot"] is Priority.APPROACH and levels["reset-password"] is Priority.CONTAINMENT
     assert levels["enforce-mfa"] is Priority.CONTAINMENT  # its group add must not wait for the whole storm
     assert {levels[s] for s in STEP_NAMES[STEP_NAMES.index("enforce-mfa") + 1:]} == {Priority.NORMAL}
+
+
+def test_the_release_grid_is_the_first_tick_at_or_after_the_time_the_units_are_there():
+    assert next_tick(12.3) == pytest.approx(12.3)
+    assert next_tick(12.3 + 1e-6) == pytest.approx(12.4)
+    assert next_tick(0.0001) == pytest.approx(TICK_S)
+    assert TICK_S < DEPTH_S  # a tick's units fit the bank, so releasing per tick keeps the pace
+
+
+async def test_waiting_requests_are_released_together_once_a_tick_not_one_timer_per_token():
+    """At 50 units/s a tick brings 5: ten waiting requests go in two or three releases (one timer per
+    token would wake the worker ten times), and never faster than the pace."""
+    bucket = Bucket("exo", rate=50.0)
+    bucket.tokens = 0.0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    released: list[float] = []
+
+    async def one() -> None:
+        await bucket.take(1)
+        released.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(10)))
+    releases = 1 + sum(1 for a, b in zip(released, released[1:]) if b - a > 0.01)
+    assert bucket.granted == 10 and bucket.waited == 10
+    assert releases <= 3
+    assert released[-1] - start >= 10 / 50.0 - 0.005  # the tenth unit is there after 0.2 s, not before
 
 
 async def test_a_429_slows_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():

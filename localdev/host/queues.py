@@ -6,7 +6,10 @@ Per queue-triggered function one :class:`QueueListener`:
   is fetched once the number of running invocations drops to ``newBatchThreshold`` (so at
   most ``batchSize + newBatchThreshold`` run at once, as documented for the real host);
 * polls with exponential backoff from 100 ms up to ``maxPollingInterval`` while the queue is
-  empty and goes back to fast polling as soon as a message arrives;
+  empty and goes back to fast polling as soon as a message arrives; a wait ends on a grid of its
+  own length (:func:`until_next_poll`), so the listeners waiting the same delay poll together and
+  a dozen idle queues wake the host once per interval instead of a dozen times (the real host
+  randomizes its backoff instead; either way no wait is longer than the delay);
 * holds each message invisible while its invocation runs (a lease, renewed at half-time; the
   real host uses 10 minutes, ``LOCALDEV_QUEUE_LEASE_SECONDS`` overrides it);
 * success -> delete; failure -> visible again after ``visibilityTimeout``; a failure when
@@ -23,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional
@@ -36,7 +40,8 @@ from .settings import MIN_POLLING_INTERVAL, QueueOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StorageQueue", "QueueListener", "MessageDecodeError", "decode_body", "default_lease_seconds"]
+__all__ = ["StorageQueue", "QueueListener", "MessageDecodeError", "decode_body", "default_lease_seconds",
+           "until_next_poll"]
 
 DEFAULT_LEASE_SECONDS = 600  # the real host's message visibility while a function runs
 POISON_SUFFIX = "-poison"
@@ -48,6 +53,15 @@ def default_lease_seconds(environ=None) -> int:
         return max(2, int(environ.get("LOCALDEV_QUEUE_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)))
     except ValueError:
         return DEFAULT_LEASE_SECONDS
+
+
+def until_next_poll(now: float, delay: float) -> float:
+    """Seconds from ``now`` (loop time) to the next poll: the last multiple of ``delay`` no later than
+    ``now + delay``. Listeners waiting the same delay poll at the same instants; no wait is longer than
+    the delay (a listener whose wait began off the grid polls early once, then stays on it)."""
+    if delay <= 0:
+        return 0.0
+    return max(0.0, math.floor((now + delay + 1e-6) / delay) * delay - now)
 
 
 class MessageDecodeError(ValueError):
@@ -203,6 +217,7 @@ class QueueListener:
                 delay = min(delay * 2, self.options.max_polling_interval)
 
     async def _sleep_until_stopped(self, seconds: float) -> None:
+        seconds = until_next_poll(asyncio.get_running_loop().time(), seconds)
         try:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except asyncio.TimeoutError:

@@ -136,6 +136,28 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
+def wakeups(pid: int | None) -> int | None:
+    """Voluntary context switches of a process's threads so far: how often it slept and was woken (on
+    a VM a wake from idle costs far more CPU than the same work on a busy core: docs/benchmarks.md)."""
+    if not pid:
+        return None
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                for line in fh:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended in between
+    return total
+
+
 def tree_cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of a process and its live descendants."""
     total, stack = 0.0, [pid] if pid else []

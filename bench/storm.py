@@ -59,6 +59,7 @@ from bench.common import (  # noqa: E402
     peak_rss_mb,
     step_rows,
     tree_cpu_seconds,
+    wakeups,
 )
 from localdev.simulator.limits import Limits, parse_overrides  # noqa: E402
 from localdev.stack import LocalStack  # noqa: E402
@@ -245,6 +246,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         since = max((e["seq"] for e in sim.requests(limit=1)), default=0)
         host_pids = stack.host_pids
         cpu0 = sum(cpu_seconds(pid) or 0 for pid in host_pids)
+        wakes0 = sum(wakeups(pid) or 0 for pid in host_pids)
         others = {"azurite": stack.azurite.pid, "simulator": stack.simulator.pid}
         others0 = {name: tree_cpu_seconds(pid) for name, pid in others.items()}
         ops0, kinds0 = stack.storage_counter.total(), stack.storage_counter.kinds()
@@ -269,6 +271,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         kinds = {k: n - kinds0.get(k, 0) for k, n in stack.storage_counter.kinds().items()}
         load1 = os.getloadavg()
         cpu = sum(cpu_seconds(pid) or 0 for pid in host_pids)
+        wakes = sum(wakeups(pid) or 0 for pid in host_pids) - wakes0
         others_cpu = {name: round(tree_cpu_seconds(pid) - others0[name], 1) for name, pid in others.items()}
         rss = max((peak_rss_mb(pid) or 0 for pid in host_pids), default=None)
         entries = sim.requests(since=since)
@@ -323,6 +326,7 @@ def run(users: int, profile: str, write_share: float, latency_ms: float, overrid
         "stack_cpu_busy_pct": round(100 * (cpu - cpu0 + sum(others_cpu.values())) / (wall * (os.cpu_count() or 1))),
         "storage_ops": ops, "storage_idle_ops_per_s": round(idle_rate, 1),
         "host_idle_cpu_ms_per_s": round(idle_cpu_rate * 1000, 1),
+        "host_wakeups_per_user": round(wakes / users, 1),
         "host_cpu_ms_per_user_beyond_idle_polling": round(((cpu - cpu0) - idle_cpu_rate * wall) * 1000 / users),
         "storage_ops_per_user_by_kind": {k: round(n / users, 2) for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])
                                          if n / users >= 0.01},

@@ -159,7 +159,6 @@ def test_the_release_grid_is_the_first_tick_at_or_after_the_time_the_units_are_t
     assert next_tick(12.3) == pytest.approx(12.3)
     assert next_tick(12.3 + 1e-6) == pytest.approx(12.4)
     assert next_tick(0.0001) == pytest.approx(TICK_S)
-    assert TICK_S < DEPTH_S  # a tick's units fit the bank, so releasing per tick keeps the pace
 
 
 async def test_waiting_requests_are_released_together_once_a_tick_not_one_timer_per_token():
@@ -180,6 +179,26 @@ async def test_waiting_requests_are_released_together_once_a_tick_not_one_timer_
     assert bucket.granted == 10 and bucket.waited == 10
     assert releases <= 3
     assert released[-1] - start >= 10 / 50.0 - 0.005  # the tenth unit is there after 0.2 s, not before
+
+
+async def test_a_slow_bucket_released_once_a_tick_keeps_its_whole_pace():
+    """3 units/s: a tick brings 0.3. Had the bank held only one unit, what was left after a release plus
+    the next ticks' refill would pass it and be thrown away (a release every 0.4 s: 2.5/s); six waiting
+    requests take two seconds and a tick, not 2.4 s."""
+    bucket = Bucket("reports", rate=3.0)
+    assert bucket.depth >= 1.0 + 3.0 * TICK_S and bucket.depth >= 3.0 * DEPTH_S
+    bucket.tokens = 0.0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    released: list[float] = []
+
+    async def one() -> None:
+        await bucket.take(1)
+        released.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(6)))
+    assert released[-1] - start >= 6 / 3.0 - 0.005
+    assert released[-1] - start <= 6 / 3.0 + TICK_S + 0.2  # (0.2: a loaded machine's late timers)
 
 
 async def test_a_429_slows_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():

@@ -16,12 +16,12 @@ A request is classified by its method and path (or its cmdlet): a call added lat
 its service's bucket with no wiring. Each bucket is a token bucket refilled at its quota per
 second, divided by PACING_INSTANCES (the workers expected to share the quota; the platform's
 instance count, not discovered at run time: no distributed coordination) and held 2% below it,
-banking at most a quarter of a second's worth (no bursts). A waiting request is released on a
-100 ms grid shared by every bucket (TICK_S): together with the other requests whose units are there
-by then, instead of one timer per token; the pace is unchanged (the bank holds more than a tick's
-units), and the worker wakes once per tick instead of once per request, which on a mostly idle
-worker costs far more CPU than the request itself (docs/benchmarks.md). Waiters are served first
-come, first served within a priority class, and containment (shared/priority.py) before everything else: one
+banking at most a quarter of a second's worth or one request's and a tick's, whichever is more (no
+bursts). A waiting request is released on a 100 ms grid shared by every bucket (TICK_S): together
+with the other requests whose units are there by then, instead of one timer per token; the pace is
+unchanged (what a tick's releases leave and its refill fit the bank), and the worker wakes once per
+tick instead of once per request, which on a mostly idle worker costs far more CPU than the request
+itself (docs/benchmarks.md). Waiters are served first come, first served within a priority class, and containment (shared/priority.py) before everything else: one
 worker's incidents share each quota fairly, and no incident's password reset waits behind another
 incident's clean-up. A 429 still corrects the pace (AIMD): the bucket it names (identity's
 ``x-ms-throttle-information``, else the request's own) slows to 70% of its pace, at most once in
@@ -48,7 +48,6 @@ from ..priority import Priority, current, current_order
 MARGIN = 0.02  # pace this far below each quota: network jitter must not turn a paced request into a 429
 DEPTH_S = 0.25  # seconds of quota a bucket may bank (Microsoft's bucket depth is not published)
 TICK_S = 0.1  # waiting requests are released on this grid (loop time), never later than one tick late
-assert TICK_S < DEPTH_S  # a tick's units always fit the bank: coalescing never loses pace
 RECOVERY_S = 10.0  # after a 429, seconds of quiet to grow back from nothing to the ceiling
 FLOOR = 0.25  # a bucket's pace never drops below this share of its ceiling
 CUT = 0.7  # a 429 multiplies the pace by this
@@ -182,7 +181,10 @@ class Bucket:
                  rng: random.Random | None = None) -> None:
         self.name = name
         self.ceiling = self.rate = rate
-        self.depth = max(rate * DEPTH_S, 1.0)
+        # What is left after a tick's releases (less than one request's units) and a tick's refill
+        # always fit the bank, so releasing once a tick never loses pace (banking one unit, a bucket
+        # of 3 units/s lost a sixth of its pace to the cap).
+        self.depth = max(rate * DEPTH_S, 1.0 + rate * TICK_S)
         self.tokens = self.depth
         self._clock = clock
         self._rng = rng or random.Random()

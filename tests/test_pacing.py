@@ -12,7 +12,6 @@ from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphAdapter
 from shared.adapters.pacing import (
     CUT,
-    DEPTH_S,
     FLOOR,
     MARGIN,
     RECOVERY_S,
@@ -165,6 +164,7 @@ async def test_waiting_requests_are_released_together_once_a_tick_not_one_timer_
     """At 50 units/s a tick brings 5: ten waiting requests go in two or three releases (one timer per
     token would wake the worker ten times), and never faster than the pace."""
     bucket = Bucket("exo", rate=50.0)
+    assert bucket.tick == TICK_S  # its bank (12.5) holds a request and a tick's refill (5)
     bucket.tokens = 0.0
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -181,12 +181,12 @@ async def test_waiting_requests_are_released_together_once_a_tick_not_one_timer_
     assert released[-1] - start >= 10 / 50.0 - 0.005  # the tenth unit is there after 0.2 s, not before
 
 
-async def test_a_slow_bucket_released_once_a_tick_keeps_its_whole_pace():
-    """3 units/s: a tick brings 0.3. Had the bank held only one unit, what was left after a release plus
-    the next ticks' refill would pass it and be thrown away (a release every 0.4 s: 2.5/s); six waiting
-    requests take two seconds and a tick, not 2.4 s."""
+async def test_a_slow_bucket_keeps_its_whole_pace():
+    """3 units/s banks one unit: released once a tick (0.3 units), what was left after a release plus the
+    next ticks' refill would pass the bank and be thrown away (a release every 0.4 s: 2.5/s). It is
+    released when its units are there: six waiting requests take two seconds, not 2.4."""
     bucket = Bucket("reports", rate=3.0)
-    assert bucket.depth >= 1.0 + 3.0 * TICK_S and bucket.depth >= 3.0 * DEPTH_S
+    assert bucket.depth == 1.0 and bucket.tick == 0.0
     bucket.tokens = 0.0
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -198,7 +198,25 @@ async def test_a_slow_bucket_released_once_a_tick_keeps_its_whole_pace():
 
     await asyncio.gather(*(one() for _ in range(6)))
     assert released[-1] - start >= 6 / 3.0 - 0.005
-    assert released[-1] - start <= 6 / 3.0 + TICK_S + 0.2  # (0.2: a loaded machine's late timers)
+    assert released[-1] - start <= 6 / 3.0 + 0.2  # (0.2: a loaded machine's late timers)
+
+
+async def test_a_one_request_deep_quota_never_sees_two_requests_closer_than_its_pace():
+    """Identity Protection allows 1 request/s and banks one (the simulator's bucket, like Microsoft's
+    unpublished one, is that strict): paced at 0.98/s from a full bank, no two requests go out less
+    than 1/0.98 s apart (a bank of 1.1 units let the second go 0.92 s after the first: a 429)."""
+    bucket = Bucket("idp", rate=0.98)
+    assert bucket.depth == 1.0 and bucket.tick == 0.0
+    loop = asyncio.get_running_loop()
+    released: list[float] = []
+
+    async def one() -> None:
+        await bucket.take(1)
+        released.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(3)))
+    gaps = [b - a for a, b in zip(released, released[1:])]
+    assert all(gap >= 1 / 0.98 - 0.002 for gap in gaps), gaps
 
 
 async def test_a_429_slows_the_pace_once_per_overshoot_and_stops_for_retry_after_then_recovers():

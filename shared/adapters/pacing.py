@@ -16,12 +16,13 @@ A request is classified by its method and path (or its cmdlet): a call added lat
 its service's bucket with no wiring. Each bucket is a token bucket refilled at its quota per
 second, divided by PACING_INSTANCES (the workers expected to share the quota; the platform's
 instance count, not discovered at run time: no distributed coordination) and held 2% below it,
-banking at most a quarter of a second's worth or one request's and a tick's, whichever is more (no
-bursts). A waiting request is released on a 100 ms grid shared by every bucket (TICK_S): together
-with the other requests whose units are there by then, instead of one timer per token; the pace is
-unchanged (what a tick's releases leave and its refill fit the bank), and the worker wakes once per
-tick instead of once per request, which on a mostly idle worker costs far more CPU than the request
-itself (docs/benchmarks.md). Waiters are served first come, first served within a priority class, and containment (shared/priority.py) before everything else: one
+banking at most a quarter of a second's worth (no bursts). A waiting request is released on a
+100 ms grid shared by the buckets (TICK_S): together with the other requests whose units are there by
+then, instead of one timer per token, so the worker wakes once per tick instead of once per request,
+which on a mostly idle worker costs far more CPU than the request itself (docs/benchmarks.md). The
+pace is unchanged: only a bucket whose bank holds a request's units and a tick's refill is released
+on the grid; the slow ones (Identity Protection, the audit logs, a small write share: a bank of one
+request) are released when their units are there. Waiters are served first come, first served within a priority class, and containment (shared/priority.py) before everything else: one
 worker's incidents share each quota fairly, and no incident's password reset waits behind another
 incident's clean-up. A 429 still corrects the pace (AIMD): the bucket it names (identity's
 ``x-ms-throttle-information``, else the request's own) slows to 70% of its pace, at most once in
@@ -181,10 +182,13 @@ class Bucket:
                  rng: random.Random | None = None) -> None:
         self.name = name
         self.ceiling = self.rate = rate
-        # What is left after a tick's releases (less than one request's units) and a tick's refill
-        # always fit the bank, so releasing once a tick never loses pace (banking one unit, a bucket
-        # of 3 units/s lost a sixth of its pace to the cap).
-        self.depth = max(rate * DEPTH_S, 1.0 + rate * TICK_S)
+        self.depth = max(rate * DEPTH_S, 1.0)
+        # Released once a tick only when what a tick's releases leave (less than one request's units) and
+        # a tick's refill fit the bank: else the cap would eat pace (at 3 units/s a sixth of it), and a
+        # deeper bank would let two requests of a one-request-deep quota (Identity Protection's
+        # 1/s, the audit logs' 5 / 10 s) go closer together than the quota allows. Those slow buckets
+        # are released when their units are there.
+        self.tick = TICK_S if self.depth >= 1.0 + rate * TICK_S else 0.0
         self.tokens = self.depth
         self._clock = clock
         self._rng = rng or random.Random()
@@ -256,7 +260,8 @@ class Bucket:
 
     def _arm(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(next_tick(loop.time() + max(delay, 0.001)), self._pump)
+        when = loop.time() + max(delay, 0.001)
+        self._timer = loop.call_at(next_tick(when, self.tick) if self.tick else when, self._pump)
 
     def penalize(self, retry_after: float | None) -> None:
         """The service answered 429: halve the pace (once a second at most) and stop for Retry-After."""

@@ -24,9 +24,10 @@ from .adapters.exchange import ExchangeAdapter
 from .adapters.graph import GraphAdapter
 from .adapters.ledger import Ledger
 from .adapters.pacing import Pacer, PacingLimits
-from .adapters.queues import QueueSender
+from .adapters.queues import QueueEndpoint, QueueSender, queue_endpoint_of
 from .adapters.scores import ScoreStore
 from .adapters.storage import StorageClients, build_storage
+from .adapters.tablerest import TableEndpoint, endpoint_of
 from .deps import Deps
 from .errors import ConfigError
 from .gate import protection_gate
@@ -52,12 +53,17 @@ class Storage:
     ledger: Ledger
     queues: QueueSender
     scores: ScoreStore
+    table_rest: TableEndpoint | None = None
+    queue_rest: QueueEndpoint | None = None
 
     @property
     def table_url(self) -> str:
         return str(self.clients.tables.url)
 
     async def close(self) -> None:
+        for rest in (self.table_rest, self.queue_rest):
+            if rest is not None:
+                await rest.close()
         await self.clients.close()
 
 
@@ -75,8 +81,10 @@ def open_storage(env: Mapping[str, str] | None = None, *, credential: Any = None
             )
         credential = build_credential()
     clients = build_storage(env, credential=credential)
-    return Storage(clients=clients, ledger=Ledger(clients.tables, clock=clock), queues=QueueSender(clients.queues),
-                   scores=ScoreStore(clients.tables))
+    table_rest, queue_rest = endpoint_of(clients.tables), queue_endpoint_of(clients.queues)
+    return Storage(clients=clients, ledger=Ledger(clients.tables, clock=clock, rest=table_rest),
+                   queues=QueueSender(clients.queues, rest=queue_rest), scores=ScoreStore(clients.tables),
+                   table_rest=table_rest, queue_rest=queue_rest)
 
 
 def app_queues(settings: Settings) -> list[str]:

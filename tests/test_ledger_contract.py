@@ -1,5 +1,6 @@
 """One contract, two ledgers: every test here runs against the in-memory fake (tests/helpers)
-and against the Table-storage ledger on the session Azurite, both on the same injected
+and against the Table-storage ledger on the session Azurite (through the SDK alone, and with its
+point operations over REST as deployed: shared/adapters/tablerest.py), all on the same injected
 clock. They make the claim/lease decision with the same pure function
 (shared/ledger_protocol.py); this suite proves they also apply it the same way."""
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters.ledger import TABLES, Ledger
+from shared.adapters.tablerest import endpoint_of
 from shared.errors import ConflictError, TransientError
 from shared.ledger_protocol import ClaimStatus
 from shared.states import StepState
@@ -18,18 +20,22 @@ from shared.timestamps import iso
 from tests.helpers.fakes import FakeClock, FakeLedger
 
 
-@pytest.fixture(params=["fake", "tables"])
+@pytest.fixture(params=["fake", "tables", "tables-rest"])
 async def world(request):
+    """The fake; the ledger on the SDK alone; the ledger as deployed (point operations over REST)."""
     clock = FakeClock()
     if request.param == "fake":
         yield FakeLedger(clock=clock), clock
         return
     azurite = request.getfixturevalue("azurite")  # started only when a "tables" case runs
     async with TableServiceClient.from_connection_string(azurite.connection_string) as tables:
-        ledger = Ledger(tables, clock=clock)
+        rest = endpoint_of(tables) if request.param == "tables-rest" else None
+        ledger = Ledger(tables, clock=clock, rest=rest)
         await ledger.ensure()
         await empty_tables(tables)
         yield ledger, clock
+        if rest is not None:
+            await rest.close()
 
 
 async def empty_tables(tables: TableServiceClient) -> None:

@@ -24,33 +24,25 @@ logged.
 """
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Optional
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 from xml.sax.saxutils import escape
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError
 
-from shared.adapters.http import HttpClient, Reply, TransportFailure
+from shared.adapters.http import Reply
+from shared.adapters.storagerest import SharedKey, StorageEndpoint
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["QueueAccount", "RestQueue", "account_of"]
 
-TIMEOUT_S = 60.0
-MAX_CONNECTIONS = 64
-RETRIES = 2  # after the first try, for a connection failure, 408 or 5xx
-RETRY_DELAYS_S = (0.2, 0.8)
-_SIGNED_HEADERS = ("content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
-                   "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range")
+XML = "application/xml; charset=utf-8"
 
 
 @dataclass
@@ -66,70 +58,23 @@ class ReceivedMessage:
     next_visible_on: Optional[datetime]
 
 
-class QueueAccount:
-    """One storage account's queue endpoint, key and connection pool (shared by its queues)."""
+class QueueAccount(StorageEndpoint):
+    """One storage account's queue endpoint, key and connection pool (shared by its queues); the
+    signing, retries and errors are the app's own (shared/adapters/storagerest.py)."""
 
     def __init__(self, account_name: str, account_key: str, api_version: str) -> None:
+        self.key = SharedKey(account_name, account_key, table=False)
+        super().__init__(self.key, api_version)
         self.account_name = account_name
-        self._key = base64.b64decode(account_key)
-        self.api_version = api_version
-        self.http = HttpClient(TIMEOUT_S, MAX_CONNECTIONS)
 
     def sign(self, method: str, url: str, headers: dict[str, str]) -> str:
         """The Shared Key Authorization header value for this request."""
-        parts = urlsplit(url)
-        lowered = {k.lower(): v for k, v in headers.items() if v}
-        if lowered.get("content-length") == "0":
-            del lowered["content-length"]
-        canonical_headers = "".join(f"{k}:{lowered[k]}\n" for k in sorted(k for k in lowered if k.startswith("x-ms-")))
-        query: dict[str, list[str]] = {}
-        for pair in filter(None, parts.query.split("&")):
-            name, _, value = pair.partition("=")
-            query.setdefault(unquote(name).lower(), []).append(unquote(value))
-        resource = "/" + self.account_name + parts.path
-        resource += "".join(f"\n{name}:{','.join(sorted(values))}" for name, values in sorted(query.items()))
-        to_sign = (method + "\n" + "\n".join(lowered.get(h, "") for h in _SIGNED_HEADERS) + "\n"
-                   + canonical_headers + resource)
-        digest = hmac.new(self._key, to_sign.encode("utf-8"), hashlib.sha256).digest()
-        return f"SharedKey {self.account_name}:{base64.b64encode(digest).decode()}"
+        return self.key.blob_queue_signature(method, url, headers)
 
-    async def call(self, method: str, url: str, body: Optional[str] = None,
-                   expect: tuple[int, ...] = (200, 201, 204)) -> Reply:
+    async def xml_call(self, method: str, url: str, body: Optional[str] = None,
+                       expect: tuple[int, ...] = (200, 201, 204)) -> Reply:
         content = body.encode("utf-8") if body is not None else None
-        for attempt in range(RETRIES + 1):
-            headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": self.api_version}
-            if content is not None or method in ("PUT", "POST"):
-                # aiohttp would add application/octet-stream to a PUT or POST without one: name it, sign it
-                headers["Content-Length"] = str(len(content or b""))
-                headers["Content-Type"] = "application/xml; charset=utf-8"
-            headers["Authorization"] = self.sign(method, url, headers)
-            try:
-                reply = await self.http.request(method, url, headers, content)
-            except TransportFailure:
-                if attempt < RETRIES:
-                    await asyncio.sleep(RETRY_DELAYS_S[attempt])
-                    continue
-                raise
-            if reply.status in expect:
-                return reply
-            if (reply.status == 408 or reply.status >= 500) and attempt < RETRIES:
-                await asyncio.sleep(RETRY_DELAYS_S[attempt])
-                continue
-            raise _error(method, url, reply)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def close(self) -> None:
-        await self.http.close()
-
-
-def _error(method: str, url: str, reply: Reply) -> HttpResponseError:
-    code = reply.headers.get("x-ms-error-code", "")
-    message = f"{method} {urlsplit(url).path}: {reply.status} {code}".rstrip()
-    kind = {404: ResourceNotFoundError, 409: ResourceExistsError}.get(reply.status, HttpResponseError)
-    error = kind(message=message)
-    error.status_code = reply.status
-    error.error_code = code or None  # type: ignore[attr-defined]  # as the storage SDKs set it
-    return error
+        return await self.call(method, url, content=content, content_type=XML, expect=expect)
 
 
 def account_of(queue_client: Any) -> Optional[QueueAccount]:
@@ -161,7 +106,7 @@ class RestQueue:
         if self._ensured:
             return
         try:
-            reply = await self.account.call("PUT", self._url)
+            reply = await self.account.xml_call("PUT", self._url)
             if reply.status == 201:
                 logger.info("Created queue %s", self.name)
         except ResourceExistsError:  # exists with other metadata
@@ -169,7 +114,7 @@ class RestQueue:
         self._ensured = True
 
     async def receive(self, max_messages: int, visibility_timeout: int) -> list[ReceivedMessage]:
-        reply = await self.account.call(
+        reply = await self.account.xml_call(
             "GET", f"{self._url}/messages?numofmessages={int(max_messages)}&visibilitytimeout={int(visibility_timeout)}",
             expect=(200,))
         if not reply.content.strip():
@@ -191,16 +136,16 @@ class RestQueue:
         return f"{self._url}/messages/{quote(message_id, safe='')}?popreceipt={quote(pop_receipt, safe='')}"
 
     async def delete(self, message_id: str, pop_receipt: str) -> None:
-        await self.account.call("DELETE", self._message_url(message_id, pop_receipt), expect=(204,))
+        await self.account.xml_call("DELETE", self._message_url(message_id, pop_receipt), expect=(204,))
 
     async def set_visibility(self, message_id: str, pop_receipt: str, seconds: int) -> str:
-        reply = await self.account.call(
+        reply = await self.account.xml_call(
             "PUT", f"{self._message_url(message_id, pop_receipt)}&visibilitytimeout={int(seconds)}", expect=(204,))
         return reply.headers.get("x-ms-popreceipt", "")
 
     async def send(self, content: str) -> None:
         body = f"<?xml version='1.0' encoding='utf-8'?>\n<QueueMessage><MessageText>{escape(content)}</MessageText></QueueMessage>"
-        await self.account.call("POST", f"{self._url}/messages", body, expect=(201,))
+        await self.account.xml_call("POST", f"{self._url}/messages", body, expect=(201,))
 
     async def close(self) -> None:
         """The account's pool is closed by its owner (the runtime), once for all its queues."""

@@ -54,6 +54,7 @@ from ..ledger_protocol import (
 )
 from ..storm import Reservation, StormState, decide_reservation, reset_state
 from ..timestamps import iso, utcnow
+from .tablerest import RestTable, TableEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,15 @@ class _StormAsk:
 class Ledger:
     """The app's tables over one aio TableServiceClient; ``clock`` is the worker's clock (Deps.clock)."""
 
-    def __init__(self, tables: TableServiceClient, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, tables: TableServiceClient, clock: Callable[[], datetime] = utcnow,
+                 rest: TableEndpoint | None = None) -> None:
+        """``rest``: the account's REST endpoint for the point operations (shared/adapters/tablerest.py;
+        the owner closes it); without it every operation goes through the SDK."""
         self._service = tables
         self._clock = clock
-        self.t = {name: tables.get_table_client(name) for name in TABLES}
+        self.t: dict[str, Any] = {name: tables.get_table_client(name) for name in TABLES}
+        if rest is not None:
+            self.t = {name: RestTable(rest, client) for name, client in self.t.items()}
         # Reservations asked while one is being written wait here and go together (one read, one
         # conditional write for the lot): a storm's intakes no longer race each other for the row.
         self._storm_waiting: list[tuple[_StormAsk, asyncio.Future[Reservation]]] = []

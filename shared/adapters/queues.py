@@ -2,7 +2,10 @@
 
 Bodies are sent base64-encoded, like every producer here: host.json says
 ``messageEncoding: base64``. The SDK's service client does not pass its encode policy on to
-the queue clients it creates, so each sending client gets it here. Messages read back
+the queue clients it creates, so each sending client gets it here. Where the account is reached
+with its key or the managed identity, sends (a storm's ~10 per user, one per step) are plain
+``Put Message`` requests (``QueueEndpoint``: shared/adapters/storagerest.py, ~0.2 ms of CPU instead of
+the SDK's ~1 ms); with a SAS they stay on the SDK, as does everything else. Messages read back
 (peek/receive, for the poison tooling and the redrive sweeper) keep the stored text in
 ``content`` and the decoded body in ``text``; a queue that does not exist yet reads as empty.
 """
@@ -12,13 +15,17 @@ import asyncio
 import base64
 import binascii
 import logging
-from typing import Any, Iterable
+import xml.etree.ElementTree as ElementTree
+from typing import Any, Iterable, Optional
+from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 from ..ports import QueuedMessage
+from .storagerest import StorageEndpoint, authorization_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +52,38 @@ def _message(raw: Any) -> QueuedMessage:
     )
 
 
+XML = "application/xml; charset=utf-8"
+
+
+class QueueEndpoint(StorageEndpoint):
+    """An account's queue endpoint for ``Put Message`` (POST {queue}/messages)."""
+
+    def __init__(self, url: str, auth: Any, api_version: str) -> None:
+        super().__init__(auth, api_version)
+        self.url = url.rstrip("/")
+
+    async def put_message(self, queue: str, content: str, visibility_timeout: int | None) -> str:
+        """Stores ``content`` (already encoded) and returns the message id."""
+        url = f"{self.url}/{quote(queue, safe='')}/messages"
+        if visibility_timeout is not None:
+            url += f"?visibilitytimeout={int(visibility_timeout)}"
+        body = ("<?xml version='1.0' encoding='utf-8'?>\n"
+                f"<QueueMessage><MessageText>{escape(content)}</MessageText></QueueMessage>")
+        reply = await self.call("POST", url, content=body.encode("utf-8"), content_type=XML, expect=(201,))
+        return ElementTree.fromstring(reply.content).findtext("QueueMessage/MessageId") or ""
+
+
+def queue_endpoint_of(service: Any) -> Optional[QueueEndpoint]:
+    """The REST endpoint of an SDK QueueServiceClient, authorized as it is (None for a SAS)."""
+    found = authorization_of(service, table=False)
+    return QueueEndpoint(*found, api_version=service.api_version) if found else None
+
+
 class QueueSender:
-    def __init__(self, service: QueueServiceClient) -> None:
+    def __init__(self, service: QueueServiceClient, rest: QueueEndpoint | None = None) -> None:
+        """``rest``: the account's endpoint for sends (its owner closes it); without it the SDK sends."""
         self._service = service
+        self._rest = rest
         self._clients: dict[str, QueueClient] = {}
         self._raw: dict[str, QueueClient] = {}
 
@@ -87,10 +123,25 @@ class QueueSender:
             result = await client.send_message(content, visibility_timeout=visibility_timeout)
         return str(result.id)
 
+    async def _put(self, queue: str, content: str, visibility_timeout: int | None) -> str:
+        assert self._rest is not None
+        try:
+            return await self._rest.put_message(queue, content, visibility_timeout)
+        except ResourceNotFoundError:  # first message to a queue nobody created yet
+            try:
+                await self._stored(queue).create_queue()
+            except ResourceExistsError:
+                pass
+            return await self._rest.put_message(queue, content, visibility_timeout)
+
     async def send(self, queue: str, body: str, *, visibility_timeout: int | None = None) -> str:
+        if self._rest is not None:
+            return await self._put(queue, base64.b64encode(body.encode("utf-8")).decode("ascii"), visibility_timeout)
         return await self._send(self._client(queue), body, visibility_timeout)
 
     async def send_stored(self, queue: str, content: str) -> str:
+        if self._rest is not None:
+            return await self._put(queue, content, None)
         return await self._send(self._stored(queue), content, None)
 
     async def peek(self, queue: str, max_messages: int) -> list[QueuedMessage]:

@@ -15,7 +15,9 @@ Tables (all created at start-up):
 The ledger row is claimed with an ETag-conditional write before any side effect, so two
 deliveries of one message never act at once, and a finished step is never run again; the
 decision itself is shared/ledger_protocol.py (the in-memory fake uses the same one).
-Nothing here stores a password or a token; ``detail`` and ``checkpoint`` are JSON written
+Point reads and writes (get, create, update, upsert: four per step) go over the Table REST API
+(shared/adapters/tablerest.py) when bootstrap passes the account's endpoint; queries, listings and
+table creation use the SDK. Nothing here stores a password or a token; ``detail`` and ``checkpoint`` are JSON written
 by steps, which never put secrets in them.
 """
 from __future__ import annotations

@@ -31,19 +31,16 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
-from xml.sax.saxutils import escape
 
 from azure.core.exceptions import ResourceExistsError
 
 from shared.adapters.http import Reply
+from shared.adapters.queues import XML, message_xml
 from shared.adapters.storagerest import SharedKey, StorageEndpoint
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["QueueAccount", "RestQueue", "account_of"]
-
-XML = "application/xml; charset=utf-8"
-
 
 @dataclass
 class ReceivedMessage:
@@ -144,8 +141,7 @@ class RestQueue:
         return reply.headers.get("x-ms-popreceipt", "")
 
     async def send(self, content: str) -> None:
-        body = f"<?xml version='1.0' encoding='utf-8'?>\n<QueueMessage><MessageText>{escape(content)}</MessageText></QueueMessage>"
-        await self.account.xml_call("POST", f"{self._url}/messages", body, expect=(201,))
+        await self.account.xml_call("POST", f"{self._url}/messages", message_xml(content), expect=(201,))
 
     async def close(self) -> None:
         """The account's pool is closed by its owner (the runtime), once for all its queues."""

@@ -55,6 +55,12 @@ def _message(raw: Any) -> QueuedMessage:
 XML = "application/xml; charset=utf-8"
 
 
+def message_xml(content: str) -> str:
+    """The body of a Put Message request for ``content`` (stored text, already encoded)."""
+    return ("<?xml version='1.0' encoding='utf-8'?>\n"
+            f"<QueueMessage><MessageText>{escape(content)}</MessageText></QueueMessage>")
+
+
 class QueueEndpoint(StorageEndpoint):
     """An account's queue endpoint for ``Put Message`` (POST {queue}/messages)."""
 
@@ -67,9 +73,8 @@ class QueueEndpoint(StorageEndpoint):
         url = f"{self.url}/{quote(queue, safe='')}/messages"
         if visibility_timeout is not None:
             url += f"?visibilitytimeout={int(visibility_timeout)}"
-        body = ("<?xml version='1.0' encoding='utf-8'?>\n"
-                f"<QueueMessage><MessageText>{escape(content)}</MessageText></QueueMessage>")
-        reply = await self.call("POST", url, content=body.encode("utf-8"), content_type=XML, expect=(201,))
+        reply = await self.call("POST", url, content=message_xml(content).encode("utf-8"), content_type=XML,
+                                expect=(201,))
         return ElementTree.fromstring(reply.content).findtext("QueueMessage/MessageId") or ""
 
 
@@ -112,37 +117,31 @@ class QueueSender:
 
         await asyncio.gather(*(create(queue) for queue in queues))
 
-    async def _send(self, client: QueueClient, content: str, visibility_timeout: int | None) -> str:
+    async def _send(self, queue: str, client: QueueClient, content: str, visibility_timeout: int | None) -> str:
+        """``content`` as ``client`` stores it: over REST when the account's endpoint is known (the
+        text already encoded), else through the client."""
+        async def put() -> str:
+            if self._rest is not None:
+                return await self._rest.put_message(queue, content, visibility_timeout)
+            return str((await client.send_message(content, visibility_timeout=visibility_timeout)).id)
+
         try:
-            result = await client.send_message(content, visibility_timeout=visibility_timeout)
+            return await put()
         except ResourceNotFoundError:  # first message to a queue nobody created yet
             try:
                 await client.create_queue()
             except ResourceExistsError:
                 pass
-            result = await client.send_message(content, visibility_timeout=visibility_timeout)
-        return str(result.id)
-
-    async def _put(self, queue: str, content: str, visibility_timeout: int | None) -> str:
-        assert self._rest is not None
-        try:
-            return await self._rest.put_message(queue, content, visibility_timeout)
-        except ResourceNotFoundError:  # first message to a queue nobody created yet
-            try:
-                await self._stored(queue).create_queue()
-            except ResourceExistsError:
-                pass
-            return await self._rest.put_message(queue, content, visibility_timeout)
+            return await put()
 
     async def send(self, queue: str, body: str, *, visibility_timeout: int | None = None) -> str:
-        if self._rest is not None:
-            return await self._put(queue, base64.b64encode(body.encode("utf-8")).decode("ascii"), visibility_timeout)
-        return await self._send(self._client(queue), body, visibility_timeout)
+        if self._rest is not None:  # the SDK client encodes; over REST the base64 text is built here
+            return await self._send(queue, self._stored(queue),
+                                    base64.b64encode(body.encode("utf-8")).decode("ascii"), visibility_timeout)
+        return await self._send(queue, self._client(queue), body, visibility_timeout)
 
     async def send_stored(self, queue: str, content: str) -> str:
-        if self._rest is not None:
-            return await self._put(queue, content, None)
-        return await self._send(self._stored(queue), content, None)
+        return await self._send(queue, self._stored(queue), content, None)
 
     async def peek(self, queue: str, max_messages: int) -> list[QueuedMessage]:
         try:

@@ -23,13 +23,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import time
 from email.utils import formatdate
 from typing import Any, Callable, Mapping, Optional, Protocol
 from urllib.parse import unquote, urlsplit
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from .credentials import BearerToken
 from .http import HttpClient, Reply, TransportFailure
 
 __all__ = ["Auth", "SharedKey", "TokenAuth", "StorageEndpoint", "authorization_of", "storage_error", "STORAGE_SCOPE"]
@@ -39,7 +39,6 @@ TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 64
 RETRIES = 2  # after the first try, for a connection failure, 408 or 5xx
 RETRY_DELAYS_S = (0.2, 0.8)
-TOKEN_REFRESH_S = 300
 _SIGNED_HEADERS = ("content-encoding", "content-language", "content-length", "content-md5", "content-type", "date",
                    "if-modified-since", "if-match", "if-none-match", "if-unmodified-since", "range")
 
@@ -91,25 +90,14 @@ class SharedKey:
 
 
 class TokenAuth:
-    """A bearer token of the app's credential (the managed identity), reused until near its expiry."""
+    """A bearer token of the app's credential (the managed identity): ``credentials.BearerToken``'s
+    cache, the token reused until five minutes before it expires."""
 
     def __init__(self, credential: Any, scope: str = STORAGE_SCOPE) -> None:
-        self._credential = credential
-        self._scope = scope
-        self._token: Optional[str] = None
-        self._expires_on = 0.0
-        self._lock = asyncio.Lock()
-
-    def _stale(self) -> bool:
-        return self._token is None or time.time() > self._expires_on - TOKEN_REFRESH_S
+        self._token = BearerToken(credential, scope)
 
     async def authorize(self, method: str, url: str, headers: dict[str, str]) -> None:
-        if self._stale():
-            async with self._lock:
-                if self._stale():
-                    token = await self._credential.get_token(self._scope)
-                    self._token, self._expires_on = token.token, float(token.expires_on)
-        headers["Authorization"] = f"Bearer {self._token}"
+        headers["Authorization"] = await self._token.header()
 
 
 def storage_error(method: str, url: str, reply: Reply, code: str = "") -> HttpResponseError:
